@@ -1,0 +1,31 @@
+"""`python -m peft_repro [+experiment=NAME] [scale=smoke|default|paper] [key=value ...]` (Hydra)."""
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .models import repo_root
+
+log = logging.getLogger("peft_repro")
+
+
+@hydra.main(config_path=str(repo_root() / "conf"), config_name="config", version_base="1.3")
+def main(cfg: DictConfig):
+    from .run import run
+    from .tasks import DataMissing
+
+    hc = HydraConfig.get()
+    try:
+        record = run(cfg, list(hc.overrides.task), Path(hc.runtime.output_dir))
+    except (DataMissing, ValueError) as err:  # user-fixable: one line, non-zero exit, records so far are kept
+        log.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return record["test"]
+
+
+if __name__ == "__main__":
+    main()

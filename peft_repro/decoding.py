@@ -1,0 +1,168 @@
+"""Batched greedy and beam search over any cache content.
+
+transformers' `generate()` rebuilds the cache itself and silently drops trainable keys/values that a method puts
+there (prefix-tuning), so decoding is a loop of our own that starts from `model.initial_cache()`. The beam search
+follows transformers' vectorized one step for step (top (1 + #stop tokens) * beams candidates, finished
+hypotheses scored by sum log-prob / generated_length ** length_penalty, the same early-stop heuristic), so on a
+plain model it returns exactly what `generate()` returns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .batching import left_pad, positions
+
+NEG = -1.0e9
+
+
+@dataclass
+class DecodeConfig:
+    num_beams: int = 1
+    max_new_tokens: int = 64
+    min_new_tokens: int = 0
+    no_repeat_ngram_size: int = 0  # over generated tokens only: the source is the input, not text to avoid
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+    batch_size: int = 16
+
+    def __post_init__(self):
+        if self.num_beams < 1 or self.max_new_tokens < 1:
+            raise ValueError("decoding needs num_beams >= 1 and max_new_tokens >= 1")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(f"min_new_tokens={self.min_new_tokens} > max_new_tokens={self.max_new_tokens}")
+
+
+def _banned_ngram_tokens(generated: torch.Tensor, n: int) -> list[list[int]]:
+    """Per row: tokens that would complete an n-gram already present in the row's generated tokens."""
+    banned = []
+    for row in generated.tolist():
+        if len(row) + 1 < n:
+            banned.append([])
+            continue
+        prefix = tuple(row[len(row) - n + 1:]) if n > 1 else ()
+        banned.append([row[i + n - 1] for i in range(len(row) - n + 1) if tuple(row[i:i + n - 1]) == prefix])
+    return banned
+
+
+def _process(log_probs: torch.Tensor, generated: torch.Tensor, step: int, cfg: DecodeConfig, stop: torch.Tensor):
+    if step < cfg.min_new_tokens:
+        log_probs[:, stop] = -float("inf")
+    if cfg.no_repeat_ngram_size > 0:
+        for row, tokens in enumerate(_banned_ngram_tokens(generated, cfg.no_repeat_ngram_size)):
+            log_probs[row, tokens] = -float("inf")
+    return log_probs
+
+
+class _Stepper:
+    """Feeds tokens through the model, keeping cache, attention mask and positions in step."""
+
+    def __init__(self, model, input_ids: torch.Tensor, mask: torch.Tensor):
+        self.model = model
+        n_virtual = model.num_virtual_tokens
+        self.mask = torch.cat([mask.new_ones(mask.shape[0], n_virtual), mask], dim=1)
+        self.pos = positions(mask, n_virtual)[:, -1:]
+        out = model(input_ids, mask, logits_to_keep=1, use_cache=True)
+        self.cache, self.logits = out.past_key_values, out.logits[:, -1, :].float()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        self.pos = self.pos + 1
+        out = self.model.step(tokens[:, None], self.mask, self.pos, self.cache)
+        self.cache, self.logits = out.past_key_values, out.logits[:, -1, :].float()
+        return self.logits
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.cache.reorder_cache(index)
+        self.mask = self.mask[index]
+        self.pos = self.pos[index]
+
+
+def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) -> torch.Tensor:
+    stepper = _Stepper(model, ids, mask)
+    generated = ids.new_zeros(ids.shape[0], 0)
+    running = torch.ones(ids.shape[0], dtype=torch.bool)
+    for step in range(cfg.max_new_tokens):
+        scores = _process(stepper.logits.clone(), generated, step, cfg, stop)
+        tokens = torch.where(running, scores.argmax(-1), pad_id)
+        generated = torch.cat([generated, tokens[:, None]], dim=1)
+        running &= ~torch.isin(tokens, stop)
+        if not running.any() or step + 1 == cfg.max_new_tokens:
+            break
+        stepper.step(tokens)
+    return generated
+
+
+def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) -> torch.Tensor:
+    batch, k, steps = ids.shape[0], cfg.num_beams, cfg.max_new_tokens
+    stepper = _Stepper(model, ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0))
+    vocab = stepper.logits.shape[-1]
+    keep = max(2, 1 + len(stop)) * k  # enough candidates that `k` of them are still running
+    running_seqs = ids.new_full((batch, k, steps), pad_id)
+    running_scores = torch.zeros(batch, k)
+    running_scores[:, 1:] = NEG
+    done_seqs = running_seqs.clone()
+    done_scores = torch.full((batch, k), NEG)
+    done = torch.zeros(batch, k, dtype=torch.bool)
+    improvable = torch.ones(batch, 1, dtype=torch.bool)
+    top_k = torch.arange(keep) < k
+    offsets = torch.arange(batch)[:, None] * k
+    for step in range(steps):
+        flat_seqs = running_seqs.view(batch * k, steps)[:, :step]
+        log_probs = _process(torch.log_softmax(stepper.logits, -1), flat_seqs, step, cfg, stop)
+        total = (log_probs.view(batch, k, vocab) + running_scores[:, :, None]).view(batch, k * vocab)
+        cand_scores, cand = torch.topk(total, keep)
+        cand_beam, cand_token = cand // vocab, cand % vocab
+        cand_seqs = torch.gather(running_seqs, 1, cand_beam[:, :, None].expand(-1, -1, steps)).clone()
+        cand_seqs[:, :, step] = cand_token
+        hits_stop = torch.isin(cand_token, stop) | (step + 1 == steps)
+
+        # the k best candidates that did not stop keep running
+        alive_scores = cand_scores + hits_stop.float() * NEG
+        nxt = torch.topk(alive_scores, k)[1]
+        running_seqs = torch.gather(cand_seqs, 1, nxt[:, :, None].expand(-1, -1, steps))
+        running_scores = torch.gather(alive_scores, 1, nxt)
+        parent = torch.gather(cand_beam, 1, nxt) + offsets
+
+        # stopped candidates among the top k join the finished hypotheses if they beat the worst one
+        final = cand_scores / ((step + 1) ** cfg.length_penalty)
+        if cfg.early_stopping:
+            final = final + (done.all(-1, keepdim=True)).float() * NEG
+        final = final + (~improvable).float() * NEG + (~(hits_stop & top_k)).float() * NEG
+        merged_scores = torch.cat([done_scores, final], 1)
+        best = torch.topk(merged_scores, k)[1]
+        done_seqs = torch.gather(torch.cat([done_seqs, cand_seqs], 1), 1, best[:, :, None].expand(-1, -1, steps))
+        done_scores = torch.gather(merged_scores, 1, best)
+        done = torch.gather(torch.cat([done, hits_stop & top_k], 1), 1, best)
+
+        best_possible = running_scores[:, :1] / ((step + 1) ** cfg.length_penalty)
+        worst_done = torch.where(done, done_scores.min(1, keepdim=True)[0], NEG)
+        improvable &= (best_possible > worst_done).any(-1, keepdim=True)
+        exists_open = not (cfg.early_stopping and bool(done.all()))
+        if not (improvable.any() and exists_open and not hits_stop.all()) or step + 1 == steps:
+            break
+        stepper.reorder(parent.view(-1))
+        stepper.step(running_seqs.view(batch * k, steps)[:, step])
+    return done_seqs[:, 0, : step + 1]
+
+
+@torch.no_grad()
+def generate(model, sources: list[list[int]], cfg: DecodeConfig, stop_ids: list[int], pad_id: int,
+             progress=None) -> list[list[int]]:
+    """Token ids generated for each source, cut before the first stop token."""
+    stop = torch.tensor(sorted(set(stop_ids)))
+    search = _greedy if cfg.num_beams == 1 else _beam
+    # similar lengths together: less padding; results are put back in input order
+    order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
+    results: list[list[int]] = [[] for _ in sources]
+    for start in range(0, len(order), cfg.batch_size):
+        chunk = order[start:start + cfg.batch_size]
+        ids, mask = left_pad([sources[i] for i in chunk], pad_id)
+        out = search(model, ids, mask, cfg, stop, pad_id).tolist()
+        for i, tokens in zip(chunk, out):
+            cut = next((j for j, t in enumerate(tokens) if t in set(stop_ids)), len(tokens))
+            results[i] = tokens[:cut]
+        if progress is not None:
+            progress.update(len(chunk))
+    return results

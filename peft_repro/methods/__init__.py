@@ -1,0 +1,37 @@
+"""Method registry: a method is a config dataclass plus `apply(model, cfg) -> Adapted`, one module per method.
+
+The prefix family slots in here with the same two names.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from . import full, lora
+from .base import Adapted
+
+METHODS = {
+    "lora": (lora.LoRAConfig, lora.apply),
+    "full": (full.FullConfig, full.apply),
+}
+
+
+def method_config(cfg: dict):
+    """Build the dataclass of `cfg["name"]` from a `conf/method/*.yaml` mapping; unknown keys are an error."""
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}")
+    config_cls, _ = METHODS[name]
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    extra = set(cfg) - known
+    if extra:
+        raise ValueError(f"method {name!r} has no options {sorted(extra)}; it takes {sorted(known)}")
+    return name, config_cls(**cfg)
+
+
+def apply_method(model, cfg: dict) -> Adapted:
+    name, method_cfg = method_config(cfg)
+    return METHODS[name][1](model, method_cfg)
+
+
+__all__ = ["Adapted", "METHODS", "apply_method", "method_config"]

@@ -1,0 +1,19 @@
+"""Full fine-tuning: every weight trains. The baseline row of every table."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .base import Adapted
+
+
+@dataclass
+class FullConfig:
+    pass
+
+
+def apply(model: nn.Module, cfg: FullConfig) -> Adapted:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return Adapted(model, "full")

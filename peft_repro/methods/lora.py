@@ -1,0 +1,140 @@
+"""LoRA (Hu et al. 2021): W x + (alpha / r) * B A x with A random, B = 0, on any of the roles q, k, v, o, mlp.
+
+On GPT-2's fused ``c_attn`` a role is one third of the output (as microsoft/LoRA's MergedLinear): each adapted third
+gets its own (A, B) pair, so the parameter count is r * (d_in + d_out) per adapted matrix on every architecture.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..models import role_targets
+from .base import Adapted
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    init: str = "kaiming"  # A ~ kaiming-uniform(a=sqrt 5) as microsoft/LoRA and PEFT; "gaussian": N(0, 1/r^2)
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got r={self.r}")
+        if self.init not in ("kaiming", "gaussian"):
+            raise ValueError(f"LoRA init must be 'kaiming' or 'gaussian', got {self.init!r}")
+        if not self.targets:
+            raise ValueError("LoRA needs at least one target role")
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    return type(module).__name__ == "Conv1D"  # transformers' GPT-2 projection: weight is (d_in, d_out)
+
+
+class LoRALayer(nn.Module):
+    """A frozen projection plus low-rank updates on whole output (part None) or on thirds of a fused output."""
+
+    def __init__(self, base: nn.Module, parts: list[int | None], cfg: LoRAConfig):
+        super().__init__()
+        self.base = base
+        self.conv1d = _is_conv1d(base)
+        d_in, d_out = base.weight.shape if self.conv1d else base.weight.shape[::-1]
+        self.parts = parts
+        self.d_out = d_out
+        self.part_size = d_out if parts == [None] else d_out // 3
+        self.scale = cfg.alpha / cfg.r
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        device = base.weight.device
+        self.lora_A = nn.Parameter(torch.empty(len(parts), cfg.r, d_in, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(len(parts), self.part_size, cfg.r, device=device))
+        for a in self.lora_A:
+            if cfg.init == "kaiming":
+                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            else:
+                nn.init.normal_(a, std=1 / cfg.r)
+        self.merged = False
+
+    def delta_weight(self, i: int) -> torch.Tensor:
+        """(part_size, d_in) update of part i."""
+        return self.lora_B[i] @ self.lora_A[i] * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.merged:
+            return out
+        h = self.dropout(x).to(self.lora_A.dtype)
+        low = torch.einsum("...i,pri->...pr", h, self.lora_A)
+        delta = torch.einsum("...pr,por->...po", low, self.lora_B) * self.scale
+        if self.parts == [None]:
+            return out + delta[..., 0, :].to(out.dtype)
+        pieces = [torch.zeros_like(out[..., : self.part_size])] * 3
+        for i, part in enumerate(self.parts):
+            pieces[part] = delta[..., i, :].to(out.dtype)
+        return out + torch.cat(pieces, dim=-1)
+
+    @torch.no_grad()
+    def _apply_delta(self, sign: int) -> None:
+        weight = self.base.weight
+        for i, part in enumerate(self.parts):
+            rows = slice(None) if part is None else slice(part * self.part_size, (part + 1) * self.part_size)
+            delta = sign * self.delta_weight(i).to(weight.dtype)
+            if self.conv1d:
+                weight[:, rows] += delta.T
+            else:
+                weight[rows] += delta
+
+    def merge(self) -> None:
+        if not self.merged:
+            self._apply_delta(+1)
+            self.merged = True
+
+    def unmerge(self) -> None:
+        if self.merged:
+            self._apply_delta(-1)
+            self.merged = False
+
+
+def apply(model: nn.Module, cfg: LoRAConfig) -> Adapted:
+    """Freeze `model` and put LoRA layers on every module of the target roles."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    parts_of = defaultdict(list)
+    for target in role_targets(model, cfg.targets):
+        parts_of[target.name].append(target.part)
+    for name, parts in parts_of.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        parts = parts if parts == [None] else sorted(parts)
+        setattr(parent, child, LoRALayer(getattr(parent, child), parts, cfg))
+    return Adapted(model, "lora")
+
+
+def lora_layers(model: nn.Module) -> list[LoRALayer]:
+    return [m for m in model.modules() if isinstance(m, LoRALayer)]
+
+
+def merge(model: nn.Module) -> None:
+    """Fold B A into the frozen weights: inference then costs exactly the base model's."""
+    for layer in lora_layers(model):
+        layer.merge()
+
+
+def unmerge(model: nn.Module) -> None:
+    for layer in lora_layers(model):
+        layer.unmerge()
+
+
+def expected_parameter_count(model: nn.Module, cfg: LoRAConfig) -> int:
+    """Closed form r * (d_in + d_out) per adapted matrix (or third of a fused one), from the unadapted model."""
+    total = 0
+    for t in role_targets(model, cfg.targets):
+        w = t.module.weight
+        d_in, d_out = w.shape if _is_conv1d(t.module) else w.shape[::-1]
+        total += cfg.r * (d_in + (d_out if t.part is None else d_out // 3))
+    return total

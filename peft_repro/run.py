@@ -1,0 +1,60 @@
+"""One run: model + method + task -> trained, selected, evaluated, recorded. The Hydra entry point calls `main`."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import results
+from .decoding import DecodeConfig
+from .methods import apply_method
+from .models import load_model
+from .tasks import build_task
+from .tracking import make_logger
+from .train import TrainConfig, seed_everything, train
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
+    key = results.run_key(overrides)
+    path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name, key)
+    if cfg.resume and path.exists() and results.load_json(path).get("status") == "ok":
+        log.info("skipping %s: already done (%s); resume=false reruns it", key, path)
+        return results.load_json(path)
+
+    # validate every config section before the slow parts start
+    trainer_cfg = TrainConfig(**OmegaConf.to_container(cfg.trainer), seed=cfg.seed)
+    dev_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.dev_decode)) if "dev_decode" in cfg.task else None
+    test_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode)) if "decode" in cfg.task else None
+    method_cfg = OmegaConf.to_container(cfg.method)
+    task = build_task(cfg.task, cfg.data_root)
+
+    started = time.time()
+    seed_everything(cfg.seed)
+    model, tokenizer = load_model(cfg.model)
+    adapted = apply_method(model, method_cfg)
+    params = adapted.parameter_counts()
+    log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,
+             params["trainable"], params["trainable_pct"], params["base"])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = make_logger(cfg.logger, name=key, group=f"{cfg.experiment}/{cfg.scale_name}", config=config,
+                         run_dir=str(run_dir))
+    out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger)
+    record = {
+        "status": "ok", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name, "seed": cfg.seed,
+        "overrides": overrides, "config": config, "git": results.git_state(), "hardware": results.hardware(),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": time.time() - started,
+        "peak_memory_mb": results.peak_memory_mb(), "params": params,
+        "run_dir": str(run_dir),
+        **{k: v for k, v in out.items() if k != "samples"},
+        "samples": out["samples"][: cfg.record_samples],
+    }
+    results.write_record(path, record)
+    if logger:
+        logger.finish({f"test/{k}": v for k, v in out["test"].items()} | {"params/trainable": params["trainable"]},
+                      out["samples"], cfg.logger.max_samples)
+    log.info("test %s -> %s", out["test"], path)
+    return record

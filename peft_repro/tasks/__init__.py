@@ -1,0 +1,97 @@
+"""Tasks: where the data lives, how an example becomes (source, target) text, and which metric scores it.
+
+Local copies are read from the data root (Hydra key `data_root`, else env `PEFT_REPRO_DATA_ROOT`, else
+`<repo>/../shared/data`); a task whose files are missing falls back to the HF hub when `hub_fallback` is on, and
+otherwise stops with an error that names the missing path.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..models import repo_root
+
+
+@dataclass
+class Example:
+    """One training pair; `target` is one reference (generation) or the label word (classification)."""
+    source: str
+    target: str
+    label: int | None = None
+
+
+@dataclass
+class EvalItem:
+    """One evaluation input with all its references (E2E groups the references of an MR) or its label."""
+    source: str
+    references: list[str] = field(default_factory=list)
+    label: int | None = None
+
+
+class DataMissing(FileNotFoundError):
+    pass
+
+
+def data_root(configured: str | None = None) -> Path:
+    root = configured or os.environ.get("PEFT_REPRO_DATA_ROOT") or repo_root().parent / "shared" / "data"
+    return Path(root).expanduser()
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataMissing(f"{what} not found: {path} (set data_root=... or PEFT_REPRO_DATA_ROOT, "
+                          f"or allow task.hub_fallback=true where the HF hub is reachable)")
+    return path
+
+
+def subset(items: list, n: int | None, seed: int) -> list:
+    """A fixed random subset of size n (all items if n is None or too large), in the original order."""
+    if n is None or n >= len(items):
+        return items
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+class Task:
+    """Base class; subclasses read their data and define formatting, `kind` and `primary_metric`."""
+
+    kind = "generation"          # or "classification"
+    primary_metric = ""
+    label_words: list[str] = []  # classification: the words the LM scores, in label order
+
+    def __init__(self, cfg, root: str | None = None):
+        self.cfg = cfg
+        self.root = data_root(root)
+
+    def load(self, loader_local, loader_hub):
+        """Local files first; the hub only if they are missing and the config allows it."""
+        try:
+            return loader_local()
+        except DataMissing as missing:
+            if not self.cfg.get("hub_fallback", False):
+                raise
+            try:
+                return loader_hub()
+            except Exception as hub_error:  # no network, no `datasets` cache: report both causes in one line
+                raise DataMissing(f"{missing}; the hub fallback failed too: {hub_error}") from hub_error
+
+    def train_examples(self) -> list[Example]:
+        raise NotImplementedError
+
+    def eval_items(self, split: str) -> list[EvalItem]:
+        raise NotImplementedError
+
+    def score(self, predictions: list, items: list[EvalItem]) -> dict:
+        raise NotImplementedError
+
+
+def build_task(cfg, root: str | None = None) -> Task:
+    from .e2e import E2ETask
+    from .mnli import MNLITask
+
+    tasks = {"e2e": E2ETask, "mnli": MNLITask}
+    if cfg.name not in tasks:
+        raise ValueError(f"unknown task {cfg.name!r}; known: {sorted(tasks)}")
+    return tasks[cfg.name](cfg, root)

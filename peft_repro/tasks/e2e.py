@@ -1,0 +1,55 @@
+"""E2E NLG (Novikova et al. 2017): meaning representation -> restaurant description, scored by e2e-metrics."""
+from __future__ import annotations
+
+import csv
+
+from . import EvalItem, Example, Task, require, subset
+
+FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
+HUB_ID = "GEM/e2e_nlg"  # fields meaning_representation / target; splits train / validation / test
+HUB_SPLIT = {"train": "train", "dev": "validation", "test": "test"}
+
+
+class E2ETask(Task):
+    kind = "generation"
+    primary_metric = "BLEU"
+
+    def _rows(self, split: str) -> list[tuple[str, str]]:
+        def local():
+            path = require(self.root / self.cfg.folder / FILES[split], f"E2E {split} split")
+            with open(path, encoding="utf-8", newline="") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
+                    raise ValueError(f"{path}: expected columns 'mr,ref', found {reader.fieldnames}")
+                return [(r["mr"], r["ref"]) for r in reader]
+
+        def hub():
+            import datasets
+
+            ds = datasets.load_dataset(HUB_ID, split=HUB_SPLIT[split])
+            if split == "train":
+                return [(r["meaning_representation"], r["target"]) for r in ds]
+            return [(r["meaning_representation"], ref) for r in ds for ref in r["references"]]
+
+        return self.load(local, hub)
+
+    def source(self, mr: str) -> str:
+        return self.cfg.source_template.format(mr=mr)
+
+    def train_examples(self) -> list[Example]:
+        rows = subset(self._rows("train"), self.cfg.max_train_examples, self.cfg.subset_seed)
+        return [Example(self.source(mr), ref) for mr, ref in rows]
+
+    def eval_items(self, split: str) -> list[EvalItem]:
+        """One item per distinct MR (first-occurrence order) holding all of its references."""
+        grouped: dict[str, list[str]] = {}
+        for mr, ref in self._rows(split):
+            grouped.setdefault(mr, []).append(ref)
+        items = [EvalItem(self.source(mr), refs) for mr, refs in grouped.items()]
+        return subset(items, self.cfg.max_eval_examples, self.cfg.subset_seed)
+
+    def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
+        from ..metrics.e2e import score_e2e
+
+        metrics = None if full else ("BLEU",)
+        return score_e2e(predictions, [it.references for it in items], metrics=metrics)

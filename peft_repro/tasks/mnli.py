@@ -1,0 +1,73 @@
+"""MultiNLI as label-word scoring.
+
+Each label is a word the LM scores after the prompt; the prediction is the label whose word gets the highest
+log-probability, and training is the LM loss on that word. We score rather than free-generate because it is
+constrained greedy decoding: the output is always a valid label, one forward pass per example, no parsing.
+
+Offline there are 34,290 of the 392,702 train pairs (../shared/data/mnli/PROVENANCE.md). A fixed 2,000 of them are
+held out as the dev split for model selection; dev_matched is reported as the test number, as the LoRA paper does.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+
+from . import EvalItem, Example, Task, require, subset
+
+LABELS = ["entailment", "neutral", "contradiction"]  # GLUE's label order
+FILES = {"train": "train_subset.jsonl.gz", "test": "dev_matched.jsonl", "test_mismatched": "dev_mismatched.jsonl"}
+HUB_SPLIT = {"train": "train", "test": "validation_matched", "test_mismatched": "validation_mismatched"}
+HELD_OUT_SEED = 1234
+
+
+class MNLITask(Task):
+    kind = "classification"
+    primary_metric = "accuracy"
+
+    def __init__(self, cfg, root: str | None = None):
+        super().__init__(cfg, root)
+        self.label_words = [cfg.label_words[name] for name in LABELS]
+
+    def _rows(self, file_split: str) -> list[tuple[str, str, int]]:
+        def local():
+            path = require(self.root / self.cfg.folder / FILES[file_split], f"MNLI {file_split} file")
+            opener = gzip.open if path.suffix == ".gz" else open
+            rows = []
+            with opener(path, "rt", encoding="utf-8") as f:
+                for line_no, line in enumerate(f, 1):
+                    r = json.loads(line)
+                    if r.get("label") not in LABELS:
+                        raise ValueError(f"{path}:{line_no}: label {r.get('label')!r} is not one of {LABELS}")
+                    rows.append((r["premise"], r["hypothesis"], LABELS.index(r["label"])))
+            return rows
+
+        def hub():
+            import datasets
+
+            ds = datasets.load_dataset("nyu-mll/glue", "mnli", split=HUB_SPLIT[file_split])
+            return [(r["premise"], r["hypothesis"], r["label"]) for r in ds if r["label"] >= 0]
+
+        return self.load(local, hub)
+
+    def _split(self, split: str) -> list[tuple[str, str, int]]:
+        if split in ("train", "dev"):  # dev is a fixed held-out part of train, disjoint from what we train on
+            rows = self._rows("train")
+            dev = set(subset(list(range(len(rows))), self.cfg.dev_size, HELD_OUT_SEED))
+            return [r for i, r in enumerate(rows) if (i in dev) == (split == "dev")]
+        return self._rows(split)
+
+    def source(self, premise: str, hypothesis: str) -> str:
+        return self.cfg.source_template.format(premise=premise, hypothesis=hypothesis.strip())
+
+    def train_examples(self) -> list[Example]:
+        rows = subset(self._split("train"), self.cfg.max_train_examples, self.cfg.subset_seed)
+        return [Example(self.source(p, h), self.label_words[y], y) for p, h, y in rows]
+
+    def eval_items(self, split: str) -> list[EvalItem]:
+        rows = subset(self._split(split), self.cfg.max_eval_examples, self.cfg.subset_seed)
+        return [EvalItem(self.source(p, h), label=y) for p, h, y in rows]
+
+    def score(self, predictions: list[int], items: list[EvalItem], full: bool = True) -> dict:
+        from ..metrics.classification import accuracy
+
+        return {"accuracy": accuracy(predictions, [it.label for it in items])}

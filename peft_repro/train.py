@@ -1,0 +1,229 @@
+"""The shared trainer: one visible loop for every method and task.
+
+AdamW, linear warmup then linear decay, gradient accumulation, bf16 autocast where the hardware has it,
+length-grouped batches with dynamic padding, an evaluation on dev after every epoch, and a selection rule:
+`best_dev` restores the trainable weights of the best dev epoch before the test evaluation, `final` keeps the last.
+Built on accelerate, so `accelerate launch -m peft_repro ...` runs the same loop as DDP on several GPUs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .batching import IGNORE, collate_train, encode_examples, encode_source, left_pad, length_grouped_batches
+from .decoding import DecodeConfig, generate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; caps the epochs
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    precision: str = "auto"  # auto: bf16 where the device supports it, else fp32
+    select: str = "best_dev"  # or "final"
+    eval_batch_size: int = 32
+    seed: int = 0
+    save_checkpoint: bool = True
+    log_every: int = 10
+
+    def __post_init__(self):
+        if self.select not in ("best_dev", "final"):
+            raise ValueError(f"trainer.select must be best_dev or final, not {self.select!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"trainer.precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
+            raise ValueError("trainer.batch_size, grad_accum and epochs must be >= 1")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def bf16_available() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def stop_token_ids(tokenizer, at_newline: bool) -> list[int]:
+    """eos, plus every token whose text contains a newline when outputs are one line (E2E)."""
+    stops = {tokenizer.eos_token_id}
+    if at_newline:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        stops |= {i for i, t in enumerate(texts) if "\n" in t}
+    return sorted(stops)
+
+
+class Evaluator:
+    """Predictions and scores of one task on one split, for any adapted model."""
+
+    def __init__(self, task, tokenizer, task_cfg, eval_batch_size: int):
+        self.task, self.tok, self.cfg = task, tokenizer, task_cfg
+        self.eval_batch_size = eval_batch_size
+        self.stops = stop_token_ids(tokenizer, task_cfg.get("stop_at_newline", False)) \
+            if task.kind == "generation" else None
+        self.label_ids = [tokenizer(w, add_special_tokens=False).input_ids for w in task.label_words]
+
+    @torch.no_grad()
+    def predict(self, model, items, decode: DecodeConfig | None = None, desc: str = "eval"):
+        sources = [encode_source(self.tok, it.source, self.cfg.get("max_source_tokens")) for it in items]
+        with tqdm(total=len(items), desc=desc, leave=False) as bar:
+            if self.task.kind == "generation":
+                outs = generate(model, sources, decode, self.stops, self.tok.pad_token_id, progress=bar)
+                return [self.tok.decode(o, skip_special_tokens=True).strip() for o in outs]
+            return self._classify(model, sources, bar)
+
+    def _classify(self, model, sources, bar) -> list[int]:
+        """Argmax over labels of log p(label word | source); one forward per batch when every word is one token."""
+        single = all(len(ids) == 1 for ids in self.label_ids)
+        preds = []
+        for start in range(0, len(sources), self.eval_batch_size):
+            chunk = sources[start:start + self.eval_batch_size]
+            if single:
+                ids, mask = left_pad(chunk, self.tok.pad_token_id)
+                logits = model(ids, mask, logits_to_keep=1).logits[:, -1].float()
+                first = torch.tensor([ids_[0] for ids_ in self.label_ids])
+                preds += logits.log_softmax(-1)[:, first].argmax(-1).tolist()
+            else:
+                preds += self._classify_multi(model, chunk)
+            bar.update(len(chunk))
+        return preds
+
+    def _classify_multi(self, model, chunk) -> list[int]:
+        n = len(self.label_ids)
+        seqs = [src + lab for src in chunk for lab in self.label_ids]
+        ids, mask = left_pad(seqs, self.tok.pad_token_id)
+        logp = model(ids, mask).logits[:, :-1].float().log_softmax(-1)
+        token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+        lengths = torch.tensor([len(lab) for _ in chunk for lab in self.label_ids])
+        positions = torch.arange(ids.shape[1] - 1)[None, :]
+        in_label = positions >= (ids.shape[1] - 1 - lengths)[:, None]
+        scores = (token_logp * in_label).sum(-1).view(len(chunk), n)
+        return scores.argmax(-1).tolist()
+
+    def evaluate(self, model, split: str, decode: DecodeConfig | None, full: bool, desc: str):
+        items = self.task.eval_items(split)
+        preds = self.predict(model, items, decode, desc=desc)
+        return self.task.score(preds, items, full=full), preds, items
+
+
+def lm_loss(model, batch: dict, device) -> torch.Tensor:
+    """Mean cross-entropy over target tokens; the LM head only runs on the last target_width + 1 columns."""
+    keep = batch["target_width"] + 1
+    logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), logits_to_keep=keep).logits
+    targets = batch["labels"][:, -keep + 1:].to(device)
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                             ignore_index=IGNORE)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: DecodeConfig,
+          test_decode: DecodeConfig, run_dir: Path, logger=None) -> dict:
+    """Train `adapted` on the task, select on dev, evaluate on test. Returns metrics, curves and timings."""
+    from accelerate import Accelerator
+
+    seed_everything(cfg.seed)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_available())
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=not torch.cuda.is_available())
+    data = encode_examples(task.train_examples(), tokenizer, task_cfg.get("max_source_tokens"),
+                           task_cfg.get("max_target_tokens"), append_eos=task.kind == "generation")
+    if not data:
+        raise ValueError("the training set is empty")
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches_per_epoch = math.ceil(len(data) / cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    total_steps = min(cfg.max_steps or 10**12, steps_per_epoch * cfg.epochs)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, total_steps))
+    model, optimizer, scheduler = accelerator.prepare(adapted, optimizer, scheduler)
+    evaluator = Evaluator(task, tokenizer, task_cfg, cfg.eval_batch_size)
+
+    history, best, step, tokens, train_seconds = [], None, 0, 0, 0.0
+    bar = tqdm(total=total_steps, desc=f"train {adapted.method}", disable=not accelerator.is_main_process)
+    for epoch in range(epochs):
+        model.train()
+        epoch_start = time.time()
+        batches = length_grouped_batches([len(d) for d in data], cfg.batch_size, seed=cfg.seed + epoch)
+        batches = batches[accelerator.process_index::accelerator.num_processes]
+        for batch_ids in batches:
+            batch = collate_train([data[i] for i in batch_ids], tokenizer.pad_token_id)
+            with accelerator.accumulate(model):
+                loss = lm_loss(model, batch, accelerator.device)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            tokens += int(batch["attention_mask"].sum())
+            if accelerator.sync_gradients:
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+                if step % cfg.log_every == 0 or step == total_steps:
+                    point = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
+                    history.append(point)
+                    if logger:
+                        logger.log({"train/" + k: v for k, v in point.items()}, step=step)
+                if step >= total_steps:
+                    break
+        train_seconds += time.time() - epoch_start
+        model.eval()
+        unwrapped = accelerator.unwrap_model(model)
+        with accelerator.autocast():
+            dev, _, _ = evaluator.evaluate(unwrapped, "dev", dev_decode, full=False, desc=f"dev epoch {epoch}")
+        dev_value = dev[task.primary_metric]
+        log.info("epoch %d dev %s", epoch, dev)
+        if logger:
+            logger.log({f"dev/{k}": v for k, v in dev.items()} | {"epoch": epoch}, step=step)
+        history.append({"step": step, "epoch": epoch, **{f"dev_{k}": v for k, v in dev.items()}})
+        if best is None or cfg.select == "final" or dev_value > best["value"]:
+            best = {"epoch": epoch, "value": dev_value, "dev": dev,
+                    "state": {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}}
+        if step >= total_steps:
+            break
+    bar.close()
+
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_trainable_state_dict(best["state"])
+    t0 = time.time()
+    with accelerator.autocast():
+        test, preds, items = evaluator.evaluate(unwrapped, "test", test_decode, full=True, desc="test")
+    test_seconds = time.time() - t0
+    if cfg.save_checkpoint and accelerator.is_main_process:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in best["state"].items()}, str(run_dir / "trainable.safetensors"))
+    return {
+        "dev": best["dev"], "selected_epoch": best["epoch"], "test": test, "history": history,
+        "train_examples": len(data), "steps": step, "train_tokens": tokens, "train_seconds": train_seconds, "test_seconds": test_seconds,
+        "tokens_per_second": tokens / train_seconds if train_seconds else None, "bf16": use_bf16,
+        "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
+                    for it, p in zip(items, preds)],
+    }

@@ -1,0 +1,83 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from peft_repro.methods import method_config
+from peft_repro.results import load_records
+
+from .conftest import REPO
+
+CONF = REPO / "conf"
+GROUPS = ["model", "task", "method", "trainer", "logger"]
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+SCALES = sorted(p.stem for p in (CONF / "scale").glob("*.yaml"))
+
+
+def composed(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
+def test_every_group_option_composes(group, option):
+    cfg = composed([f"{group}={option}"])
+    if group == "method":
+        method_config(dict(cfg.method))  # the method's dataclass accepts every key
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_at_every_scale(experiment, scale):
+    cfg = composed([f"+experiment={experiment}", f"scale={scale}"])
+    assert cfg.experiment == experiment and cfg.scale_name == scale
+    method_config(dict(cfg.method))
+
+
+def test_smoke_scale_uses_a_tiny_model_and_user_overrides_win():
+    cfg = composed(["+experiment=lora_rank_sweep", "scale=smoke", "trainer.lr=0.123"])
+    assert cfg.model.name == "tiny_llama" and cfg.trainer.lr == 0.123
+    assert cfg.task.name == "mnli"
+
+
+def run_main(*args, env_extra=None, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "peft_repro", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_smoke_sweep_writes_a_15_cell_table_and_resumes(tmp_path: Path):
+    args = ["+experiment=lora_rank_sweep", "scale=smoke", f"results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/multirun"]
+    first = run_main(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = load_records(tmp_path, "lora_rank_sweep", "smoke")
+    assert len(records) == 15 and all(r["status"] == "ok" for r in records)
+    assert {(tuple(r["config"]["method"]["targets"]), r["config"]["method"]["r"]) for r in records} == \
+        {(t, r) for t in [("q",), ("q", "v"), ("q", "k", "v", "o")] for r in [1, 2, 4, 8, 64]}
+    for r in records:
+        assert r["params"]["trainable"] > 0 and 0 <= r["test"]["accuracy"] <= 1
+        assert r["git"]["commit"] and r["hardware"] and r["wall_seconds"] > 0
+    [table] = (tmp_path / "tables" / "lora_rank_sweep").glob("*.md")
+    lines = table.read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| targets"))
+    assert lines[header] == "| targets \\ r | 1 | 2 | 4 | 8 | 64 |"
+    rows = lines[header + 2: header + 5]
+    assert [row.split(" | ")[0] for row in rows] == ["| Wq", "| Wq,Wv", "| Wq,Wk,Wv,Wo"]
+    assert all("–" not in row for row in rows)
+
+    again = run_main(*args)  # every cell is done: skipped, and a new table version sits beside the old one
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skipping") + again.stderr.count("skipping") == 15
+    assert len(list((tmp_path / "tables" / "lora_rank_sweep").glob("*.md"))) == 2
+
+
+def test_missing_data_is_a_one_line_error(tmp_path: Path):
+    out = run_main("+scale=smoke", "task=mnli", f"data_root={tmp_path}/nowhere", f"results_dir={tmp_path}",
+                   f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 2
+    assert f"{tmp_path}/nowhere/mnli/train_subset.jsonl.gz" in out.stderr
+    assert "error: MNLI train file not found" in out.stderr

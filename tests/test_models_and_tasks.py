@@ -1,0 +1,83 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from peft_repro.decoding import DecodeConfig, generate
+from peft_repro.methods import apply_method
+from peft_repro.models import load_model, role_targets, smollm2_gguf
+from peft_repro.tasks import DataMissing, build_task
+from peft_repro.train import Evaluator, stop_token_ids
+
+from .conftest import DATA, conf, needs_data
+
+
+def task(name, **over):
+    return build_task(OmegaConf.merge(conf(f"task/{name}.yaml"), over), str(DATA))
+
+
+def test_byte_tokenizer_round_trips(tokenizer):
+    text = "name[Café Adriatic], priceRange[£20-25]\n"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids) == text and max(ids) < 259
+    assert (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)
+
+
+@needs_data("e2e", "testset_w_refs.csv")
+def test_e2e_groups_references_per_mr():
+    t = task("e2e")
+    test = t.eval_items("test")
+    assert len(test) == 630 and sum(len(it.references) for it in test) == 4693
+    assert test[0].source.startswith("name[") and test[0].source.endswith("\n")
+    assert len(t.eval_items("dev")) == 547
+    train = task("e2e", max_train_examples=100).train_examples()
+    assert len(train) == 100 and all("\n" not in ex.target for ex in train)
+
+
+@needs_data("mnli", "train_subset.jsonl.gz")
+def test_mnli_held_out_dev_is_disjoint_and_fixed():
+    t = task("mnli")
+    dev = t.eval_items("dev")
+    train = t.train_examples()
+    assert len(dev) == 2000 and len(train) == 34290 - 2000
+    assert not {it.source for it in dev} & {ex.source for ex in train}
+    assert [it.source for it in task("mnli").eval_items("dev")[:5]] == [it.source for it in dev[:5]]
+    assert len(t.eval_items("test")) == 9815
+    assert {ex.target for ex in train} == {" True", " Neither", " False"}
+
+
+def test_missing_files_name_the_path(tmp_path):
+    t = build_task(conf("task/e2e.yaml"), str(tmp_path))
+    with pytest.raises(DataMissing, match=str(tmp_path / "e2e" / "trainset.csv")):
+        t.train_examples()
+
+
+def test_malformed_csv_is_a_clear_error(tmp_path):
+    (tmp_path / "e2e").mkdir()
+    (tmp_path / "e2e" / "trainset.csv").write_text("meaning,text\na,b\n")
+    with pytest.raises(ValueError, match="expected columns 'mr,ref'"):
+        build_task(conf("task/e2e.yaml"), str(tmp_path)).train_examples()
+
+
+@pytest.mark.slow
+def test_smollm2_loads_from_the_wheel_and_speaks():
+    assert smollm2_gguf().suffix == ".gguf"
+    model, tok = load_model(conf("model/smollm2_135m.yaml"))
+    assert model.config.model_type == "llama" and model.config.num_key_value_heads == 3
+    assert tok.eos_token_id == 2 and tok.pad_token_id is not None
+    assert {t.name.split(".")[-1] for t in role_targets(model, ["q", "k", "v", "o"])} == \
+        {"q_proj", "k_proj", "v_proj", "o_proj"}
+    adapted = apply_method(model, {"name": "lora", "r": 2, "targets": ["q", "v"]})
+    src = tok("The capital of France is", add_special_tokens=False).input_ids
+    [out] = generate(adapted, [src], DecodeConfig(max_new_tokens=4), stop_token_ids(tok, True), tok.pad_token_id)
+    assert "Paris" in tok.decode(out)
+
+
+@pytest.mark.slow
+@needs_data("mnli", "dev_matched.jsonl")
+def test_smollm2_mnli_label_scoring_runs():
+    model, tok = load_model(conf("model/smollm2_135m.yaml"))
+    adapted = apply_method(model, {"name": "full"})
+    t = task("mnli", max_eval_examples=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores, preds, items = Evaluator(t, tok, t.cfg, 8).evaluate(adapted, "test", None, True, "t")
+    assert len(preds) == 8 and set(preds) <= {0, 1, 2} and 0 <= scores["accuracy"] <= 1

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from peft_repro.batching import IGNORE, Encoded, collate_train, encode_examples, length_grouped_batches
+from peft_repro.decoding import DecodeConfig
+from peft_repro.methods import apply_method
+from peft_repro.tasks import EvalItem, Example, Task
+from peft_repro.train import TrainConfig, lm_loss, train
+
+from .conftest import tiny_model
+
+
+def test_labels_cover_exactly_the_target_tokens():
+    items = [Encoded([5, 6, 7], [8, 9, 2]), Encoded([5], [10, 2]), Encoded([4, 4, 4, 4, 4], [2])]
+    batch = collate_train(items, pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 2], [0, 0, 0, 5, 10, 2], [4, 4, 4, 4, 4, 2]]
+    assert batch["labels"].tolist() == [[IGNORE] * 3 + [8, 9, 2], [IGNORE] * 4 + [10, 2], [IGNORE] * 5 + [2]]
+    assert batch["attention_mask"].sum(1).tolist() == [6, 3, 6]
+    assert batch["target_width"] == 3
+
+
+def test_source_and_target_are_tokenized_apart(tokenizer):
+    [enc] = encode_examples([Example("ab", "cd")], tokenizer, None, None, append_eos=True)
+    assert enc.source == tokenizer("ab", add_special_tokens=False).input_ids
+    assert enc.target == tokenizer("cd", add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
+def test_lm_loss_equals_transformers_loss_on_the_same_tokens(tokenizer):
+    """Our left-padded, head-on-targets-only loss is the loss HF computes on the unpadded sequence."""
+    model = apply_method(tiny_model("llama"), {"name": "full"})
+    items = encode_examples([Example("hello there", "general"), Example("a", "b c d e f")], tokenizer, None, None,
+                            append_eos=True)
+    batch = collate_train(items, tokenizer.pad_token_id)
+    ours = lm_loss(model, batch, "cpu")
+    total, count = 0.0, 0
+    for it in items:
+        ids = torch.tensor([it.source + it.target])
+        labels = torch.tensor([[IGNORE] * len(it.source) + it.target])
+        n = len(it.target)
+        total += model.model(input_ids=ids, labels=labels).loss * n
+        count += n
+    torch.testing.assert_close(ours, total / count, atol=1e-5, rtol=1e-5)
+
+
+def test_length_grouped_batches_are_a_partition_with_similar_lengths():
+    lengths = [(i * 37) % 101 for i in range(1000)]
+    batches = length_grouped_batches(lengths, 8, seed=0)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 5
+    assert batches != length_grouped_batches(lengths, 8, seed=1)
+
+
+class CopyTask(Task):
+    """A toy generation task: the target repeats the source word."""
+    kind, primary_metric = "generation", "exact"
+
+    def __init__(self):
+        super().__init__(OmegaConf.create({"stop_at_newline": False}))
+        self.words = ["cat", "dog", "sun", "hat", "red", "map", "cup", "pen"]
+
+    def train_examples(self):
+        return [Example(f"{w}:", f" {w}") for w in self.words]
+
+    def eval_items(self, split):
+        return [EvalItem(f"{w}:", [w]) for w in self.words]
+
+    def score(self, predictions, items, full=True):
+        return {"exact": sum(p == it.references[0] for p, it in zip(predictions, items)) / len(items)}
+
+
+def test_training_decreases_the_loss_and_selects_on_dev(tokenizer, tmp_path: Path):
+    task = CopyTask()
+    model = apply_method(tiny_model("llama"), {"name": "full"})
+    cfg = TrainConfig(epochs=5, batch_size=4, lr=1e-2, warmup_steps=2, precision="fp32", log_every=1, seed=0)
+    decode = DecodeConfig(max_new_tokens=6)
+    out = train(model, tokenizer, task, task.cfg, cfg, decode, decode, tmp_path)
+    losses = [h["loss"] for h in out["history"] if "loss" in h]
+    assert len(losses) == 10 and losses[-1] < 0.5 * losses[0]
+    dev_scores = [h["dev_exact"] for h in out["history"] if "dev_exact" in h]
+    assert out["dev"]["exact"] == max(dev_scores)
+    assert (tmp_path / "trainable.safetensors").exists()
+    assert out["train_tokens"] > 0 and out["tokens_per_second"] > 0
+
+
+def test_bad_trainer_config():
+    with pytest.raises(ValueError, match="select"):
+        TrainConfig(select="best")
