@@ -12,12 +12,27 @@ from .models import repo_root
 log = logging.getLogger("peft_repro")
 
 
+def set_threads(threads, hc) -> None:
+    """Torch threads per run. Unset: all cores, or cores / n_jobs under the joblib launcher, because two
+    processes that each spin two OpenMP threads on two cores run 10x slower than one thread each."""
+    import os
+
+    import torch
+
+    if threads is None and "joblib" in hc.launcher.get("_target_", "").lower():
+        n_jobs = hc.launcher.n_jobs if hc.launcher.n_jobs > 0 else os.cpu_count()
+        threads = max(1, os.cpu_count() // n_jobs)
+    if threads:
+        torch.set_num_threads(threads)
+
+
 @hydra.main(config_path=str(repo_root() / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     from .run import run
     from .tasks import DataMissing
 
     hc = HydraConfig.get()
+    set_threads(cfg.threads, hc)
     try:
         record = run(cfg, list(hc.overrides.task), Path(hc.runtime.output_dir))
     except (DataMissing, ValueError) as err:  # user-fixable: one line, non-zero exit, records so far are kept

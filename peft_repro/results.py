@@ -56,9 +56,13 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+# overrides that change where or how fast a run goes, not what it computes
+NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "data_root=", "threads=", "record_samples=")
+
+
 def run_key(overrides: list[str]) -> str:
     """A file name for a run, readable and unique per set of overrides (order-independent)."""
-    relevant = sorted(o for o in overrides if not o.startswith(("hydra.", "logger.", "resume=")))
+    relevant = sorted(o for o in overrides if not o.startswith(NOT_RESULT_KEYS))
     slug = re.sub(r"[^A-Za-z0-9_.=,+-]+", "", ",".join(relevant))[:80] or "base"
     digest = hashlib.sha1("\n".join(relevant).encode()).hexdigest()[:8]
     return f"{slug}-{digest}"

@@ -44,3 +44,9 @@ def conf(path: str):
 def needs_data(*parts):
     path = DATA.joinpath(*parts)
     return pytest.mark.skipif(not path.exists(), reason=f"data not found: {path} (set PEFT_REPRO_DATA_ROOT)")
+
+
+# pytest -n 2 runs two workers on two cores: one torch thread each, or OpenMP spinning makes both 10x slower
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ["PEFT_REPRO_SUBPROCESS_THREADS"] = "1"

@@ -45,6 +45,9 @@ def test_smoke_scale_uses_a_tiny_model_and_user_overrides_win():
 
 def run_main(*args, env_extra=None, timeout=600):
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
+    threads = os.environ.get("PEFT_REPRO_SUBPROCESS_THREADS")
+    if threads:
+        args = (*args, f"threads={threads}")
     return subprocess.run([sys.executable, "-m", "peft_repro", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

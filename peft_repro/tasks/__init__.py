@@ -77,6 +77,12 @@ class Task:
             except Exception as hub_error:  # no network, no `datasets` cache: report both causes in one line
                 raise DataMissing(f"{missing}; the hub fallback failed too: {hub_error}") from hub_error
 
+    def eval_size(self, split: str) -> int | None:
+        """How many evaluation items to keep (a fixed subset); dev may be smaller than test, for speed."""
+        if split == "dev" and self.cfg.get("max_dev_examples") is not None:
+            return self.cfg.max_dev_examples
+        return self.cfg.get("max_eval_examples")
+
     def train_examples(self) -> list[Example]:
         raise NotImplementedError
 

@@ -46,7 +46,7 @@ class E2ETask(Task):
         for mr, ref in self._rows(split):
             grouped.setdefault(mr, []).append(ref)
         items = [EvalItem(self.source(mr), refs) for mr, refs in grouped.items()]
-        return subset(items, self.cfg.max_eval_examples, self.cfg.subset_seed)
+        return subset(items, self.eval_size(split), self.cfg.subset_seed)
 
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
         from ..metrics.e2e import score_e2e

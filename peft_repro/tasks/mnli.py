@@ -64,7 +64,7 @@ class MNLITask(Task):
         return [Example(self.source(p, h), self.label_words[y], y) for p, h, y in rows]
 
     def eval_items(self, split: str) -> list[EvalItem]:
-        rows = subset(self._split(split), self.cfg.max_eval_examples, self.cfg.subset_seed)
+        rows = subset(self._split(split), self.eval_size(split), self.cfg.subset_seed)
         return [EvalItem(self.source(p, h), label=y) for p, h, y in rows]
 
     def score(self, predictions: list[int], items: list[EvalItem], full: bool = True) -> dict:
