@@ -81,3 +81,38 @@ def test_smollm2_mnli_label_scoring_runs():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         scores, preds, items = Evaluator(t, tok, t.cfg, 8).evaluate(adapted, "test", None, True, "t")
     assert len(preds) == 8 and set(preds) <= {0, 1, 2} and 0 <= scores["accuracy"] <= 1
+
+
+@needs_data("xsum", "test.jsonl")
+def test_xsum_partition_is_disjoint_and_documented_sizes():
+    t = task("xsum")
+    train, dev, test = t.train_examples(), t.eval_items("dev"), t.eval_items("test")
+    assert (len(train), len(dev), len(test)) == (810, 100, 1000)
+    sources = [{ex.source for ex in train}, {it.source for it in dev}, {it.source for it in test}]
+    assert not (sources[0] & sources[1] or sources[0] & sources[2] or sources[1] & sources[2])
+    assert all(ex.target.startswith(" ") for ex in train) and test[0].source.endswith("\nSummary:")
+    perfect = t.score([it.references[0] for it in test[:5]], test[:5])
+    assert perfect == {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0}
+
+
+@needs_data("wikisql", "dev.tables.jsonl")
+def test_wikisql_split_is_table_disjoint_and_targets_score_perfectly():
+    t = task("wikisql")
+    train, dev, test = t.train_examples(), t.eval_items("dev"), t.eval_items("test")
+    assert len(train) > 1000 and len(dev) > 500 and len(test) > 2500
+    assert len(train) - 1000 + len(dev) + len(test) == 8421
+    assert not {it.source for it in test} & {ex.source for ex in train}
+    assert all(ex.target.startswith(" SELECT ") and " FROM table" in ex.target for ex in train)
+    assert t.score([it.references[0] for it in test[:20]], test[:20]) == {"logical_form_accuracy": 1.0}
+
+
+
+def test_wikisql_sql_forms():
+    from peft_repro.tasks.wikisql import mlx_to_sql, to_sql
+
+    header = ["Model", "Manufacturer", "Count"]
+    assert mlx_to_sql(header, "COUNT Manufacturer", "Model = 'GE40LFR'") == \
+        "SELECT COUNT(Manufacturer) FROM table WHERE Model = 'GE40LFR'"
+    assert mlx_to_sql(header, "Count", None) == "SELECT Count FROM table"  # a column named like an aggregate
+    assert to_sql(header, {"sel": 1, "agg": 3, "conds": [[0, 0, "GE40LFR"], [2, 1, 3]]}) == \
+        "SELECT COUNT(Manufacturer) FROM table WHERE Model = 'GE40LFR' AND Count > '3'"

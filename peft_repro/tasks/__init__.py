@@ -96,8 +96,10 @@ class Task:
 def build_task(cfg, root: str | None = None) -> Task:
     from .e2e import E2ETask
     from .mnli import MNLITask
+    from .wikisql import WikiSQLTask
+    from .xsum import XSumTask
 
-    tasks = {"e2e": E2ETask, "mnli": MNLITask}
+    tasks = {"e2e": E2ETask, "mnli": MNLITask, "xsum": XSumTask, "wikisql": WikiSQLTask}
     if cfg.name not in tasks:
         raise ValueError(f"unknown task {cfg.name!r}; known: {sorted(tasks)}")
     return tasks[cfg.name](cfg, root)
