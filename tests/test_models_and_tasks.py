@@ -116,3 +116,30 @@ def test_wikisql_sql_forms():
     assert mlx_to_sql(header, "Count", None) == "SELECT Count FROM table"  # a column named like an aggregate
     assert to_sql(header, {"sel": 1, "agg": 3, "conds": [[0, 0, "GE40LFR"], [2, 1, 3]]}) == \
         "SELECT COUNT(Manufacturer) FROM table WHERE Model = 'GE40LFR' AND Count > '3'"
+
+
+@pytest.mark.parametrize("name,pool", [("e2e", 42061), ("xsum", 810)])
+def test_committed_low_data_ids_are_what_the_sampler_draws(name, pool):
+    import json
+
+    from peft_repro.tasks.low_data import ids_path, sample
+
+    committed = json.loads(ids_path(name).read_text())
+    assert committed == sample(name, pool)
+    for size, subsets in committed["subsets"].items():
+        assert len(subsets) == 5
+        for s in subsets:
+            assert len(s["train"]) == int(size) and len(s["dev"]) == round(0.3 * int(size))
+            assert not set(s["train"]) & set(s["dev"])
+
+
+@needs_data("e2e", "trainset.csv")
+def test_low_data_subset_replaces_train_and_dev():
+    t = task("e2e", low_data={"size": 50, "subset": 2})
+    train, dev = t.train_examples(), t.eval_items("dev")
+    assert len(train) == 50
+    assert sum(len(it.references) for it in dev) == 15  # 15 dev pairs, grouped by MR
+    other = task("e2e", low_data={"size": 50, "subset": 3}).train_examples()
+    assert [ex.target for ex in train] != [ex.target for ex in other]
+    with pytest.raises(ValueError, match="no subset 7"):
+        task("e2e", low_data={"size": 50, "subset": 7}).train_examples()

@@ -6,6 +6,7 @@ otherwise stops with an error that names the missing path.
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from dataclasses import dataclass, field
@@ -55,7 +56,12 @@ def subset(items: list, n: int | None, seed: int) -> list:
 
 
 class Task:
-    """Base class; subclasses read their data and define formatting, `kind` and `primary_metric`."""
+    """Base class. A subclass reads raw rows per split (`rows`), turns a row into a training example (`example`)
+    and rows into evaluation items (`items`, E2E groups references per MR), and scores predictions (`score`).
+
+    Training rows are a fixed random subset (`max_train_examples`) or, for the low-data experiments, a committed
+    subset of ids (`low_data: {size, subset}`, see `low_data.py`), whose dev rows then replace the dev split.
+    """
 
     kind = "generation"          # or "classification"
     primary_metric = ""
@@ -64,6 +70,7 @@ class Task:
     def __init__(self, cfg, root: str | None = None):
         self.cfg = cfg
         self.root = data_root(root)
+        self.rows = functools.lru_cache(maxsize=None)(self.rows)  # files are read once per task object
 
     def load(self, loader_local, loader_hub):
         """Local files first; the hub only if they are missing and the config allows it."""
@@ -83,14 +90,35 @@ class Task:
             return self.cfg.max_dev_examples
         return self.cfg.get("max_eval_examples")
 
-    def train_examples(self) -> list[Example]:
+    def rows(self, split: str) -> list:
         raise NotImplementedError
+
+    def example(self, row) -> Example:
+        raise NotImplementedError
+
+    def items(self, rows: list) -> list[EvalItem]:
+        raise NotImplementedError
+
+    def score(self, predictions: list, items: list[EvalItem], full: bool = True) -> dict:
+        raise NotImplementedError
+
+    def _low_data(self, part: str) -> list:
+        from .low_data import subset_ids
+
+        pool = self.rows("train")
+        ids = subset_ids(self.cfg.name, len(pool), self.cfg.low_data.size, self.cfg.low_data.subset)
+        return [pool[i] for i in ids[part]]
+
+    def train_examples(self) -> list[Example]:
+        if self.cfg.get("low_data"):
+            rows = self._low_data("train")
+        else:
+            rows = subset(self.rows("train"), self.cfg.get("max_train_examples"), self.cfg.get("subset_seed", 0))
+        return [self.example(r) for r in rows]
 
     def eval_items(self, split: str) -> list[EvalItem]:
-        raise NotImplementedError
-
-    def score(self, predictions: list, items: list[EvalItem]) -> dict:
-        raise NotImplementedError
+        rows = self._low_data("dev") if split == "dev" and self.cfg.get("low_data") else self.rows(split)
+        return subset(self.items(rows), self.eval_size(split), self.cfg.get("subset_seed", 0))
 
 
 def build_task(cfg, root: str | None = None) -> Task:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 
-from . import EvalItem, Example, Task, require, subset
+from . import EvalItem, Example, Task, require
 
 FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
 HUB_ID = "GEM/e2e_nlg"  # fields meaning_representation / target; splits train / validation / test
@@ -14,7 +14,7 @@ class E2ETask(Task):
     kind = "generation"
     primary_metric = "BLEU"
 
-    def _rows(self, split: str) -> list[tuple[str, str]]:
+    def rows(self, split: str) -> list[tuple[str, str]]:
         def local():
             path = require(self.root / self.cfg.folder / FILES[split], f"E2E {split} split")
             with open(path, encoding="utf-8", newline="") as f:
@@ -36,17 +36,16 @@ class E2ETask(Task):
     def source(self, mr: str) -> str:
         return self.cfg.source_template.format(mr=mr)
 
-    def train_examples(self) -> list[Example]:
-        rows = subset(self._rows("train"), self.cfg.max_train_examples, self.cfg.subset_seed)
-        return [Example(self.source(mr), ref) for mr, ref in rows]
+    def example(self, row) -> Example:
+        mr, ref = row
+        return Example(self.source(mr), ref)
 
-    def eval_items(self, split: str) -> list[EvalItem]:
+    def items(self, rows) -> list[EvalItem]:
         """One item per distinct MR (first-occurrence order) holding all of its references."""
         grouped: dict[str, list[str]] = {}
-        for mr, ref in self._rows(split):
+        for mr, ref in rows:
             grouped.setdefault(mr, []).append(ref)
-        items = [EvalItem(self.source(mr), refs) for mr, refs in grouped.items()]
-        return subset(items, self.eval_size(split), self.cfg.subset_seed)
+        return [EvalItem(self.source(mr), refs) for mr, refs in grouped.items()]
 
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
         from ..metrics.e2e import score_e2e

@@ -28,7 +28,7 @@ class MNLITask(Task):
         super().__init__(cfg, root)
         self.label_words = [cfg.label_words[name] for name in LABELS]
 
-    def _rows(self, file_split: str) -> list[tuple[str, str, int]]:
+    def _read(self, file_split: str) -> list[tuple[str, str, int]]:
         def local():
             path = require(self.root / self.cfg.folder / FILES[file_split], f"MNLI {file_split} file")
             opener = gzip.open if path.suffix == ".gz" else open
@@ -49,22 +49,21 @@ class MNLITask(Task):
 
         return self.load(local, hub)
 
-    def _split(self, split: str) -> list[tuple[str, str, int]]:
+    def rows(self, split: str) -> list[tuple[str, str, int]]:
         if split in ("train", "dev"):  # dev is a fixed held-out part of train, disjoint from what we train on
-            rows = self._rows("train")
+            rows = self._read("train")
             dev = set(subset(list(range(len(rows))), self.cfg.dev_size, HELD_OUT_SEED))
             return [r for i, r in enumerate(rows) if (i in dev) == (split == "dev")]
-        return self._rows(split)
+        return self._read(split)
 
     def source(self, premise: str, hypothesis: str) -> str:
         return self.cfg.source_template.format(premise=premise, hypothesis=hypothesis.strip())
 
-    def train_examples(self) -> list[Example]:
-        rows = subset(self._split("train"), self.cfg.max_train_examples, self.cfg.subset_seed)
-        return [Example(self.source(p, h), self.label_words[y], y) for p, h, y in rows]
+    def example(self, row) -> Example:
+        premise, hypothesis, label = row
+        return Example(self.source(premise, hypothesis), self.label_words[label], label)
 
-    def eval_items(self, split: str) -> list[EvalItem]:
-        rows = subset(self._split(split), self.eval_size(split), self.cfg.subset_seed)
+    def items(self, rows) -> list[EvalItem]:
         return [EvalItem(self.source(p, h), label=y) for p, h, y in rows]
 
     def score(self, predictions: list[int], items: list[EvalItem], full: bool = True) -> dict:

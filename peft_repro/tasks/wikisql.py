@@ -14,7 +14,7 @@ import json
 import re
 import zlib
 
-from . import EvalItem, Example, Task, require, subset
+from . import EvalItem, Example, Task, require
 
 AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
 COND_OPS = ["=", ">", "<", "OP"]
@@ -47,7 +47,7 @@ class WikiSQLTask(Task):
         with open(path, encoding="utf-8") as f:
             return {t["id"]: t["header"] for t in map(json.loads, f)}
 
-    def _rows(self, split: str) -> list[tuple[list[str], str, str]]:
+    def rows(self, split: str) -> list[tuple[list[str], str, str]]:
         """(header, question, sql) for the split."""
         def local():
             tables = self._tables("dev.tables.jsonl")
@@ -85,12 +85,11 @@ class WikiSQLTask(Task):
     def source(self, header: list[str], question: str) -> str:
         return self.cfg.source_template.format(columns=" | ".join(header), question=question)
 
-    def train_examples(self) -> list[Example]:
-        rows = subset(self._rows("train"), self.cfg.max_train_examples, self.cfg.subset_seed)
-        return [Example(self.source(h, q), " " + sql) for h, q, sql in rows]
+    def example(self, row) -> Example:
+        header, question, sql = row
+        return Example(self.source(header, question), " " + sql)
 
-    def eval_items(self, split: str) -> list[EvalItem]:
-        rows = subset(self._rows(split), self.eval_size(split), self.cfg.subset_seed)
+    def items(self, rows) -> list[EvalItem]:
         return [EvalItem(self.source(h, q), [sql]) for h, q, sql in rows]
 
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:

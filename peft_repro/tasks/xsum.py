@@ -20,7 +20,7 @@ class XSumTask(Task):
     kind = "generation"
     primary_metric = "rouge2"
 
-    def _rows(self, split: str) -> list[tuple[str, str]]:
+    def rows(self, split: str) -> list[tuple[str, str]]:
         def local():
             path = require(self.root / self.cfg.folder / "test.jsonl", "XSum offline test-split file")
             with open(path, encoding="utf-8") as f:
@@ -42,12 +42,11 @@ class XSumTask(Task):
     def source(self, document: str) -> str:
         return self.cfg.source_template.format(document=document)
 
-    def train_examples(self) -> list[Example]:
-        rows = subset(self._rows("train"), self.cfg.max_train_examples, self.cfg.subset_seed)
-        return [Example(self.source(doc), " " + summary.strip()) for doc, summary in rows]
+    def example(self, row) -> Example:
+        document, summary = row
+        return Example(self.source(document), " " + summary.strip())
 
-    def eval_items(self, split: str) -> list[EvalItem]:
-        rows = subset(self._rows(split), self.eval_size(split), self.cfg.subset_seed)
+    def items(self, rows) -> list[EvalItem]:
         return [EvalItem(self.source(doc), [summary.strip()]) for doc, summary in rows]
 
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
