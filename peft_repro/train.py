@@ -110,7 +110,8 @@ class Evaluator:
         n = len(self.label_ids)
         seqs = [src + lab for src in chunk for lab in self.label_ids]
         ids, mask = left_pad(seqs, self.tok.pad_token_id)
-        logp = model(ids, mask).logits[:, :-1].float().log_softmax(-1)
+        source_lens = torch.tensor([len(src) for src in chunk for _ in self.label_ids])
+        logp = model(ids, mask, source_lens=source_lens).logits[:, :-1].float().log_softmax(-1)
         token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
         lengths = torch.tensor([len(lab) for _ in chunk for lab in self.label_ids])
         positions = torch.arange(ids.shape[1] - 1)[None, :]
@@ -127,7 +128,9 @@ class Evaluator:
 def lm_loss(model, batch: dict, device) -> torch.Tensor:
     """Mean cross-entropy over target tokens; the LM head only runs on the last target_width + 1 columns."""
     keep = batch["target_width"] + 1
-    logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), logits_to_keep=keep).logits
+    source_lens = batch.get("source_lens")
+    logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), logits_to_keep=keep,
+                   source_lens=None if source_lens is None else source_lens.to(device)).logits
     targets = batch["labels"][:, -keep + 1:].to(device)
     return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
                                              ignore_index=IGNORE)
@@ -155,11 +158,13 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
     if not data:
         raise ValueError("the training set is empty")
     params = [p for p in adapted.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # zero trainable parameters (discrete prompts): no training steps, one dev evaluation, then test
+    optimizer = torch.optim.AdamW(params or [torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     batches_per_epoch = math.ceil(len(data) / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    total_steps = min(cfg.max_steps or 10**12, steps_per_epoch * cfg.epochs)
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    total_steps = min(cfg.max_steps or 10**12, steps_per_epoch * cfg.epochs) if params else 0
+    epochs = math.ceil(total_steps / steps_per_epoch) if params else 1
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, total_steps))
     model, optimizer, scheduler = accelerator.prepare(adapted, optimizer, scheduler)
     evaluator = Evaluator(task, tokenizer, task_cfg, cfg.eval_batch_size)
@@ -170,7 +175,7 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
         model.train()
         epoch_start = time.time()
         batches = length_grouped_batches([len(d) for d in data], cfg.batch_size, seed=cfg.seed + epoch)
-        batches = batches[accelerator.process_index::accelerator.num_processes]
+        batches = batches[accelerator.process_index::accelerator.num_processes] if params else []
         for batch_ids in batches:
             batch = collate_train([data[i] for i in batch_ids], tokenizer.pad_token_id)
             with accelerator.accumulate(model):

@@ -1,17 +1,22 @@
 """Method registry: a method is a config dataclass plus `apply(model, cfg) -> Adapted`, one module per method.
 
-The prefix family slots in here with the same two names.
+The prefix family (prefix, embedding_only, infix, discrete_prompt) has one module each; `prefix` on an encoder-decoder
+model (BART, T5) dispatches to `prefix_seq2seq`.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from . import full, lora
+from . import discrete_prompt, embedding_only, full, infix, lora, prefix
 from .base import Adapted
 
 METHODS = {
     "lora": (lora.LoRAConfig, lora.apply),
     "full": (full.FullConfig, full.apply),
+    "prefix": (prefix.PrefixConfig, prefix.apply),
+    "embedding_only": (embedding_only.EmbeddingOnlyConfig, embedding_only.apply),
+    "infix": (infix.InfixConfig, infix.apply),
+    "discrete_prompt": (discrete_prompt.DiscretePromptConfig, discrete_prompt.apply),
 }
 
 

@@ -12,7 +12,9 @@ class Adapted(nn.Module):
 
     Methods that only change weights (LoRA, full fine-tuning) use this class as it is. Methods that add activations
     (the prefix family) subclass it: `initial_cache` gives the keys/values every sequence starts from (built from
-    trainable parameters, so gradients reach them). Training, scoring and decoding only talk to this interface.
+    trainable parameters, so gradients reach them); embedding-only and infix override `forward` instead (virtual
+    input embeddings; a 4-D mask that shows the infix only from the source's last token on, which needs
+    `source_lens`). Training, scoring and decoding only talk to this interface.
     """
 
     num_virtual_tokens = 0  # cache positions before the first real token
@@ -27,8 +29,12 @@ class Adapted(nn.Module):
         return self.model.config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0,
-                use_cache: bool = False):
-        """Run fresh, left-padded sequences; position ids count real tokens only, after the virtual ones."""
+                use_cache: bool = False, source_lens: torch.Tensor | None = None):
+        """Run fresh, left-padded sequences; position ids count real tokens only, after the virtual ones.
+
+        `source_lens` (tokens of each row that are source; None: the whole row is source, as in decoding and scoring)
+        only matters to methods that act between source and target (infix); the others ignore it.
+        """
         n = self.num_virtual_tokens
         mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], n), attention_mask], dim=1)
         return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions(attention_mask, n),

@@ -1,0 +1,80 @@
+"""The prefix-family experiments at scale=smoke: each sweep runs through Hydra and writes its table.
+
+The fast tests run two cells of each sweep (command-line sweep values replace the experiment's); the `slow` one runs
+every cell (E2E test scoring starts a JVM per run, ~8 s each)."""
+from pathlib import Path
+
+import pytest
+
+from peft_repro.results import load_records
+
+from .conftest import needs_data
+from .test_hydra import run_main
+
+CASES = {
+    "prefix_length_sweep": (["method.num_virtual_tokens=1,5"], ("config.method.num_virtual_tokens", {1, 5})),
+    "emb_vs_infix": (["method=embedding_only,infix", "method.num_virtual_tokens=1"],
+                     ("config.method.name", {"embedding_only", "infix"})),
+    "prefix_init": (["method.init_text=null,elephant"], ("config.method.init_text", {None, "elephant"})),
+}
+FULL = {"prefix_length_sweep": 5, "emb_vs_infix": 9, "prefix_init": 9}
+
+
+def lookup(record, dotted):
+    node = record
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def pivot_rows(table: str) -> list[str]:
+    rows = [line for line in table.split("## Runs")[0].splitlines() if line.startswith("| ")]
+    assert len(rows) >= 2
+    return rows[1:]
+
+
+def run_smoke(tmp_path: Path, experiment: str, extra: list[str]):
+    args = [f"+experiment={experiment}", "scale=smoke", f"results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/multirun", *extra]
+    out = run_main(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = load_records(tmp_path, experiment, "smoke")
+    assert records and all(r["status"] == "ok" for r in records)
+    [table] = (tmp_path / "tables" / experiment).glob("*.md")
+    return records, table.read_text()
+
+
+@needs_data("e2e")
+@pytest.mark.parametrize("experiment", list(CASES))
+def test_prefix_experiment_smoke(tmp_path: Path, experiment):
+    extra, (key, values) = CASES[experiment]
+    records, table = run_smoke(tmp_path, experiment, extra)
+    assert {lookup(r, key) for r in records} == values
+    for r in records:
+        assert r["config"]["model"]["name"] == "tiny_llama" and r["config"]["task"]["name"] == "e2e"
+        assert r["params"]["trainable"] > 0 and "BLEU" in r["test"]
+    assert all("–" not in line for line in pivot_rows(table))
+
+
+@pytest.mark.slow
+@needs_data("e2e")
+@pytest.mark.parametrize("experiment", list(FULL))
+def test_prefix_experiment_full_smoke_sweep(tmp_path: Path, experiment):
+    records, table = run_smoke(tmp_path, experiment, [])
+    assert len(records) == FULL[experiment]
+    assert all("–" not in line for line in pivot_rows(table))
+    if experiment == "prefix_init":  # the prefix length follows each word's token count
+        counts = {r["config"]["method"]["init_text"]: r["params"]["trainable"] for r in records}
+        assert counts["table-to-text:"] > counts["keep"]
+
+
+@needs_data("e2e")
+@pytest.mark.parametrize("model", ["tiny_bart", "tiny_t5"])
+def test_encoder_decoder_prefix_run_smoke(tmp_path: Path, model):
+    """One E2E run of encoder-decoder prefix-tuning through Hydra, the shared trainer and our decoding."""
+    out = run_main("+scale=smoke", f"model={model}", "method=prefix_mlp", f"results_dir={tmp_path}",
+                   f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 0, out.stderr[-3000:]
+    [record] = load_records(tmp_path, "adhoc", "smoke")
+    assert record["status"] == "ok" and record["config"]["model"]["name"] == model
+    assert "BLEU" in record["test"] and record["params"]["trainable"] > 0
