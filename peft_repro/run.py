@@ -10,10 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 from . import results
 from .decoding import DecodeConfig
 from .methods import apply_method
+from .methods.discrete_prompt import select_prompt
 from .models import load_model
 from .tasks import build_task
 from .tracking import make_logger
-from .train import TrainConfig, seed_everything, train
+from .train import Evaluator, TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,18 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
     trainer_cfg = TrainConfig(**OmegaConf.to_container(cfg.trainer), seed=cfg.seed)
     dev_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.dev_decode)) if "dev_decode" in cfg.task else None
     test_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode)) if "decode" in cfg.task else None
-    method_cfg = OmegaConf.to_container(cfg.method)
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     task = build_task(cfg.task, cfg.data_root)
 
     started = time.time()
     seed_everything(cfg.seed)
     model, tokenizer = load_model(cfg.model)
+    selection = None
+    if method_cfg.get("candidates"):  # discrete prompts: the best candidate on dev becomes the prompt
+        evaluator = Evaluator(task, tokenizer, cfg.task, trainer_cfg.eval_batch_size)
+        selection = select_prompt(lambda: model, method_cfg["candidates"], evaluator, dev_decode)
+        method_cfg["prompt"] = selection["prompt"]
+        log.info("prompt %r selected on dev: %s", selection["prompt"], selection["scores"])
     adapted = apply_method(model, method_cfg)
     params = adapted.parameter_counts()
     log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,
@@ -48,7 +55,7 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
         "overrides": overrides, "config": config, "git": results.git_state(), "hardware": results.hardware(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": time.time() - started,
         "peak_memory_mb": results.peak_memory_mb(), "params": params,
-        "run_dir": str(run_dir),
+        "run_dir": str(run_dir), "prompt_selection": selection,
         **{k: v for k, v in out.items() if k != "samples"},
         "samples": out["samples"][: cfg.record_samples],
     }

@@ -2,11 +2,12 @@
 
 The prompt's keys/values are computed once by the frozen LM (positions 0..n-1) and every row starts from them, which
 equals prepending the prompt's tokens: rows are [prompt, x, y]. `select_prompt` picks the best of a candidate list on
-dev with the trainer's Evaluator (the paper's discrete-prompt baseline picks the prompt the same way).
+dev with the trainer's Evaluator (the paper's discrete-prompt baseline picks the prompt the same way); a run whose
+config lists ``candidates`` does that first and then uses the winner as ``prompt`` (`peft_repro.run`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -18,10 +19,11 @@ from .prefix import cache_from_kv, freeze_base, model_dtype, word_activations, w
 @dataclass
 class DiscretePromptConfig:
     prompt: str = "table-to-text:"
+    candidates: list[str] = field(default_factory=list)  # non-empty: a run picks `prompt` among them on dev
 
     def __post_init__(self):
-        if not self.prompt:
-            raise ValueError("discrete_prompt needs a non-empty prompt")
+        if not self.prompt or not all(self.candidates):
+            raise ValueError("discrete_prompt needs a non-empty prompt and non-empty candidates")
 
 
 class DiscretePromptAdapted(Adapted):

@@ -1,0 +1,123 @@
+"""PEFT export: our trained adapters, written by `peft_repro.export` and loaded by `PeftModel.from_pretrained` into a
+fresh base model, give our logits on a left-padded batch."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+
+from peft_repro.batching import left_pad, positions
+from peft_repro.export import export_from_checkpoint, export_peft, main as export_main
+from peft_repro.methods import apply_method
+from peft_repro.models import load_model
+
+from .conftest import conf, tiny_model
+
+peft = pytest.importorskip("peft")
+
+PAD = 0
+LOGIT_TOL = 1e-5
+SEQS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 200]]
+
+METHODS = {
+    "lora_qv": {"name": "lora", "r": 4, "alpha": 8, "targets": ["q", "v"]},
+    "lora_all": {"name": "lora", "r": 2, "alpha": 3, "dropout": 0.1, "targets": ["q", "k", "v", "o", "mlp"]},
+    "prefix": {"name": "prefix", "num_virtual_tokens": 3},
+    "prefix_mlp": {"name": "prefix", "num_virtual_tokens": 3, "projection": True, "mid_dim": 16},
+    "embedding_only": {"name": "embedding_only", "num_virtual_tokens": 4},
+}
+
+
+def randomize(adapted):
+    """Move every trainable weight off its init (LoRA's B starts at zero)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in adapted.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+
+
+def save_checkpoint(adapted, path: Path) -> None:
+    """What the trainer writes: <run dir>/trainable.safetensors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in adapted.trainable_state_dict().items()}, str(path))
+
+
+def peft_logits(theirs, x, mask, k):
+    """PEFT's logits of the real tokens. LoRA and prefix tuning take our position ids (PEFT offsets them by k for
+    the prefix); prompt tuning drops position ids, so each row runs alone, unpadded (as tests/test_prefix.py)."""
+    if isinstance(theirs.active_peft_config, peft.PromptTuningConfig):
+        rows = []
+        for row, m in zip(x, mask):
+            real = row[m.bool()][None]
+            out = theirs(input_ids=real, attention_mask=torch.ones_like(real)).logits[0, k:]
+            rows.append(torch.cat([out.new_zeros(len(row) - out.shape[0], out.shape[1]), out]))
+        return torch.stack(rows)
+    return theirs(input_ids=x, attention_mask=mask, position_ids=positions(mask)).logits
+
+
+def max_diff_vs_peft(adapted, out_dir: Path, fresh_base) -> float:
+    """Max |logit difference| over the real tokens of a left-padded batch, ours vs PEFT loading `out_dir`."""
+    theirs = peft.PeftModel.from_pretrained(fresh_base, out_dir).eval()
+    adapted.eval()
+    x, mask = left_pad(SEQS, PAD)
+    with torch.no_grad():
+        ours = adapted(x, mask).logits
+        ref = peft_logits(theirs, x, mask, adapted.num_virtual_tokens)
+    real = mask.bool()
+    return (ours[real] - ref[real]).abs().max().item()
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_export_loads_in_peft_with_equal_logits(arch, tmp_path: Path, method):
+    adapted = apply_method(tiny_model(arch), METHODS[method])
+    randomize(adapted)
+    export_peft(adapted, tmp_path)
+    assert max_diff_vs_peft(adapted, tmp_path, tiny_model(arch)) <= LOGIT_TOL
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    if method == "prefix" and arch == "llama":  # GQA: 2 kv-heads of 8
+        assert (config["token_dim"], config["num_attention_heads"]) == (16, 2)
+
+
+def test_fused_gpt2_parts_become_one_block_diagonal_lora(tmp_path: Path):
+    """q and v of c_attn: rank 2r with alpha 2*alpha (same scale), B zero on the k third."""
+    adapted = apply_method(tiny_model("gpt2"), {"name": "lora", "r": 4, "alpha": 8, "targets": ["q", "v"]})
+    randomize(adapted)
+    export_peft(adapted, tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    name = "transformer.h.0.attn.c_attn"
+    assert config["rank_pattern"][name] == 8 and config["alpha_pattern"][name] == 16 and config["fan_in_fan_out"]
+    B = load_file(str(tmp_path / "adapter_model.safetensors"))[f"base_model.model.{name}.lora_B.weight"]
+    assert B.shape == (96, 8) and B[32:64].abs().sum() == 0
+
+
+@pytest.mark.parametrize("method", ["lora_qv", "prefix_mlp", "embedding_only"])
+def test_export_from_checkpoint(tmp_path: Path, method):
+    """A run's trainable.safetensors -> the model rebuilt from conf/model/tiny_llama.yaml -> PEFT."""
+    model_cfg = conf("model/tiny_llama.yaml")
+    trained = apply_method(load_model(model_cfg)[0], METHODS[method])
+    randomize(trained)
+    save_checkpoint(trained, tmp_path / "run" / "trainable.safetensors")
+    out = export_from_checkpoint(model_cfg, METHODS[method], tmp_path / "run" / "trainable.safetensors",
+                                 tmp_path / "peft")
+    assert max_diff_vs_peft(trained, out, load_model(model_cfg)[0]) <= LOGIT_TOL
+
+
+def test_cli_exports_a_run_dir(tmp_path: Path):
+    """`python -m peft_repro.export RUN_DIR OUT_DIR` reads the run's Hydra config beside its checkpoint."""
+    model_cfg, method_cfg = conf("model/tiny_llama.yaml"), conf("method/prefix_mlp.yaml")
+    run_dir = tmp_path / "run"
+    trained = apply_method(load_model(model_cfg)[0], dict(method_cfg))
+    randomize(trained)
+    save_checkpoint(trained, run_dir / "trainable.safetensors")
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save({"model": model_cfg, "method": method_cfg}, run_dir / ".hydra" / "config.yaml")
+    export_main([str(run_dir), str(tmp_path / "peft")])
+    assert max_diff_vs_peft(trained, tmp_path / "peft", load_model(model_cfg)[0]) <= LOGIT_TOL
+
+
+def test_unsupported_methods_are_clear_errors(tmp_path: Path):
+    with pytest.raises(ValueError, match="no PEFT export for method 'infix'"):
+        export_peft(apply_method(tiny_model("llama"), {"name": "infix", "num_virtual_tokens": 2}), tmp_path)
