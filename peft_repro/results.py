@@ -68,6 +68,20 @@ def run_key(overrides: list[str]) -> str:
     return f"{slug}-{digest}"
 
 
+def same_settings(a: dict, b: dict) -> bool:
+    """Whether two resolved configs compute the same thing (paths, threads and logging aside)."""
+    def strip(c):
+        return {k: v for k, v in c.items() if k + "=" not in NOT_RESULT_KEYS and k not in ("logger", "hydra")}
+    return strip(a) == strip(b)
+
+
+def supersede(path: Path) -> Path:
+    """Move a record aside (`*.json.superseded-<time>`, not read by `load_records`) instead of overwriting it."""
+    target = path.with_name(f"{path.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, target)
+    return target
+
+
 def record_path(results_dir: Path, experiment: str, scale: str, key: str) -> Path:
     return Path(results_dir) / "runs" / experiment / scale / f"{key}.json"
 

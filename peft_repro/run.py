@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
     key = results.run_key(overrides)
     path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name, key)
-    if cfg.resume and path.exists() and results.load_json(path).get("status") == "ok":
-        log.info("skipping %s: already done (%s); resume=false reruns it", key, path)
-        return results.load_json(path)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if path.exists():
+        done = results.load_json(path)
+        if cfg.resume and done.get("status") == "ok" and results.same_settings(done["config"], config):
+            log.info("skipping %s: already done (%s); resume=false reruns it", key, path)
+            return done
+        results.supersede(path)  # rerun or changed settings: the old record is kept beside the new one
 
     # validate every config section before the slow parts start
     trainer_cfg = TrainConfig(**OmegaConf.to_container(cfg.trainer), seed=cfg.seed)
@@ -46,7 +50,6 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
     params = adapted.parameter_counts()
     log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,
              params["trainable"], params["trainable_pct"], params["base"])
-    config = OmegaConf.to_container(cfg, resolve=True)
     logger = make_logger(cfg.logger, name=key, group=f"{cfg.experiment}/{cfg.scale_name}", config=config,
                          run_dir=str(run_dir))
     out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger)

@@ -84,3 +84,16 @@ def test_missing_data_is_a_one_line_error(tmp_path: Path):
     assert out.returncode == 2
     assert f"{tmp_path}/nowhere/mnli/train_subset.jsonl.gz" in out.stderr
     assert "error: MNLI train file not found" in out.stderr
+
+
+def test_changed_settings_are_rerun_and_the_old_record_kept(tmp_path: Path):
+    from peft_repro.results import same_settings, supersede, write_record
+
+    base = {"trainer": {"lr": 1e-3}, "results_dir": "/a", "threads": 1, "logger": {"enabled": True}}
+    assert same_settings(base, {**base, "results_dir": "/b", "threads": None, "logger": {"enabled": False}})
+    assert not same_settings(base, {**base, "trainer": {"lr": 2e-3}})
+    path = tmp_path / "runs" / "x" / "default" / "cell.json"
+    write_record(path, {"status": "ok", "config": base})
+    moved = supersede(path)
+    assert not path.exists() and moved.name.startswith("cell.json.superseded-")
+    assert load_records(tmp_path, "x", "default") == []
