@@ -227,7 +227,8 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
         save_file({k: v.contiguous() for k, v in best["state"].items()}, str(run_dir / "trainable.safetensors"))
     return {
         "dev": best["dev"], "selected_epoch": best["epoch"], "test": test, "history": history,
-        "train_examples": len(data), "steps": step, "train_tokens": tokens, "train_seconds": train_seconds, "test_seconds": test_seconds,
+        "train_examples": len(data), "steps": step, "train_tokens": tokens, "train_seconds": train_seconds,
+        "test_seconds": test_seconds,
         "tokens_per_second": tokens / train_seconds if train_seconds else None, "bf16": use_bf16,
         "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
                     for it, p in zip(items, preds)],
