@@ -5,3 +5,13 @@ from .models import repo_root
 
 # conf/ paths are relative to the checkout, whatever the working directory
 OmegaConf.register_new_resolver("repo_root", lambda: str(repo_root()), replace=True)
+
+
+def _rank_for_budget(budget, targets) -> int:
+    """LoRA Table 5: a fixed budget of summed ranks over the adapted weight types (r=8 on one, 4 on two, 2 on four)."""
+    if budget % len(targets):
+        raise ValueError(f"rank budget {budget} is not divisible over {len(targets)} weight types {list(targets)}")
+    return budget // len(targets)
+
+
+OmegaConf.register_new_resolver("rank_for_budget", _rank_for_budget, replace=True)

@@ -82,6 +82,18 @@ def supersede(path: Path) -> Path:
     return target
 
 
+def find_done(path: Path, config: dict) -> Path | None:
+    """The finished record of these settings: the run's own file, or one under another name in the same folder
+    (a sweep that now lists a value explicitly, e.g. `task=mnli`, still finds the runs made with the default)."""
+    candidates = [path] + [p for p in sorted(path.parent.glob("*.json")) if p != path]
+    for candidate in candidates:
+        if candidate.exists():
+            done = load_json(candidate)
+            if done.get("status") == "ok" and same_settings(done["config"], config):
+                return candidate
+    return None
+
+
 def record_path(results_dir: Path, experiment: str, scale: str, key: str) -> Path:
     return Path(results_dir) / "runs" / experiment / scale / f"{key}.json"
 
@@ -123,55 +135,90 @@ def _ordered(labels: set[str], order: list | None) -> list[str]:
     return first + sorted(labels - set(first))
 
 
-def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]:
-    """(markdown, csv) of one experiment: a rows x cols pivot of `spec.value` (mean over seeds) and every run."""
-    rows_key, cols_key, value_key = spec["rows"], spec["cols"], spec["value"]
-    factor = spec.get("factor", 1.0)
-    ok = [r for r in records if r.get("status") == "ok"]
+def _cell(values: list[float], digits: int) -> str:
+    """Mean, and with several runs their sample sd and count: '38.2 ± 1.1 (n=10)'; '–' when there is none."""
+    if not values:
+        return "–"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(values)})"
+
+
+def _columns(spec: dict) -> list[dict]:
+    """What a table shows per cell: one value key (`value`, cells pivoted by `cols`) or several (`metrics`)."""
+    if spec.get("metrics"):
+        return [{"digits": spec.get("digits", 1), "factor": 1.0, **m} for m in spec["metrics"]]
+    return [{"name": "value", "value": spec["value"], "factor": spec.get("factor", 1.0),
+             "digits": spec.get("digits", 1)}]
+
+
+def _pivot(ok: list[dict], spec: dict) -> list[str]:
+    """Markdown lines of one rows x cols pivot; with `metrics`, the columns are the metrics."""
+    rows_key, columns = spec["rows"], _columns(spec)
     row_labels = _ordered({_label(lookup(r, rows_key)) for r in ok}, spec.get("row_order"))
-    col_labels = _ordered({_label(lookup(r, cols_key)) for r in ok}, spec.get("col_order"))
-    ok.sort(key=lambda r: (row_labels.index(_label(lookup(r, rows_key))),
-                           col_labels.index(_label(lookup(r, cols_key))), r["seed"]))
-    cells: dict[tuple[str, str], list[float]] = {}
-    for r in ok:
-        v = lookup(r, value_key)
-        if v is not None:
-            cells.setdefault((_label(lookup(r, rows_key)), _label(lookup(r, cols_key))), []).append(v * factor)
+    if spec.get("metrics"):
+        col_labels = [m["name"] for m in columns]
+        header = rows_key.split(".")[-1]
+    else:
+        col_labels = _ordered({_label(lookup(r, spec["cols"])) for r in ok}, spec.get("col_order"))
+        header = rows_key.split(".")[-1] + " \\ " + spec["cols"].split(".")[-1]
+
+    def values(rl, cl, metric):
+        picked = [r for r in ok if _label(lookup(r, rows_key)) == rl
+                  and (spec.get("metrics") or _label(lookup(r, spec["cols"])) == cl)]
+        return [lookup(r, metric["value"]) * metric["factor"] for r in picked if lookup(r, metric["value"]) is not None]
 
     def cell(rl, cl):
-        vals = cells.get((rl, cl))
-        if not vals:
-            return "–"
-        mean = sum(vals) / len(vals)
-        return f"{mean:.{spec.get('digits', 1)}f}" + (f" (n={len(vals)})" if len(vals) > 1 else "")
+        metric = next(m for m in columns if m["name"] == cl) if spec.get("metrics") else columns[0]
+        return _cell(values(rl, cl, metric), metric["digits"])
 
+    lines = ["| " + " | ".join([header] + col_labels) + " |", "|" + "---|" * (len(col_labels) + 1)]
+    return lines + ["| " + " | ".join([rl] + [cell(rl, cl) for cl in col_labels]) + " |" for rl in row_labels]
+
+
+def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]:
+    """(markdown, csv) of one experiment: a rows x cols pivot (mean ± sd over seeds and subsets), one per value of
+    `spec.panels` if set (e.g. one per task), then every run."""
+    columns = _columns(spec)
+    ok = [r for r in records if r.get("status") == "ok"]
+    ok.sort(key=lambda r: (str(lookup(r, spec.get("panels", "experiment"))), _label(lookup(r, spec["rows"])),
+                           r["seed"], r["record"]))
     lines = [f"# {title}", ""]
     if spec.get("caption"):
         lines += [spec["caption"], ""]
-    lines += [f"Value: `{value_key}`" + (f" x {factor:g}" if factor != 1 else "") +
-              f"; rows: `{rows_key}`; columns: `{cols_key}`. '–' = no finished run.", ""]
-    lines += ["| " + " | ".join([rows_key.split(".")[-1] + " \\ " + cols_key.split(".")[-1]] + col_labels) + " |",
-              "|" + "---|" * (len(col_labels) + 1)]
-    lines += ["| " + " | ".join([rl] + [cell(rl, cl) for cl in col_labels]) + " |" for rl in row_labels]
+    shown = ", ".join(f"{m['name']} = `{m['value']}`" + (f" x {m['factor']:g}" if m["factor"] != 1 else "")
+                      for m in columns)
+    lines += [f"Cells: {shown}; rows: `{spec['rows']}`" + (f"; columns: `{spec['cols']}`" if "cols" in spec else "")
+              + "; mean ± sd (n runs) where a cell has several runs; '–' = no finished run.", ""]
+    if spec.get("panels"):
+        for panel in _ordered({_label(lookup(r, spec["panels"])) for r in ok}, spec.get("panel_order")):
+            lines += [f"## {spec['panels'].split('.')[-1]} = {panel}", ""]
+            lines += _pivot([r for r in ok if _label(lookup(r, spec["panels"])) == panel], spec) + [""]
+    else:
+        lines += _pivot(ok, spec) + [""]
 
-    columns = ["row", "col", "seed", "value", "trainable_params", "trainable_pct", "model", "task",
-               "train_examples", "commit", "dirty", "hardware", "wall_seconds", "finished", "record"]
+    fields = ["row", "col", "seed", *[m["name"] for m in columns], "trainable_params", "trainable_pct", "model",
+              "task", "train_examples", "commit", "dirty", "hardware", "wall_seconds", "finished", "record"]
     runs = [{
-        "row": _label(lookup(r, rows_key)), "col": _label(lookup(r, cols_key)), "seed": r["seed"],
-        "value": None if lookup(r, value_key) is None else round(lookup(r, value_key) * factor, 4),
+        "row": _label(lookup(r, spec["rows"])), "col": _label(lookup(r, spec.get("cols") or "config.task.name")),
+        "seed": r["seed"],
+        **{m["name"]: None if lookup(r, m["value"]) is None else round(lookup(r, m["value"]) * m["factor"], 4)
+           for m in columns},
         "trainable_params": r["params"]["trainable"], "trainable_pct": round(r["params"]["trainable_pct"], 4),
         "model": r["config"]["model"]["name"], "task": r["config"]["task"]["name"],
         "train_examples": r["train_examples"], "commit": r["git"]["commit"], "dirty": r["git"]["dirty"],
         "hardware": r["hardware"], "wall_seconds": round(r["wall_seconds"], 1), "finished": r["finished"],
         "record": r["record"],
     } for r in ok]
-    lines += ["", "## Runs", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(run[c]) for c in columns) + " |" for run in runs]
+    lines += ["## Runs", "", "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(str(run[c]) for c in fields) + " |" for run in runs]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["", f"{len(failed)} run(s) failed: " + ", ".join(r["record"] for r in failed)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(runs)
     return "\n".join(lines) + "\n", buf.getvalue()

@@ -23,17 +23,17 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
     key = results.run_key(overrides)
     path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name, key)
     config = OmegaConf.to_container(cfg, resolve=True)
+    done = results.find_done(path, config) if cfg.resume else None
+    if done:
+        log.info("skipping %s: already done (%s); resume=false reruns it", key, done)
+        return results.load_json(done)
     if path.exists():
-        done = results.load_json(path)
-        if cfg.resume and done.get("status") == "ok" and results.same_settings(done["config"], config):
-            log.info("skipping %s: already done (%s); resume=false reruns it", key, path)
-            return done
         results.supersede(path)  # rerun or changed settings: the old record is kept beside the new one
 
     # validate every config section before the slow parts start
-    trainer_cfg = TrainConfig(**OmegaConf.to_container(cfg.trainer), seed=cfg.seed)
-    dev_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.dev_decode)) if "dev_decode" in cfg.task else None
-    test_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode)) if "decode" in cfg.task else None
+    trainer_cfg = TrainConfig(**OmegaConf.to_container(cfg.trainer, resolve=True), seed=cfg.seed)
+    dev_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.dev_decode, resolve=True)) if "dev_decode" in cfg.task else None
+    test_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode, resolve=True)) if "decode" in cfg.task else None
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     task = build_task(cfg.task, cfg.data_root)
 
