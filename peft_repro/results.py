@@ -69,9 +69,9 @@ def run_key(overrides: list[str]) -> str:
 
 
 def same_settings(a: dict, b: dict) -> bool:
-    """Whether two resolved configs compute the same thing (paths, threads and logging aside)."""
+    """Whether two resolved configs compute the same thing (paths, threads, logging and the table layout aside)."""
     def strip(c):
-        return {k: v for k, v in c.items() if k + "=" not in NOT_RESULT_KEYS and k not in ("logger", "hydra")}
+        return {k: v for k, v in c.items() if k + "=" not in NOT_RESULT_KEYS and k not in ("logger", "hydra", "table")}
     return strip(a) == strip(b)
 
 
@@ -123,7 +123,15 @@ def lookup(record: dict, dotted: str):
     return node
 
 
-def _label(value) -> str:
+def lookup_first(record: dict, keys):
+    """The value of the first of `keys` the record has (one table can show each task's own metric)."""
+    for key in [keys] if isinstance(keys, str) else keys:
+        if (value := lookup(record, key)) is not None:
+            return value
+    return None
+
+
+def cell_label(value) -> str:
     if isinstance(value, list):
         return ",".join("W" + str(v) if len(str(v)) == 1 else str(v) for v in value)
     return str(value)
@@ -131,7 +139,7 @@ def _label(value) -> str:
 
 def _ordered(labels: set[str], order: list | None) -> list[str]:
     """Labels in the order the experiment lists them, then any others sorted."""
-    first = [lab for lab in map(_label, order or []) if lab in labels]
+    first = [lab for lab in map(cell_label, order or []) if lab in labels]
     return first + sorted(labels - set(first))
 
 
@@ -157,25 +165,32 @@ def _columns(spec: dict) -> list[dict]:
 def _pivot(ok: list[dict], spec: dict) -> list[str]:
     """Markdown lines of one rows x cols pivot; with `metrics`, the columns are the metrics."""
     rows_key, columns = spec["rows"], _columns(spec)
-    row_labels = _ordered({_label(lookup(r, rows_key)) for r in ok}, spec.get("row_order"))
+    row_labels = _ordered({cell_label(lookup(r, rows_key)) for r in ok}, spec.get("row_order"))
     if spec.get("metrics"):
         col_labels = [m["name"] for m in columns]
         header = rows_key.split(".")[-1]
     else:
-        col_labels = _ordered({_label(lookup(r, spec["cols"])) for r in ok}, spec.get("col_order"))
+        col_labels = _ordered({cell_label(lookup(r, spec["cols"])) for r in ok}, spec.get("col_order"))
         header = rows_key.split(".")[-1] + " \\ " + spec["cols"].split(".")[-1]
 
     def values(rl, cl, metric):
-        picked = [r for r in ok if _label(lookup(r, rows_key)) == rl
-                  and (spec.get("metrics") or _label(lookup(r, spec["cols"])) == cl)]
-        return [lookup(r, metric["value"]) * metric["factor"] for r in picked if lookup(r, metric["value"]) is not None]
+        picked = [r for r in ok if cell_label(lookup(r, rows_key)) == rl
+                  and (spec.get("metrics") or cell_label(lookup(r, spec["cols"])) == cl)]
+        return [lookup_first(r, metric["value"]) * metric["factor"] for r in picked
+                if lookup_first(r, metric["value"]) is not None]
 
     def cell(rl, cl):
         metric = next(m for m in columns if m["name"] == cl) if spec.get("metrics") else columns[0]
         return _cell(values(rl, cl, metric), metric["digits"])
 
     lines = ["| " + " | ".join([header] + col_labels) + " |", "|" + "---|" * (len(col_labels) + 1)]
-    return lines + ["| " + " | ".join([rl] + [cell(rl, cl) for cl in col_labels]) + " |" for rl in row_labels]
+    lines += ["| " + " | ".join([rl] + [cell(rl, cl) for cl in col_labels]) + " |" for rl in row_labels]
+    if spec.get("params_row"):  # the trainable-parameter count of each column (a budget table prints them)
+        counts = [sorted({r["params"]["trainable"] for r in ok if cell_label(lookup(r, spec["cols"])) == cl})
+                  for cl in col_labels]
+        lines.append("| " + " | ".join(["trainable params"] + ["/".join(f"{c:,}" for c in cs) or "–"
+                                                                  for cs in counts]) + " |")
+    return lines
 
 
 def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]:
@@ -183,29 +198,34 @@ def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]
     `spec.panels` if set (e.g. one per task), then every run."""
     columns = _columns(spec)
     ok = [r for r in records if r.get("status") == "ok"]
-    ok.sort(key=lambda r: (str(lookup(r, spec.get("panels", "experiment"))), _label(lookup(r, spec["rows"])),
+    ok.sort(key=lambda r: (str(lookup(r, spec.get("panels", "experiment"))), cell_label(lookup(r, spec["rows"])),
                            r["seed"], r["record"]))
     lines = [f"# {title}", ""]
     if spec.get("caption"):
         lines += [spec["caption"], ""]
-    shown = ", ".join(f"{m['name']} = `{m['value']}`" + (f" x {m['factor']:g}" if m["factor"] != 1 else "")
-                      for m in columns)
-    lines += [f"Cells: {shown}; rows: `{spec['rows']}`" + (f"; columns: `{spec['cols']}`" if "cols" in spec else "")
-              + "; mean ± sd (n runs) where a cell has several runs; '–' = no finished run.", ""]
+    def shown(m):  # "value = `test.accuracy` x 100"; a list of keys reads "`a` or `b`"
+        keys = "` or `".join([m["value"]] if isinstance(m["value"], str) else m["value"])
+        return f"{m['name']} = `{keys}`" + (f" x {m['factor']:g}" if m["factor"] != 1 else "")
+
+    axes = f"rows: `{spec['rows']}`" + (f"; columns: `{spec['cols']}`" if "cols" in spec else "")
+    lines += [f"Cells: {', '.join(map(shown, columns))}; {axes}; mean ± sd (n runs) where a cell has several runs; "
+              "'–' = no finished run.", ""]
     if spec.get("panels"):
-        for panel in _ordered({_label(lookup(r, spec["panels"])) for r in ok}, spec.get("panel_order")):
+        for panel in _ordered({cell_label(lookup(r, spec["panels"])) for r in ok}, spec.get("panel_order")):
             lines += [f"## {spec['panels'].split('.')[-1]} = {panel}", ""]
-            lines += _pivot([r for r in ok if _label(lookup(r, spec["panels"])) == panel], spec) + [""]
+            lines += _pivot([r for r in ok if cell_label(lookup(r, spec["panels"])) == panel], spec) + [""]
     else:
         lines += _pivot(ok, spec) + [""]
 
     fields = ["row", "col", "seed", *[m["name"] for m in columns], "trainable_params", "trainable_pct", "model",
               "task", "train_examples", "commit", "dirty", "hardware", "wall_seconds", "finished", "record"]
+    def scaled(r, m):
+        value = lookup_first(r, m["value"])
+        return None if value is None else round(value * m["factor"], 4)
+
     runs = [{
-        "row": _label(lookup(r, spec["rows"])), "col": _label(lookup(r, spec.get("cols") or "config.task.name")),
-        "seed": r["seed"],
-        **{m["name"]: None if lookup(r, m["value"]) is None else round(lookup(r, m["value"]) * m["factor"], 4)
-           for m in columns},
+        "row": cell_label(lookup(r, spec["rows"])), "col": cell_label(lookup(r, spec.get("cols", "config.task.name"))),
+        "seed": r["seed"], **{m["name"]: scaled(r, m) for m in columns},
         "trainable_params": r["params"]["trainable"], "trainable_pct": round(r["params"]["trainable_pct"], 4),
         "model": r["config"]["model"]["name"], "task": r["config"]["task"]["name"],
         "train_examples": r["train_examples"], "commit": r["git"]["commit"], "dirty": r["git"]["dirty"],

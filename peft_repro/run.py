@@ -31,9 +31,12 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
         results.supersede(path)  # rerun or changed settings: the old record is kept beside the new one
 
     # validate every config section before the slow parts start
-    trainer_cfg = TrainConfig(**OmegaConf.to_container(cfg.trainer, resolve=True), seed=cfg.seed)
-    dev_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.dev_decode, resolve=True)) if "dev_decode" in cfg.task else None
-    test_decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode, resolve=True)) if "decode" in cfg.task else None
+    def plain(node):
+        return OmegaConf.to_container(node, resolve=True)
+
+    trainer_cfg = TrainConfig(**plain(cfg.trainer), seed=cfg.seed)
+    dev_decode = DecodeConfig(**plain(cfg.task.dev_decode)) if "dev_decode" in cfg.task else None
+    test_decode = DecodeConfig(**plain(cfg.task.decode)) if "decode" in cfg.task else None
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     task = build_task(cfg.task, cfg.data_root)
 
@@ -52,19 +55,27 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
              params["trainable"], params["trainable_pct"], params["base"])
     logger = make_logger(cfg.logger, name=key, group=f"{cfg.experiment}/{cfg.scale_name}", config=config,
                          run_dir=str(run_dir))
-    out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger)
+    try:
+        out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger)
+    except BaseException:
+        if logger:
+            logger.abort()
+        raise
     record = {
         "status": "ok", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name, "seed": cfg.seed,
         "overrides": overrides, "config": config, "git": results.git_state(), "hardware": results.hardware(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": time.time() - started,
         "peak_memory_mb": results.peak_memory_mb(), "params": params,
-        "run_dir": str(run_dir), "prompt_selection": selection,
+        "run_dir": str(run_dir), "wandb_dir": logger.dir if logger else None, "prompt_selection": selection,
         **{k: v for k, v in out.items() if k != "samples"},
         "samples": out["samples"][: cfg.record_samples],
     }
     results.write_record(path, record)
     if logger:
-        logger.finish({f"test/{k}": v for k, v in out["test"].items()} | {"params/trainable": params["trainable"]},
-                      out["samples"], cfg.logger.max_samples)
+        summary = {f"test/{k}": v for k, v in out["test"].items()}
+        summary |= {f"dev/{k}": v for k, v in (out["dev"] or {}).items()}  # the selected epoch's
+        summary |= {f"params/{k}": v for k, v in params.items()}
+        summary |= {"selected_epoch": out["selected_epoch"], "wall_seconds": record["wall_seconds"]}
+        logger.finish(summary, out["samples"], cfg.logger.max_samples)
     log.info("test %s -> %s", out["test"], path)
     return record

@@ -1,7 +1,37 @@
-"""Weights & Biases logging, offline unless the user says otherwise (`logger.mode=online`, or `wandb sync` later)."""
+"""Weights & Biases logging, offline unless the user says otherwise (`logger.mode=online`, or `wandb sync` later).
+
+Runs of one sweep share a group, `<experiment>/<scale>`, and the job type `<experiment>`; tags name the method,
+task, model, experiment and scale. Besides the resolved config, each run's config carries `table_row` and
+`table_col`: its cell of the experiment's table (the same labels as the Markdown table, e.g. "Wq,Wv" and "4"), so a
+W&B panel grouped by `table_row` with `table_col` on the x axis shows the lecture table (docs/wandb.md). The final
+metrics go to the summary under the record's keys (`test/BLEU` for the record's `test.BLEU`).
+"""
 from __future__ import annotations
 
 import os
+
+
+def table_cell(config: dict) -> dict:
+    """`table_row` / `table_col` of a run: the labels of its row and column in the experiment's table spec."""
+    from .results import cell_label, lookup
+
+    spec = config.get("table") or {}
+    cell = {}
+    for axis, key in (("table_row", spec.get("rows")), ("table_col", spec.get("cols"))):
+        if isinstance(key, str) and key:
+            value = lookup({"config": config}, key)
+            cell[axis] = None if value is None else cell_label(value)
+    return cell
+
+
+def run_tags(config: dict) -> list[str]:
+    """Tags for filtering runs: method, task, model, experiment, scale (W&B caps a tag at 64 characters)."""
+    def name(section):
+        node = config.get(section)
+        return node.get("name") if isinstance(node, dict) else None
+
+    tags = [name("method"), name("task"), name("model"), config.get("experiment"), config.get("scale_name")]
+    return list(dict.fromkeys(str(t)[:64] for t in tags if t))
 
 
 class WandbLogger:
@@ -12,17 +42,28 @@ class WandbLogger:
         os.environ.setdefault("WANDB_SILENT", "true")
         self.wandb = wandb
         self.run = wandb.init(project=cfg.project, entity=cfg.get("entity"), group=group, name=name,
-                              job_type=config.get("experiment"), config=config, dir=run_dir, reinit="finish_previous")
+                              job_type=config.get("experiment"), tags=run_tags(config),
+                              config={**config, **table_cell(config)}, dir=run_dir, reinit="finish_previous")
 
     def log(self, values: dict, step: int | None = None) -> None:
         self.run.log(values, step=step)
 
+    @property
+    def dir(self) -> str:
+        """The run's folder: what `wandb sync` uploads."""
+        return self.run.dir
+
+    def abort(self) -> None:
+        """Close a failed run (exit code 1), so that what it logged stays readable."""
+        self.run.finish(exit_code=1)
+
     def finish(self, summary: dict, samples: list[dict], max_samples: int) -> None:
+        """Final metrics into the summary (keys as given: `test/<metric>`), system outputs as a `samples` table."""
         self.run.summary.update(summary)
         if samples:
             columns = list(samples[0])
             table = self.wandb.Table(columns=columns,
-                                     data=[[str(s[c]) for c in columns] for s in samples[:max_samples]])
+                                     data=[[str(s.get(c)) for c in columns] for s in samples[:max_samples]])
             self.run.log({"samples": table})
         self.run.finish()
 
@@ -33,9 +74,21 @@ def make_logger(cfg, name: str, group: str, config: dict, run_dir: str):
     return WandbLogger(cfg, name, group, config, run_dir)
 
 
+def _merge(into: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
 def read_offline_run(path) -> dict:
-    """History rows and summary of an offline W&B run file (`run-*.wandb`), without the wandb service.
-    `complete` tells whether the run's exit record is there (the wandb service writes the file asynchronously).
+    """What an offline W&B run file (`run-*.wandb`) holds, read without the wandb service.
+
+    Returns `history` (one dict per committed step; a logged table appears as `{"_type": "table-file", "path": ...}`,
+    the path relative to the run's `files/` folder), `summary`, `config` (the run's config, `_wandb` internals
+    left out), `group`, `job_type`, `tags`, `name`, `project` and `complete`: whether the run's exit record is
+    there (the wandb service writes the file asynchronously).
 
     The file is wandb's LevelDB-style log: a 7-byte header, then 32 KiB blocks of records (crc32, length,
     type: full/first/middle/last), each record a `wandb_internal_pb2.Record` protobuf.
@@ -44,10 +97,22 @@ def read_offline_run(path) -> dict:
 
     from wandb.proto import wandb_internal_pb2 as pb
 
+    def items(entries):  # a nested key (["samples", "nrows"]) becomes a nested dict, as it was logged
+        out = {}
+        for item in entries:
+            *parents, last = [item.key] if item.key else list(item.nested_key)
+            node = out
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[last] = json.loads(item.value_json)
+        return out
+
     data = open(path, "rb").read()
     if data[:4] != b":W&B":
         raise ValueError(f"{path} is not a W&B run file")
-    block, pos, chunks, history, summary, complete = 32768, 7, b"", [], {}, False
+    block, pos, chunks, complete = 32768, 7, b"", False
+    out = {"history": [], "summary": {}, "config": {}, "group": None, "job_type": None, "tags": [], "name": None,
+           "project": None}
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # a header never straddles a block: skip the padding
             pos += block - pos % block
@@ -61,9 +126,19 @@ def read_offline_run(path) -> dict:
             chunks = b""
             which = record.WhichOneof("record_type")
             if which == "history":
-                history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+                out["history"].append(items(record.history.item))
             elif which == "exit":
                 complete = True
             elif which == "summary":
-                summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
-    return {"history": history, "summary": summary, "complete": complete}
+                _merge(out["summary"], items(record.summary.update))
+            elif which == "config":
+                out["config"].update(items(record.config.update))
+                for removed in record.config.remove:
+                    out["config"].pop(removed.key or removed.nested_key[0], None)
+            elif which == "run":
+                run = record.run
+                out["config"].update(items(run.config.update))
+                out.update(group=run.run_group or None, job_type=run.job_type or None, tags=list(run.tags),
+                           name=run.display_name or None, project=run.project or None)
+    out["config"].pop("_wandb", None)
+    return {**out, "complete": complete}

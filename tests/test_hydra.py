@@ -52,30 +52,49 @@ def run_main(*args, env_extra=None, timeout=600):
                           text=True, timeout=timeout)
 
 
-def test_smoke_sweep_writes_a_15_cell_table_and_resumes(tmp_path: Path):
+def test_smoke_sweep_writes_a_30_cell_table_and_resumes(tmp_path: Path):
     args = ["+experiment=lora_rank_sweep", "scale=smoke", f"results_dir={tmp_path}",
             f"hydra.sweep.dir={tmp_path}/multirun"]
     first = run_main(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     records = load_records(tmp_path, "lora_rank_sweep", "smoke")
-    assert len(records) == 15 and all(r["status"] == "ok" for r in records)
-    assert {(tuple(r["config"]["method"]["targets"]), r["config"]["method"]["r"]) for r in records} == \
-        {(t, r) for t in [("q",), ("q", "v"), ("q", "k", "v", "o")] for r in [1, 2, 4, 8, 64]}
+    assert len(records) == 30 and all(r["status"] == "ok" for r in records)
+    assert {(r["config"]["task"]["name"], tuple(r["config"]["method"]["targets"]), r["config"]["method"]["r"])
+            for r in records} == {(task, t, r) for task in ["mnli", "wikisql"]
+                                  for t in [("q",), ("q", "v"), ("q", "k", "v", "o")] for r in [1, 2, 4, 8, 64]}
     for r in records:
-        assert r["params"]["trainable"] > 0 and 0 <= r["test"]["accuracy"] <= 1
+        metric = "accuracy" if r["config"]["task"]["name"] == "mnli" else "logical_form_accuracy"
+        assert r["params"]["trainable"] > 0 and 0 <= r["test"][metric] <= 1
         assert r["git"]["commit"] and r["hardware"] and r["wall_seconds"] > 0
     [table] = (tmp_path / "tables" / "lora_rank_sweep").glob("*.md")
-    lines = table.read_text().splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("| targets"))
-    assert lines[header] == "| targets \\ r | 1 | 2 | 4 | 8 | 64 |"
-    rows = lines[header + 2: header + 5]
-    assert [row.split(" | ")[0] for row in rows] == ["| Wq", "| Wq,Wv", "| Wq,Wk,Wv,Wo"]
-    assert all("–" not in row for row in rows)
+    text = table.read_text()
+    assert text.index("## name = wikisql") < text.index("## name = mnli")  # one panel per task, in panel_order
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("| targets")]
+    assert len(headers) == 2
+    for header in headers:
+        assert lines[header] == "| targets \\ r | 1 | 2 | 4 | 8 | 64 |"
+        rows = lines[header + 2: header + 5]
+        assert [row.split(" | ")[0] for row in rows] == ["| Wq", "| Wq,Wv", "| Wq,Wk,Wv,Wo"]
+        assert all("–" not in row for row in rows)
 
     again = run_main(*args)  # every cell is done: skipped, and a new table version sits beside the old one
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skipping") + again.stderr.count("skipping") == 15
+    assert again.stdout.count("skipping") + again.stderr.count("skipping") == 30
     assert len(list((tmp_path / "tables" / "lora_rank_sweep").glob("*.md"))) == 2
+
+
+def test_resume_finds_a_record_by_its_settings_under_another_name(tmp_path: Path):
+    """A sweep that now names a default value explicitly (`task=mnli`) still finds the runs made without it."""
+    args = ["+experiment=lora_rank_sweep", "scale=smoke", f"results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/multirun", "method.targets=[q]", "method.r=1"]
+    assert run_main(*args, "hydra.mode=RUN", f"hydra.run.dir={tmp_path}/run").returncode == 0
+    [first] = load_records(tmp_path, "lora_rank_sweep", "smoke")
+    assert "task=mnli" not in first["overrides"]
+    again = run_main(*args, "hydra.sweeper.params.task=mnli")  # the sweep passes task=mnli to its one run
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipping" in again.stdout + again.stderr
+    assert load_records(tmp_path, "lora_rank_sweep", "smoke") == [first]
 
 
 def test_missing_data_is_a_one_line_error(tmp_path: Path):

@@ -64,7 +64,13 @@ class Adapted(nn.Module):
         base = sum(p.numel() for n, p in self.model.named_parameters() if not _is_method_parameter(n))
         if self.method == "full":
             base = trainable
-        return {"trainable": trainable, "base": base, "trainable_pct": 100.0 * trainable / base}
+        stored = self.stored_parameter_count(trainable)
+        return {"trainable": trainable, "base": base, "trainable_pct": 100.0 * trainable / base,
+                "stored": stored, "stored_pct": 100.0 * stored / base}
+
+    def stored_parameter_count(self, trainable: int) -> int:
+        """Parameters kept per task after training; a prefix MLP is dropped then (PrefixAdapted.freeze_prefix)."""
+        return trainable
 
 
 def _is_method_parameter(name: str) -> bool:

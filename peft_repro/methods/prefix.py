@@ -208,6 +208,10 @@ class PrefixAdapted(Adapted):
     def initial_cache(self, batch_size: int):
         return cache_from_kv(self.prefix(), batch_size, model_dtype(self.model))
 
+    def stored_parameter_count(self, trainable: int) -> int:
+        n_layers, kv_heads, head_dim = self.prefix.geometry
+        return self.prefix.k * n_layers * 2 * kv_heads * head_dim
+
     def freeze_prefix(self) -> None:
         """Drop the MLP and keep the projected prefix: same outputs, k * n_layers * 2 * kv_dim parameters."""
         self.prefix.freeze()

@@ -94,6 +94,11 @@ class Seq2SeqPrefixAdapted(Adapted):
                 attn.layer_idx = i
                 attn.register_forward_pre_hook(self._inject_encoder_prefix, with_kwargs=True)
 
+    def stored_parameter_count(self, trainable: int) -> int:
+        """The projected prefixes of every part (the MLPs are dropped after training)."""
+        encoders = [getattr(self, f"prefix_{part}") for part in self.parts]
+        return sum(e.k * e.geometry[0] * 2 * e.geometry[1] * e.geometry[2] for e in encoders)
+
     def _inject_encoder_prefix(self, module, args, kwargs):
         if self._encoder_cache is not None:
             kwargs["cache"] = self._encoder_cache

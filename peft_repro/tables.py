@@ -1,0 +1,354 @@
+"""`python -m peft_repro.tables`: the lecture's tables with the papers' numbers beside ours, and the claims ledger.
+
+Reads the reference tables `experiments/*.yaml` (the papers' numbers by source, plus an `ours:` section saying which
+run records fill which row and column; schema in experiments/README.md) and the records under
+`<results_dir>/runs/<experiment>/<scale>/*.json` (status "ok" only). Writes a new version folder
+`<results_dir>/reports/<scale>/<YYYYmmdd-HHMMSS>_<commit>[-dirty]/` with `tables.md`, `tables.tex` (booktabs),
+`claims.md` and `claims.csv` (see `peft_repro.claims`); earlier versions stay. One of our cells is the mean over its
+runs (seeds, low-data subsets), with ± sd and n when n > 1; '–' marks a cell without a number.
+
+    python -m peft_repro.tables [--results-dir DIR] [--scale default|smoke|paper] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .models import repo_root
+from .results import git_state, lookup
+
+DASH = "–"
+
+
+class SpecError(ValueError):
+    """A malformed reference table, claim or run record: the CLI prints one line and exits 2."""
+
+
+@dataclass
+class Run:
+    value: float
+    key: tuple  # (seed, low-data subset): the claims pair runs with equal keys
+    record: dict
+
+
+@dataclass
+class Cell:
+    runs: list[Run]
+    digits: int
+    metric: str  # "test.BLEU x100"
+
+
+@dataclass
+class Row:
+    label: str
+    paper: list[dict]  # one dict of column -> number per source (key "source")
+    note: str
+    cells: dict[str, Cell]  # ours, by str(column)
+
+
+@dataclass
+class Table:
+    spec: dict
+    columns: list
+    rows: list[Row]
+
+    def row(self, label: str) -> Row:
+        for row in self.rows:
+            if row.label == label:
+                return row
+        raise SpecError(f"table {self.spec['table']} has no row {label!r}")
+
+
+def row_label(row: dict) -> str:
+    """A row's name in the rendered table and in claims: `method`, or `method (task)` when the row has a task."""
+    return f"{row['method']} ({row['task']})" if row.get("task") else str(row["method"])
+
+
+def load_specs(folder: Path) -> tuple[dict[str, dict], list[dict]]:
+    """(reference tables by `table` id, claims of all files) from `folder/*.yaml`."""
+    tables, claims = {}, []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise SpecError(f"{path}: {' '.join(str(e).split())}") from e
+        if not isinstance(doc, dict):
+            raise SpecError(f"{path}: not a YAML mapping")
+        if "table" in doc:
+            if doc["table"] in tables:
+                raise SpecError(f"{path}: table id {doc['table']!r} used twice")
+            if not (doc.get("metrics") or doc.get("columns")):
+                raise SpecError(f"{path}: a table needs `metrics` or `columns`")
+            tables[doc["table"]] = {**doc, "file": path.name}
+        claims += [{**claim, "file": path.name} for claim in doc.get("claims") or []]
+    return tables, claims
+
+
+def load_runs(results_dir: Path, experiment: str, scale: str) -> list[dict]:
+    """The finished (status "ok") records of one experiment and scale; a record that is not JSON is an error."""
+    records = []
+    for path in sorted((Path(results_dir) / "runs" / experiment / scale).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SpecError(f"malformed record {path}: {e}") from e
+        if not isinstance(record, dict):
+            raise SpecError(f"malformed record {path}: not a JSON object")
+        if record.get("status") == "ok":
+            records.append(record)
+    return records
+
+
+def matches(record: dict, where: dict) -> bool:
+    """`where`: dotted record key -> value (equality; lists too) or {min: a, max: b} (a <= value < b)."""
+    for key, want in where.items():
+        have = lookup(record, key)
+        if isinstance(want, dict):
+            if not isinstance(have, (int, float)) or not want.get("min", -1e300) <= have < want.get("max", 1e300):
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def _first(key: str, *specs: dict, default=None):
+    return next((s[key] for s in specs if s.get(key) is not None), default)
+
+
+def _cell(records: list[dict], ours: dict, row: dict, column) -> Cell:
+    col = {str(k): v for k, v in (ours.get("columns") or {}).items()}.get(str(column), {})
+    where = {**ours.get("where", {}), **row.get("where", {}), **col.get("where", {})}
+    if ours.get("column_key"):
+        where[ours["column_key"]] = column
+    metric = _first("metric", col, row, ours)
+    if metric is None:
+        raise SpecError(f"ours of table {ours['experiment']}: no metric for row {row_label(row)!r}, column {column}")
+    factor = _first("factor", col, row, ours, default=1)
+    runs = []
+    for record in records:
+        value = lookup(record, metric)
+        if value is None or not matches(record, where):
+            continue
+        if not isinstance(value, (int, float)):
+            raise SpecError(f"record {record.get('record')}: {metric} is not a number")
+        runs.append(Run(value * factor, (record.get("seed"), lookup(record, "config.task.low_data.subset")), record))
+    return Cell(runs, _first("digits", col, row, ours, default=1), metric + (f" x{factor:g}" if factor != 1 else ""))
+
+
+def build_table(spec: dict, records: list[dict]) -> Table:
+    """One reference table with our cells filled from `records` (those of `spec.ours.experiment`)."""
+    columns = spec.get("metrics") or spec["columns"]
+    ours = spec.get("ours") or {}
+    ours_rows = {row_label(r): r for r in ours.get("rows") or []}
+    paper_rows = {row_label(r): r for r in spec.get("rows") or []}
+    rows = []
+    for label in list(paper_rows) + [lab for lab in ours_rows if lab not in paper_rows]:
+        paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
+        cells = {str(c): _cell(records, ours, mine, c) if mine else Cell([], 1, "") for c in columns}
+        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), cells))
+    return Table(spec, columns, rows)
+
+
+def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[str, Table]:
+    cache: dict[str, list[dict]] = {}
+    tables = {}
+    for tid, spec in specs.items():
+        experiment = (spec.get("ours") or {}).get("experiment")
+        if experiment and experiment not in cache:
+            cache[experiment] = load_runs(results_dir, experiment, scale)
+        tables[tid] = build_table(spec, cache.get(experiment, []))
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+
+def fmt_ours(cell: Cell) -> str:
+    values = [run.value for run in cell.runs]
+    if not values:
+        return DASH
+    text = f"{statistics.fmean(values):.{cell.digits}f}"
+    if len(values) > 1:
+        text += f" ± {statistics.stdev(values):.{cell.digits}f} (n={len(values)})"
+    return text
+
+
+def fmt_trainable(runs: list[Run]) -> str:
+    counts = {(lookup(r.record, "params.trainable"), lookup(r.record, "params.trainable_pct")) for r in runs}
+    counts.discard((None, None))
+    if not counts:
+        return DASH
+    if len(counts) == 1:
+        count, pct = counts.pop()
+        return f"{count:,} ({pct:.3g}%)"
+    return f"{min(counts)[0]:,}–{max(counts)[0]:,}"
+
+
+def _values(seq) -> str:
+    return ", ".join(str(v) for v in sorted(set(seq), key=lambda v: (v is None, str(v).zfill(12))))
+
+
+def _records(runs: list[Run]) -> list[dict]:
+    return list({r.record.get("record", id(r.record)): r.record for r in runs}.values())
+
+
+def provenance(records: list[dict]) -> str:
+    """Model, data sizes per task, seeds and commits of some records."""
+    if not records:
+        return "no runs"
+    parts = [_values(lookup(r, "config.model.name") for r in records)]
+    for task in sorted({str(lookup(r, "config.task.name")) for r in records}):
+        mine = [r for r in records if str(lookup(r, "config.task.name")) == task]
+        test = ("all" if v is None else v for v in (lookup(r, "config.task.max_eval_examples") for r in mine))
+        text = f"{task}: {_values(r.get('train_examples') for r in mine)} train / {_values(test)} test examples"
+        subsets = {lookup(r, "config.task.low_data.subset") for r in mine} - {None}
+        parts.append(text + (f" (low-data subsets {_values(subsets)})" if subsets else ""))
+    parts.append("seeds " + _values(r.get("seed") for r in records))
+    commits = (f"{lookup(r, 'git.commit')}{'-dirty' if lookup(r, 'git.dirty') else ''}" for r in records)
+    parts.append("commit " + _values(commits))
+    return "; ".join(parts)
+
+
+def row_runs(row: Row) -> list[Run]:
+    return [run for cell in row.cells.values() for run in cell.runs]
+
+
+def matrix(table: Table) -> list[list[str]]:
+    """Header and body of a table as strings: per row one line per paper source, then one line of ours."""
+    lines = [["method", "source", *map(str, table.columns), "trainable / note"]]
+    for row in table.rows:
+        for values in row.paper:
+            flat = {str(k): v for k, v in values.items()}
+            lines.append([row.label, values.get("source", "?"),
+                          *(str(flat[str(c)]) if flat.get(str(c)) is not None else DASH for c in table.columns),
+                          row.note])
+        lines.append([row.label, "ours", *(fmt_ours(row.cells[str(c)]) for c in table.columns),
+                      fmt_trainable(row_runs(row))])
+    return lines
+
+
+def caption(table: Table, scale: str) -> list[str]:
+    spec, ours = table.spec, table.spec.get("ours") or {}
+    paper = f"Paper: {spec.get('model', '?')}" + "".join(f", {spec[k]}" for k in ("task", "split") if spec.get(k))
+    if not spec.get("rows"):
+        paper += f" ({spec.get('source', '?')}: no numbers in the paper)"
+    metrics = ", ".join(dict.fromkeys(c.metric for row in table.rows for c in row.cells.values() if c.metric))
+    mine = (f"Ours: experiment `{ours['experiment']}`, scale `{scale}`"
+            + (f", columns = `{ours['column_key']}`" if ours.get("column_key") else "")
+            + f", values {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
+            if ours else "Ours: no experiment mapped.")
+    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets when n > 1; – = no result."]
+
+
+def render_markdown(tables: dict[str, Table], scale: str) -> str:
+    out = []
+    for table in tables.values():
+        lines = matrix(table)
+        out += [f"## {table.spec.get('title', table.spec['table'])}", "", *caption(table, scale), ""]
+        out += ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+        out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines[1:]]
+        groups: dict[str, list[Row]] = {}  # rows whose runs have the same provenance
+        for row in table.rows:
+            groups.setdefault(provenance(_records(row_runs(row))), []).append(row)
+        out += ["", "Our runs:"]
+        for text, rows in groups.items():
+            n = len(_records([run for row in rows for run in row_runs(row)]))
+            count = f" ({n} run{'s' * (n > 1)})" if n else ""
+            out.append(f"- {', '.join(row.label for row in rows)}: {text}{count}")
+        out.append("")
+    return "\n".join(out)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$",
+                 ">": "$>$", "`": ""}
+
+
+def latex_escape(text: str) -> str:
+    text = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return text.replace(" ± ", r" $\pm$ ").replace(DASH, "--")
+
+
+def render_latex(tables: dict[str, Table], scale: str) -> str:
+    """One booktabs `table` per reference table (needs \\usepackage{booktabs})."""
+    out = [f"% peft_repro tables, scale {scale}; needs \\usepackage{{booktabs}}", ""]
+    for tid, table in tables.items():
+        lines = matrix(table)
+        row_end = " \\\\"
+        text = f"{table.spec.get('title', tid)}. {' '.join(caption(table, scale))}"
+        out += ["\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{latex_escape(text)}}}",
+                f"\\label{{tab:{tid}}}", "\\begin{tabular}{ll" + "r" * len(table.columns) + "l}", "\\toprule",
+                " & ".join(map(latex_escape, lines[0])) + row_end, "\\midrule"]
+        out += [" & ".join(map(latex_escape, line)) + row_end for line in lines[1:]]
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------- report
+
+def version_dir(parent: Path) -> Path:
+    """A new `<YYYYmmdd-HHMMSS>_<commit>[-dirty]` folder under `parent` (never an existing one)."""
+    git = git_state()
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}_{git['commit']}{'-dirty' if git['dirty'] else ''}"
+    folder, n = Path(parent) / name, 1
+    while folder.exists():
+        n += 1
+        folder = Path(parent) / f"{name}-{n}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list[Path]:
+    """Render every table and the claims into a new version folder; returns the files written."""
+    from . import claims as claims_mod
+
+    specs, claims = load_specs(repo_root() / "experiments")
+    tables = build_tables(specs, results_dir, scale)
+    results = claims_mod.evaluate(claims, tables)
+    claims_md, claims_csv = claims_mod.render(results, scale)
+    git = git_state()
+    header = (f"<!-- rendered {time.strftime('%Y-%m-%d %H:%M:%S')} at commit {git['commit']}"
+              f"{' (dirty)' if git['dirty'] else ''} from {results_dir} -->\n")
+    folder = version_dir(out or Path(results_dir) / "reports" / scale)
+    files = {"tables.md": header + f"# The lecture's tables: papers and ours (scale `{scale}`)\n\n"
+                                   + render_markdown(tables, scale),
+             "tables.tex": render_latex(tables, scale),
+             "claims.md": header + claims_md, "claims.csv": claims_csv}
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    return [folder / name for name in files]
+
+
+def default_results_dir(scale: str) -> Path:
+    """`PEFT_REPRO_RESULTS`, else `<repo>/results` (`<repo>/results/smoke` for scale smoke, where smoke runs write)."""
+    if os.environ.get("PEFT_REPRO_RESULTS"):
+        return Path(os.environ["PEFT_REPRO_RESULTS"])
+    return repo_root() / "results" / ("smoke" if scale == "smoke" else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m peft_repro.tables", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, help="default: $PEFT_REPRO_RESULTS or <repo>/results "
+                                                         "(<repo>/results/smoke for --scale smoke)")
+    parser.add_argument("--scale", default="default", help="records of this scale (default: default)")
+    parser.add_argument("--out", type=Path,
+                        help="parent of the version folder (default: <results-dir>/reports/<scale>)")
+    args = parser.parse_args(argv)
+    try:
+        paths = write_report(args.results_dir or default_results_dir(args.scale), args.scale, args.out)
+    except SpecError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print("\n".join(map(str, paths)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

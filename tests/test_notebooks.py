@@ -1,0 +1,135 @@
+"""The figure notebooks run on hand-made run records (and on none) and write their PNGs; nothing is trained."""
+import hashlib
+import importlib.util
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+
+from peft_repro import figures
+from peft_repro.models import repo_root
+from peft_repro.results import record_path, write_record
+
+REPO = repo_root()
+SCALE = "smoke"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _render_module():
+    spec = importlib.util.spec_from_file_location("render_notebooks", REPO / "scripts" / "render_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _render_module()
+NOTEBOOKS = [p.stem for p in render.notebook_paths()]
+
+
+def make_record(experiment: str, method: dict, test: dict, task: str = "e2e", seed: int = 0, low_data=None,
+                status: str = "ok") -> dict:
+    """A run record with the fields the tables and figures read (as run.run writes them)."""
+    key = experiment + "-" + hashlib.sha1(repr((method, task, seed, low_data, status)).encode()).hexdigest()[:10]
+    return {
+        "status": status, "record": key, "experiment": experiment, "scale": SCALE, "seed": seed,
+        "overrides": [f"+experiment={experiment}"],
+        "config": {"model": {"name": "tiny_llama"}, "task": {"name": task, "low_data": low_data},
+                   "method": method, "experiment": experiment, "scale_name": SCALE, "seed": seed},
+        "git": {"commit": "0123456789", "dirty": False}, "hardware": "CPU test (2 cores)",
+        "finished": "2026-01-01 00:00:00", "wall_seconds": 1.5, "peak_memory_mb": 100.0,
+        "params": {"trainable": 1000, "base": 100000, "trainable_pct": 1.0},
+        "dev": dict(test), "test": test, "train_examples": (low_data or {}).get("size", 16), "samples": [],
+    }
+
+
+def write_records(results_dir: Path) -> dict[str, int]:
+    """Records of every experiment the notebooks read, with empty cells, several seeds/subsets and a failed run."""
+    records = []
+    for k, seed in itertools.product([1, 5, 10, 20], [0, 1]):
+        records.append(make_record("prefix_length_sweep", {"name": "prefix", "num_virtual_tokens": k},
+                                   {"BLEU": 0.3 + 0.01 * k + 0.02 * seed}, seed=seed))
+    offset = {"prefix": 0.0, "infix": -0.05, "embedding_only": -0.1}
+    for name, k in itertools.product(["prefix", "embedding_only", "infix"], [1, 10, 20]):
+        if (name, k) != ("infix", 20):  # one cell without a run
+            records.append(make_record("emb_vs_infix", {"name": name, "num_virtual_tokens": k},
+                                       {"BLEU": 0.4 + 0.01 * k + offset[name], "ROUGE_L": 0.5}))
+    for task, targets, r in itertools.product(["mnli", "wikisql"], [["q"], ["q", "v"], ["q", "k", "v", "o"]],
+                                              [1, 2, 4, 8, 64]):
+        if task == "wikisql" and r == 64 and targets != ["q"]:
+            continue  # empty cells
+        metric = {"mnli": "accuracy", "wikisql": "logical_form_accuracy"}[task]
+        records.append(make_record("lora_rank_sweep", {"name": "lora", "r": r, "targets": targets},
+                                   {metric: 0.4 + 0.005 * r + 0.02 * len(targets)}, task=task))
+    for method, size, subset in itertools.product(["prefix", "full", "lora"], [50, 100, 200, 500], [0, 1, 2]):
+        low = {"size": size, "subset": subset}
+        bleu = 0.2 + 0.05 * math.log(size) + 0.01 * subset - 0.03 * (method == "full")
+        records.append(make_record("low_data_e2e", {"name": method}, {"BLEU": bleu}, low_data=low))
+        if method != "lora":  # xsum: two methods only
+            rouge = {"rouge1": 0.2, "rouge2": 0.05 + 0.0002 * size + 0.01 * subset, "rougeL": 0.15}
+            records.append(make_record("low_data_xsum", {"name": method}, rouge, task="xsum", low_data=low))
+    records.append(make_record("low_data_e2e", {"name": "prefix"}, {}, status="failed",
+                               low_data={"size": 50, "subset": 4}))
+    for record in records:
+        write_record(record_path(results_dir, record["experiment"], SCALE, record["record"]), record)
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["experiment"]] = counts.get(record["experiment"], 0) + (record["status"] == "ok")
+    return counts
+
+
+def outputs_text(notebook) -> str:
+    return "\n".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                     for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+
+
+def test_records_frame_and_summary(tmp_path: Path):
+    counts = write_records(tmp_path)
+    frame = figures.records_frame(tmp_path, "low_data_e2e", SCALE)
+    assert len(frame) == counts["low_data_e2e"] == 36  # the failed run is left out
+    assert set(frame["method"]) == {"prefix", "full", "lora"} and set(frame["low_data_size"]) == {50, 100, 200, 500}
+    stats = figures.summarize(frame, ["method", "low_data_size"], "test.BLEU", factor=100, interval="ci95")
+    row = stats[(stats["method"] == "full") & (stats["low_data_size"] == 50)].iloc[0]
+    assert row["n"] == 3 and row["mean"] == pytest.approx(100 * (0.2 + 0.05 * math.log(50) + 0.01 - 0.03))
+    assert row["sd"] == pytest.approx(1.0) and row["err"] == pytest.approx(4.303 / math.sqrt(3))
+    lora = figures.records_frame(tmp_path, "lora_rank_sweep", SCALE)
+    assert set(lora["targets"]) == {"Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"}
+    empty = figures.records_frame(tmp_path / "nothing", "lora_rank_sweep", SCALE)
+    assert empty.empty and "targets" in empty and figures.summarize(empty, ["r"], "test.accuracy").empty
+
+
+def test_settings_from_environment(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("PEFT_REPRO_RESULTS", raising=False)
+    monkeypatch.delenv("PEFT_REPRO_SCALE", raising=False)
+    assert figures.settings() == (REPO / "results", "default")
+    monkeypatch.setenv("PEFT_REPRO_SCALE", "smoke")
+    assert figures.settings() == (REPO / "results" / "smoke", "smoke")
+    monkeypatch.setenv("PEFT_REPRO_RESULTS", str(tmp_path))
+    assert figures.settings() == (tmp_path, "smoke")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_on_records(name: str, tmp_path: Path):
+    counts = write_records(tmp_path)
+    notebook = render.execute(REPO / "notebooks" / f"{name}.py", tmp_path, SCALE)
+    png = tmp_path / "figures" / SCALE / f"{name}.png"
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == PNG
+    text = outputs_text(notebook)
+    assert "no records" not in text
+    for experiment, n in counts.items():
+        if f"records for {experiment} " in text:
+            assert f"{n} records for {experiment} at scale {SCALE}" in text
+    assert any(out.get("output_type") == "display_data" and "image/png" in out.get("data", {})
+               for cell in notebook.cells for out in cell.get("outputs", []))  # the figure is shown
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_without_records(name: str, tmp_path: Path):
+    notebook = render.execute(REPO / "notebooks" / f"{name}.py", tmp_path, SCALE)
+    png = tmp_path / "figures" / SCALE / f"{name}.png"
+    assert png.stat().st_size > 0 and png.read_bytes()[:8] == PNG
+    assert f"at scale {SCALE}" in outputs_text(notebook) and "no records for" in outputs_text(notebook)
+
+
+def test_four_notebooks():
+    assert sorted(NOTEBOOKS) == ["emb_infix_prefix", "lora_heatmap", "low_data", "prefix_length"]

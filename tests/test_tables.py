@@ -1,0 +1,228 @@
+"""`python -m peft_repro.tables`: reference tables beside ours, the claims ledger, LaTeX, CLI, on hand-made records."""
+import json
+import re
+
+import pytest
+
+from peft_repro import claims, tables
+from peft_repro.models import repo_root
+
+DEMO = """
+table: demo
+title: "Demo table"
+model: gpt2-medium
+task: e2e
+metrics: [BLEU, NIST]
+rows:
+  - method: FT
+    values:
+      - {source: "paper v1", BLEU: 68.2, NIST: 8.62}
+      - {source: "paper ACL", BLEU: 68.8, NIST: 8.71}
+  - method: Prefix
+    values: [{source: "paper ACL", BLEU: 70.3, NIST: 8.82}]
+ours:
+  experiment: demo
+  columns:
+    BLEU: {metric: test.BLEU, factor: 100}
+    NIST: {metric: test.NIST, digits: 2}
+  rows:
+    - {method: FT, where: {config.method.name: full}}
+    - {method: Prefix, where: {config.method.name: prefix}}
+    - {method: LoRA, where: {config.method.name: lora}}
+"""
+
+# a grid for the claims: rows are methods, one column x, runs by seed (and low-data subset)
+GRID = """
+table: grid
+title: "Grid"
+model: gpt2-medium
+columns: [x]
+ours:
+  experiment: grid
+  metric: test.score
+  rows: [{method: A, where: {config.method.name: a}}, {method: B, where: {config.method.name: b}},
+         {method: C, where: {config.method.name: c}}, {method: D, where: {config.method.name: d}},
+         {method: E, where: {config.method.name: e}}, {method: A2, where: {config.method.name: a2}},
+         {method: F, where: {config.method.name: f}}]
+claims:
+  - {id: clear, text: "A > B", check: {kind: better, table: grid, columns: [x], pairs: [[A, B]]}}
+  - {id: crossing, text: "C > D", check: {kind: better, table: grid, columns: [x], pairs: [[C, D]]}}
+  - {id: reversed, text: "B > A", check: {kind: better, table: grid, columns: [x], pairs: [[B, A]]}}
+  - {id: one_run, text: "E > B", check: {kind: better, table: grid, columns: [x], pairs: [[E, B]]}}
+  - {id: missing, text: "F > B", check: {kind: better, table: grid, columns: [x], pairs: [[F, B]]}}
+  - id: same
+    text: "A2 within 1 of A"
+    check: {kind: same, margin: 1, table: grid, pairs: [[{row: A2, col: x}, {row: A, col: x}]]}
+  - {id: not_same, text: "B within 1 of A", check: {kind: same, margin: 1, table: grid, columns: [x], pairs: [[B, A]]}}
+  - id: mixed
+    text: "A > B and C > D"
+    check:
+      - {kind: better, table: grid, columns: [x], pairs: [[A, B]]}
+      - {kind: better, table: grid, columns: [x], pairs: [[C, D]]}
+"""
+SCORES = {"a": [10, 11, 12, 13], "b": [0, 1, 2, 3], "c": [1, 5, 3, 4], "d": [2, 4, 3, 5], "e": [20],
+          "a2": [10.1, 11.1, 12.1, 13.1]}
+
+
+def record(experiment, method, test, seed=0, subset=None, trainable=1000, pct=100.0, status="ok"):
+    return {
+        "status": status, "record": f"{experiment}-{method}-{seed}-{subset}", "experiment": experiment,
+        "scale": "default", "seed": seed,
+        "config": {"model": {"name": "tiny_llama"}, "method": {"name": method},
+                   "task": {"name": "e2e", "max_eval_examples": 4,
+                            "low_data": None if subset is None else {"size": 50, "subset": subset}}},
+        "git": {"commit": "abc", "dirty": False}, "params": {"trainable": trainable, "trainable_pct": pct},
+        "train_examples": 16, "test": test,
+    }
+
+
+def write_records(results, experiment, records):
+    folder = results / "runs" / experiment / "default"
+    folder.mkdir(parents=True, exist_ok=True)
+    for rec in records:
+        (folder / f"{rec['record']}.json").write_text(json.dumps(rec))
+    return folder
+
+
+@pytest.fixture
+def demo(tmp_path):
+    """(experiments dir, results dir) with the demo and grid tables and their records."""
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    (exp / "demo.yaml").write_text(DEMO)
+    (exp / "grid.yaml").write_text(GRID)
+    results = tmp_path / "results"
+    folder = write_records(results, "demo", [
+        *(record("demo", "full", {"BLEU": b, "NIST": n}, seed=s) for s, (b, n) in
+          enumerate([(0.60, 8.0), (0.62, 8.1), (0.64, 8.2)])),
+        record("demo", "prefix", {"BLEU": 0.70, "NIST": 9.0}, trainable=10, pct=1.0),
+        record("demo", "lora", {"BLEU": 0.99, "NIST": 9.9}, status="failed"),  # not ok: ignored
+    ])
+    (folder / "x.json.superseded-20260101-000000").write_text("not json")  # not *.json: ignored
+    write_records(results, "grid", [record("grid", m, {"score": v}, seed=s % 2, subset=s // 2)
+                                    for m, values in SCORES.items() for s, v in enumerate(values)])
+    return exp, results
+
+
+def build(exp, results):
+    specs, claim_specs = tables.load_specs(exp)
+    built = tables.build_tables(specs, results, "default")
+    return built, {c["id"]: c for c in claims.evaluate(claim_specs, built)}
+
+
+def test_table_renders_papers_beside_ours(demo):
+    built, _ = build(*demo)
+    md = tables.render_markdown({"demo": built["demo"]}, "default").splitlines()
+    start = md.index("| method | source | BLEU | NIST | trainable / note |")
+    assert md[start:start + 8] == [
+        "| method | source | BLEU | NIST | trainable / note |",
+        "|---|---|---|---|---|",
+        "| FT | paper v1 | 68.2 | 8.62 |  |",
+        "| FT | paper ACL | 68.8 | 8.71 |  |",
+        "| FT | ours | 62.0 ± 2.0 (n=3) | 8.10 ± 0.10 (n=3) | 1,000 (100%) |",
+        "| Prefix | paper ACL | 70.3 | 8.82 |  |",
+        "| Prefix | ours | 70.0 | 9.00 | 10 (1%) |",
+        "| LoRA | ours | – | – | – |",
+    ]
+    assert "- FT: tiny_llama; e2e: 16 train / 4 test examples; seeds 0, 1, 2; commit abc (3 runs)" in md
+    assert "- LoRA: no runs" in md
+    assert any(line.startswith("Paper: gpt2-medium, e2e. Ours: experiment `demo`, scale `default`") for line in md)
+
+
+def test_claim_verdicts(demo):
+    _, res = build(*demo)
+    verdict = {cid: r["verdict"] for cid, r in res.items()}
+    assert verdict == {"clear": "holds", "crossing": "inconclusive", "reversed": "fails", "one_run": "too few runs",
+                       "missing": "no results", "same": "holds", "not_same": "fails", "mixed": "inconclusive"}
+    clear = res["clear"]["comparisons"][0]
+    assert (clear.label, len(clear.a), len(clear.b), clear.paired) == ("A @ x > B @ x", 4, 4, True)
+    assert clear.diff == pytest.approx(10.0) and 0 < clear.ci[0] <= clear.ci[1]
+    lo, hi = res["crossing"]["comparisons"][0].ci
+    assert lo < 0 < hi
+    assert res["one_run"]["comparisons"][0].ci is None
+    assert res["same"]["comparisons"][0].ci == pytest.approx((0.1, 0.1))  # paired: every difference is 0.1
+
+
+def test_independent_resampling_when_runs_do_not_pair():
+    a = [tables.Run(v, (0, s), {}) for s, v in enumerate([1.0, 2.0, 3.0])]
+    b = [tables.Run(v, (0, s), {}) for s, v in enumerate([0.0, 4.0])]  # one run fewer: no pairs
+    c = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
+    assert not c.paired and c.diff == pytest.approx(0.0) and c.verdict == "inconclusive"
+
+
+def test_claims_report_lists_each_claim(demo):
+    built, res = build(*demo)
+    md, csv_text = claims.render(list(res.values()), "default")
+    assert "| clear | **holds** | 1 holds | scale default, tiny_llama |" in md
+    assert "| missing | **no results** | 1 no results | scale default, tiny_llama |" in md
+    assert "| A @ x > B @ x | 4 | 4 | yes | +10.00 | [+" in md
+    assert len(csv_text.strip().splitlines()) == 1 + 9  # header + one line per comparison
+
+
+def test_both_paper_versions_and_empty_cells(tmp_path):
+    specs, claim_specs = tables.load_specs(repo_root() / "experiments")
+    built = tables.build_tables(specs, tmp_path, "default")  # no records at all
+    md = tables.render_markdown(built, "default")
+    assert "| FT | Li & Liang, prefix-tuning, arXiv 2101.00190v1, Table 1 | 68.2 | 8.62 |" in md
+    assert "| FT | Li & Liang, prefix-tuning, ACL 2021, Table 1 | 68.8 | 8.71 |" in md
+    assert "| FT | ours | – | – | – | – | – | – |" in md
+    assert {r["verdict"] for r in claims.evaluate(claim_specs, built)} == {"no results"}
+
+
+def test_latex_is_well_formed(demo):
+    built, _ = build(*demo)
+    tex = tables.render_latex(built, "default")
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == len(built)
+    assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == len(built)
+    assert tex.count("{") - tex.count("\\{") == tex.count("}") - tex.count("\\}")
+    for block in re.findall(r"\\begin\{tabular\}\{(\w+)\}(.*?)\\end\{tabular\}", tex, re.S):
+        width, body = len(block[0]), block[1]
+        rows = [line for line in body.splitlines() if line.endswith("\\\\")]
+        assert rows and all(len(re.findall(r"(?<!\\)&", line)) == width - 1 for line in rows)
+    assert "62.0 $\\pm$ 2.0 (n=3)" in tex and "FT & paper v1 & 68.2 & 8.62" in tex
+    assert not re.search(r"(?<!\\)%", tex.split("\n", 1)[1])  # only the first line is a comment
+
+
+def test_cli_writes_a_new_version_each_time(tmp_path, capsys):
+    assert tables.main(["--results-dir", str(tmp_path)]) == 0
+    assert tables.main(["--results-dir", str(tmp_path)]) == 0
+    versions = sorted((tmp_path / "reports" / "default").iterdir())
+    assert len(versions) == 2
+    assert re.fullmatch(r"\d{8}-\d{6}_\w+(-dirty)?(-\d+)?", versions[0].name)
+    for folder in versions:
+        assert sorted(p.name for p in folder.iterdir()) == ["claims.csv", "claims.md", "tables.md", "tables.tex"]
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 8 and all(p.startswith(str(tmp_path / "reports" / "default")) for p in printed)
+
+
+def test_cli_malformed_record_exits_2(tmp_path, capsys):
+    folder = tmp_path / "runs" / "e2e_main" / "default"
+    folder.mkdir(parents=True)
+    (folder / "broken.json").write_text("{not json")
+    assert tables.main(["--results-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: malformed record ") and "broken.json" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_yaml_is_an_error(tmp_path):
+    (tmp_path / "bad.yaml").write_text("table: [unclosed\n")
+    with pytest.raises(tables.SpecError, match="bad.yaml"):
+        tables.load_specs(tmp_path)
+    (tmp_path / "bad.yaml").write_text("claims:\n  - {id: c, text: t, check: {table: nowhere, pairs: [[A, B]]}}\n")
+    with pytest.raises(tables.SpecError, match="must name a reference table"):
+        claims.evaluate(tables.load_specs(tmp_path)[1], {})
+
+
+def test_smoke_results_live_in_results_smoke(monkeypatch):
+    monkeypatch.delenv("PEFT_REPRO_RESULTS", raising=False)
+    assert tables.default_results_dir("smoke") == repo_root() / "results" / "smoke"
+    assert tables.default_results_dir("default") == repo_root() / "results"
+
+
+def test_committed_lora_rank_results_render():
+    specs, _ = tables.load_specs(repo_root() / "experiments")
+    built = tables.build_tables({"lora_rank_sweep": specs["lora_rank_sweep"]}, repo_root() / "results", "default")
+    md = tables.render_markdown(built, "default")
+    assert re.search(r"^\| Wq \(mnli\) \| ours \| 33\.5 \| ", md, re.M)
+    assert "smollm2_135m; mnli: 480 train / 400 test examples" in md
