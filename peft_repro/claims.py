@@ -11,9 +11,10 @@ once per entry of the check's `columns`. Each comparison looks at d = mean(A) - 
 
 The CI is the 2.5-97.5 percentile of 10,000 bootstrap means (numpy, seed 0). Runs are paired (resampled as
 differences) when both sides hold exactly the same runs by (pooled cell, seed, low-data subset); otherwise each side
-is resampled on its own. Fewer than 2 runs on a side: "too few runs"; none: "no results". A claim fails if any of
-its comparisons fails, holds if all hold, else takes the first of inconclusive / too few runs / no results that
-one of its comparisons has.
+is resampled on its own. Fewer than 2 runs on a side: "too few runs"; none: "no results". Differences within
+TOLERANCE of zero count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict
+comes from its measured comparisons (those with results; the report counts the rest): it fails if any fails,
+holds if all hold, else takes the first of inconclusive / too few runs; "no results" if none was measured.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .tables import DASH, Run, SpecError, Table
 N_BOOT = 10_000
 SEED = 0
 VERDICTS = ("holds", "fails", "inconclusive", "too few runs", "no results")
+TOLERANCE = 1e-9
 
 
 @dataclass
@@ -70,7 +72,7 @@ def judge(c: Comparison) -> Comparison:
         return c
     c.ci = lo, hi = bootstrap_ci(a, b, c.paired)
     if c.kind == "better":
-        c.verdict = "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"
+        c.verdict = "holds" if lo > TOLERANCE else "fails" if hi < -TOLERANCE else "inconclusive"
     else:
         m = c.margin
         c.verdict = "holds" if -m < lo and hi < m else "fails" if lo > m or hi < -m else "inconclusive"
@@ -127,11 +129,14 @@ def comparisons(check: dict, tables: dict[str, Table]) -> list[Comparison]:
 
 
 def overall(verdicts: list[str]) -> str:
-    if "fails" in verdicts:
+    measured = [v for v in verdicts if v != "no results"]
+    if not measured:
+        return "no results"
+    if "fails" in measured:
         return "fails"
-    if all(v == "holds" for v in verdicts):
+    if all(v == "holds" for v in measured):
         return "holds"
-    return next(v for v in VERDICTS[2:] if v in verdicts)
+    return next(v for v in VERDICTS[2:] if v in measured)
 
 
 def evaluate(claims: list[dict], tables: dict[str, Table]) -> list[dict]:

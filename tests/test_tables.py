@@ -150,6 +150,15 @@ def test_independent_resampling_when_runs_do_not_pair():
     assert not c.paired and c.diff == pytest.approx(0.0) and c.verdict == "inconclusive"
 
 
+def test_float_noise_is_no_difference_and_unmeasured_comparisons_do_not_decide():
+    a = [tables.Run(v, (0, s), {}) for s, v in enumerate([1.1e-16, 1.1e-16])]
+    b = [tables.Run(v, (0, s), {}) for s, v in enumerate([4.7e-17, 4.7e-17])]  # BLEU "0" of two sizes
+    assert claims.judge(claims.Comparison("a > b", "better", 0, a, b)).verdict == "inconclusive"
+    assert claims.overall(["holds", "holds", "no results"]) == "holds"
+    assert claims.overall(["holds", "no results", "fails"]) == "fails"
+    assert claims.overall(["no results", "no results"]) == "no results"
+
+
 def test_claims_report_lists_each_claim(demo):
     built, res = build(*demo)
     md, csv_text = claims.render(list(res.values()), "default")
