@@ -69,9 +69,17 @@ def run_key(overrides: list[str]) -> str:
 
 
 def same_settings(a: dict, b: dict) -> bool:
-    """Whether two resolved configs compute the same thing (paths, threads, logging and the table layout aside)."""
+    """Whether two resolved configs compute the same thing (paths, threads, logging and the table layout aside).
+    A key set to null counts as absent: a new option whose null default keeps the old behaviour leaves the records
+    made before it valid."""
+    def drop_nulls(node):
+        if isinstance(node, dict):
+            return {k: drop_nulls(v) for k, v in node.items() if v is not None}
+        return node
+
     def strip(c):
-        return {k: v for k, v in c.items() if k + "=" not in NOT_RESULT_KEYS and k not in ("logger", "hydra", "table")}
+        return drop_nulls({k: v for k, v in c.items()
+                           if k + "=" not in NOT_RESULT_KEYS and k not in ("logger", "hydra", "table")})
     return strip(a) == strip(b)
 
 

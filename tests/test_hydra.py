@@ -111,6 +111,8 @@ def test_changed_settings_are_rerun_and_the_old_record_kept(tmp_path: Path):
     base = {"trainer": {"lr": 1e-3}, "results_dir": "/a", "threads": 1, "logger": {"enabled": True}}
     assert same_settings(base, {**base, "results_dir": "/b", "threads": None, "logger": {"enabled": False}})
     assert not same_settings(base, {**base, "trainer": {"lr": 2e-3}})
+    assert same_settings(base, {**base, "trainer": {"lr": 1e-3, "new_option": None}})  # null: the old behaviour
+    assert not same_settings(base, {**base, "trainer": {"lr": 1e-3, "new_option": 1}})
     path = tmp_path / "runs" / "x" / "default" / "cell.json"
     write_record(path, {"status": "ok", "config": base})
     moved = supersede(path)

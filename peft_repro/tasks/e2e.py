@@ -50,5 +50,5 @@ class E2ETask(Task):
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
         from ..metrics.e2e import score_e2e
 
-        metrics = None if full else ("BLEU",)
+        metrics = self.cfg.get("test_metrics") if full else ("BLEU",)  # dev selection: BLEU only
         return score_e2e(predictions, [it.references for it in items], metrics=metrics)
