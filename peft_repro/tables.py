@@ -181,13 +181,16 @@ def fmt_ours(cell: Cell) -> str:
 
 
 def fmt_trainable(runs: list[Run]) -> str:
-    counts = {(lookup(r.record, "params.trainable"), lookup(r.record, "params.trainable_pct")) for r in runs}
-    counts.discard((None, None))
+    """Trainable parameters (and % of the model); a prefix MLP's runs also name what is stored after training."""
+    keys = ("params.trainable", "params.trainable_pct", "params.stored", "params.stored_pct")
+    counts = {tuple(lookup(r.record, k) for k in keys) for r in runs}
+    counts.discard((None,) * 4)
     if not counts:
         return DASH
     if len(counts) == 1:
-        count, pct = counts.pop()
-        return f"{count:,} ({pct:.3g}%)"
+        count, pct, stored, stored_pct = counts.pop()
+        text = f"{count:,} ({pct:.3g}%)"
+        return text + (f"; stored {stored:,} ({stored_pct:.3g}%)" if stored not in (None, count) else "")
     return f"{min(counts)[0]:,}–{max(counts)[0]:,}"
 
 
