@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 from .models import repo_root
-from .results import load_records, lookup
+from .results import cell_label, load_records, lookup
+from .tasks import task_classes
 
-# each task's headline test metric (as the task classes' `primary_metric`); records keep them as fractions
-PRIMARY_METRIC = {"e2e": "BLEU", "mnli": "accuracy", "wikisql": "logical_form_accuracy", "xsum": "rouge2"}
+# each task's headline test metric; records keep them as fractions
+PRIMARY_METRIC = {name: task.primary_metric for name, task in task_classes().items()}
 
 COLUMNS = ["record", "experiment", "scale", "seed", "status", "model", "task", "method", "r", "targets",
            "num_virtual_tokens", "init_text", "low_data_size", "low_data_subset", "train_examples", "trainable",
@@ -29,22 +30,13 @@ def settings() -> tuple[Path, str]:
     return Path(os.environ.get("PEFT_REPRO_RESULTS") or default), scale
 
 
-def targets_label(targets) -> str | None:
-    """LoRA targets as the tables write them: [q, v] -> "Wq,Wv" (roles longer than a letter, e.g. mlp, as is)."""
-    if targets is None:
-        return None
-    if isinstance(targets, str):
-        targets = [targets]
-    return ",".join("W" + str(t) if len(str(t)) == 1 else str(t) for t in targets)
-
-
 def _row(record: dict) -> dict:
     row = {
         "record": record.get("record"), "experiment": record.get("experiment"), "scale": record.get("scale"),
         "seed": record.get("seed"), "status": record.get("status"),
         "model": lookup(record, "config.model.name"), "task": lookup(record, "config.task.name"),
         "method": lookup(record, "config.method.name"), "r": lookup(record, "config.method.r"),
-        "targets": targets_label(lookup(record, "config.method.targets")),
+        "targets": None if (t := lookup(record, "config.method.targets")) is None else cell_label(t),
         "num_virtual_tokens": lookup(record, "config.method.num_virtual_tokens"),
         "init_text": lookup(record, "config.method.init_text"),
         "low_data_size": lookup(record, "config.task.low_data.size"),

@@ -117,9 +117,22 @@ def load_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+class MalformedRecord(ValueError):
+    pass
+
+
 def load_records(results_dir: Path, experiment: str, scale: str) -> list[dict]:
-    folder = Path(results_dir) / "runs" / experiment / scale
-    return [load_json(p) for p in sorted(folder.glob("*.json"))]
+    """Every record of one experiment and scale (`*.json` only: superseded ones are left out)."""
+    records = []
+    for path in sorted((Path(results_dir) / "runs" / experiment / scale).glob("*.json")):
+        try:
+            record = load_json(path)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise MalformedRecord(f"malformed record {path}: {e}") from e
+        if not isinstance(record, dict):
+            raise MalformedRecord(f"malformed record {path}: not a JSON object")
+        records.append(record)
+    return records
 
 
 def lookup(record: dict, dotted: str):
@@ -151,7 +164,7 @@ def _ordered(labels: set[str], order: list | None) -> list[str]:
     return first + sorted(labels - set(first))
 
 
-def _cell(values: list[float], digits: int) -> str:
+def format_mean_sd(values: list[float], digits: int) -> str:
     """Mean, and with several runs their sample sd and count: '38.2 ± 1.1 (n=10)'; '–' when there is none."""
     if not values:
         return "–"
@@ -189,7 +202,7 @@ def _pivot(ok: list[dict], spec: dict) -> list[str]:
 
     def cell(rl, cl):
         metric = next(m for m in columns if m["name"] == cl) if spec.get("metrics") else columns[0]
-        return _cell(values(rl, cl, metric), metric["digits"])
+        return format_mean_sd(values(rl, cl, metric), metric["digits"])
 
     lines = ["| " + " | ".join([header] + col_labels) + " |", "|" + "---|" * (len(col_labels) + 1)]
     lines += ["| " + " | ".join([rl] + [cell(rl, cl) for cl in col_labels]) + " |" for rl in row_labels]

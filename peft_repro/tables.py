@@ -12,9 +12,7 @@ runs (seeds, low-data subsets), with ± sd and n when n > 1; '–' marks a cell 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from .models import repo_root
-from .results import git_state, lookup
+from .results import MalformedRecord, format_mean_sd, git_state, load_records, lookup
 
 DASH = "–"
 
@@ -94,17 +92,11 @@ def load_specs(folder: Path) -> tuple[dict[str, dict], list[dict]]:
 
 def load_runs(results_dir: Path, experiment: str, scale: str) -> list[dict]:
     """The finished (status "ok") records of one experiment and scale; a record that is not JSON is an error."""
-    records = []
-    for path in sorted((Path(results_dir) / "runs" / experiment / scale).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SpecError(f"malformed record {path}: {e}") from e
-        if not isinstance(record, dict):
-            raise SpecError(f"malformed record {path}: not a JSON object")
-        if record.get("status") == "ok":
-            records.append(record)
-    return records
+    try:
+        records = load_records(results_dir, experiment, scale)
+    except MalformedRecord as e:
+        raise SpecError(str(e)) from e
+    return [r for r in records if r.get("status") == "ok"]
 
 
 def matches(record: dict, where: dict) -> bool:
@@ -171,13 +163,7 @@ def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[
 # ---------------------------------------------------------------------------------------------------- formatting
 
 def fmt_ours(cell: Cell) -> str:
-    values = [run.value for run in cell.runs]
-    if not values:
-        return DASH
-    text = f"{statistics.fmean(values):.{cell.digits}f}"
-    if len(values) > 1:
-        text += f" ± {statistics.stdev(values):.{cell.digits}f} (n={len(values)})"
-    return text
+    return format_mean_sd([run.value for run in cell.runs], cell.digits)
 
 
 def fmt_trainable(runs: list[Run]) -> str:

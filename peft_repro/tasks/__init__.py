@@ -121,13 +121,17 @@ class Task:
         return subset(self.items(rows), self.eval_size(split), self.cfg.get("subset_seed", 0))
 
 
-def build_task(cfg, root: str | None = None) -> Task:
+def task_classes() -> dict[str, type[Task]]:
     from .e2e import E2ETask
     from .mnli import MNLITask
     from .wikisql import WikiSQLTask
     from .xsum import XSumTask
 
-    tasks = {"e2e": E2ETask, "mnli": MNLITask, "xsum": XSumTask, "wikisql": WikiSQLTask}
+    return {"e2e": E2ETask, "mnli": MNLITask, "xsum": XSumTask, "wikisql": WikiSQLTask}
+
+
+def build_task(cfg, root: str | None = None) -> Task:
+    tasks = task_classes()
     if cfg.name not in tasks:
         raise ValueError(f"unknown task {cfg.name!r}; known: {sorted(tasks)}")
     return tasks[cfg.name](cfg, root)
