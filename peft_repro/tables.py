@@ -170,14 +170,15 @@ def fmt_trainable(runs: list[Run]) -> str:
     """Trainable parameters (and % of the model); a prefix MLP's runs also name what is stored after training."""
     keys = ("params.trainable", "params.trainable_pct", "params.stored", "params.stored_pct")
     counts = {tuple(lookup(r.record, k) for k in keys) for r in runs}
-    counts.discard((None,) * 4)
-    if not counts:
+    trainable = {c[0] for c in counts if c[0] is not None}
+    if not trainable:
         return DASH
-    if len(counts) == 1:
-        count, pct, stored, stored_pct = counts.pop()
-        text = f"{count:,} ({pct:.3g}%)"
-        return text + (f"; stored {stored:,} ({stored_pct:.3g}%)" if stored not in (None, count) else "")
-    return f"{min(counts)[0]:,}–{max(counts)[0]:,}"
+    if len(trainable) > 1:
+        return f"{min(trainable):,}–{max(trainable):,}"
+    # One count; records older than params.stored lack the stored count, so take it from any record that has it.
+    count, pct, stored, stored_pct = max((c for c in counts if c[0] is not None), key=lambda c: c[2] is not None)
+    text = f"{count:,} ({pct:.3g}%)"
+    return text + (f"; stored {stored:,} ({stored_pct:.3g}%)" if stored not in (None, count) else "")
 
 
 def _values(seq) -> str:
@@ -305,11 +306,11 @@ def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list
     git = git_state()
     header = (f"<!-- rendered {time.strftime('%Y-%m-%d %H:%M:%S')} at commit {git['commit']}"
               f"{' (dirty)' if git['dirty'] else ''} from {results_dir} -->\n")
-    folder = version_dir(out or Path(results_dir) / "reports" / scale)
     files = {"tables.md": header + f"# The lecture's tables: papers and ours (scale `{scale}`)\n\n"
                                    + render_markdown(tables, scale),
              "tables.tex": render_latex(tables, scale),
              "claims.md": header + claims_md, "claims.csv": claims_csv}
+    folder = version_dir(out or Path(results_dir) / "reports" / scale)  # only once everything rendered
     for name, text in files.items():
         (folder / name).write_text(text)
     return [folder / name for name in files]

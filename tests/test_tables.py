@@ -110,6 +110,26 @@ def build(exp, results):
     return built, {c["id"]: c for c in claims.evaluate(claim_specs, built)}
 
 
+def test_trainable_column_mixes_records_with_and_without_stored_counts():
+    def run(trainable, stored=None):
+        params = {"trainable": trainable, "trainable_pct": 4.62}
+        if stored is not None:
+            params.update(stored=stored, stored_pct=0.0856)
+        return tables.Run(value=0.5, key=(0, None), record={"params": params})
+
+    # records written before params.stored existed sit beside newer ones in the same row
+    assert tables.fmt_trainable([run(6210944), run(6210944, 115200)]) == "6,210,944 (4.62%); stored 115,200 (0.0856%)"
+    assert tables.fmt_trainable([run(6210944), run(5760, 5760)]) == "5,760–6,210,944"
+    assert tables.fmt_trainable([run(None)]) == "–"
+
+
+def test_a_failing_render_leaves_no_report_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables, "render_latex", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        tables.write_report(tmp_path, "default", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_table_renders_papers_beside_ours(demo):
     built, _ = build(*demo)
     md = tables.render_markdown({"demo": built["demo"]}, "default").splitlines()
