@@ -92,11 +92,7 @@ def load_specs(folder: Path) -> tuple[dict[str, dict], list[dict]]:
 
 def load_runs(results_dir: Path, experiment: str, scale: str) -> list[dict]:
     """The finished (status "ok") records of one experiment and scale; a record that is not JSON is an error."""
-    try:
-        records = load_records(results_dir, experiment, scale)
-    except MalformedRecord as e:
-        raise SpecError(str(e)) from e
-    return [r for r in records if r.get("status") == "ok"]
+    return [r for r in load_records(results_dir, experiment, scale) if r.get("status") == "ok"]
 
 
 def matches(record: dict, where: dict) -> bool:
@@ -169,14 +165,14 @@ def fmt_ours(cell: Cell) -> str:
 def fmt_trainable(runs: list[Run]) -> str:
     """Trainable parameters (and % of the model); a prefix MLP's runs also name what is stored after training."""
     keys = ("params.trainable", "params.trainable_pct", "params.stored", "params.stored_pct")
-    counts = {tuple(lookup(r.record, k) for k in keys) for r in runs}
-    trainable = {c[0] for c in counts if c[0] is not None}
-    if not trainable:
+    counts = [c for c in (tuple(lookup(r.record, k) for k in keys) for r in runs) if c[0] is not None]
+    if not counts:
         return DASH
+    trainable = {c[0] for c in counts}
     if len(trainable) > 1:
         return f"{min(trainable):,}–{max(trainable):,}"
     # One count; records older than params.stored lack the stored count, so take it from any record that has it.
-    count, pct, stored, stored_pct = max((c for c in counts if c[0] is not None), key=lambda c: c[2] is not None)
+    count, pct, stored, stored_pct = max(counts, key=lambda c: c[2] is not None)
     text = f"{count:,} ({pct:.3g}%)"
     return text + (f"; stored {stored:,} ({stored_pct:.3g}%)" if stored not in (None, count) else "")
 
@@ -333,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = write_report(args.results_dir or default_results_dir(args.scale), args.scale, args.out)
-    except SpecError as e:
+    except (SpecError, MalformedRecord) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print("\n".join(map(str, paths)))
