@@ -23,9 +23,25 @@ class Encoded:
         return len(self.source) + len(self.target)
 
 
-def encode_source(tokenizer, text: str, max_tokens: int | None) -> list[int]:
+def encode_source(tokenizer, text: str, max_tokens: int | None, span: tuple[int, int] | None = None) -> list[int]:
+    """Token ids of a source of at most `max_tokens`. An over-long source loses the end of its document (the
+    characters `span` of `text`), never the template around it: XSum keeps its trailing "Summary:" cue. Without a
+    span (hand-made examples) the first `max_tokens` tokens are kept."""
     ids = tokenizer(text, add_special_tokens=False).input_ids
-    return ids[:max_tokens] if max_tokens else ids
+    if not max_tokens or len(ids) <= max_tokens:
+        return ids
+    if span is None:
+        return ids[:max_tokens]
+    head, document, tail = text[:span[0]], text[span[0]:span[1]], text[span[1]:]
+    doc_ids = tokenizer(document, add_special_tokens=False).input_ids
+    keep = len(doc_ids) - (len(ids) - max_tokens)
+    while keep > 0:  # re-tokenizing the cut text may merge tokens differently: cut again until it fits
+        cut = tokenizer.decode(doc_ids[:keep]).rstrip("\ufffd")  # no half of a multi-byte character
+        ids = tokenizer(head + cut + tail, add_special_tokens=False).input_ids
+        if len(ids) <= max_tokens:
+            return ids
+        keep -= len(ids) - max_tokens
+    raise ValueError(f"the source template alone is longer than max_source_tokens={max_tokens}: {head + tail!r}")
 
 
 def encode_examples(examples, tokenizer, max_source: int | None, max_target: int | None, append_eos: bool):
@@ -35,7 +51,7 @@ def encode_examples(examples, tokenizer, max_source: int | None, max_target: int
     for ex in examples:
         target = tokenizer(ex.target, add_special_tokens=False).input_ids
         target = (target[:max_target] if max_target else target) + eos
-        out.append(Encoded(encode_source(tokenizer, ex.source, max_source), target))
+        out.append(Encoded(encode_source(tokenizer, ex.source, max_source, ex.span), target))
     return out
 
 

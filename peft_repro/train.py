@@ -83,7 +83,7 @@ class Evaluator:
 
     @torch.no_grad()
     def predict(self, model, items, decode: DecodeConfig | None = None, desc: str = "eval"):
-        sources = [encode_source(self.tok, it.source, self.cfg.get("max_source_tokens")) for it in items]
+        sources = [encode_source(self.tok, it.source, self.cfg.get("max_source_tokens"), it.span) for it in items]
         with tqdm(total=len(items), desc=desc, leave=False) as bar:
             if self.task.kind == "generation":
                 outs = generate(model, sources, decode, self.stops, self.tok.pad_token_id, progress=bar)

@@ -2,6 +2,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from peft_repro.batching import encode_examples, encode_source
 from peft_repro.decoding import DecodeConfig, generate
 from peft_repro.methods import apply_method
 from peft_repro.models import load_model, role_targets, smollm2_gguf
@@ -143,3 +144,32 @@ def test_low_data_subset_replaces_train_and_dev():
     assert [ex.target for ex in train] != [ex.target for ex in other]
     with pytest.raises(ValueError, match="no subset 7"):
         task("e2e", low_data={"size": 50, "subset": 7}).train_examples()
+
+
+@pytest.mark.parametrize("name, file, document_field", [
+    ("e2e", "testset_w_refs.csv", "mr"), ("xsum", "test.jsonl", "document"),
+    ("mnli", "dev_matched.jsonl", "premise"), ("wikisql", "dev.jsonl", "columns")])
+def test_over_long_sources_lose_document_tokens_never_the_template(name, file, document_field, tokenizer):
+    """Truncation keeps the template's head and tail (XSum's "Summary:" cue, MNLI's question, WikiSQL's question and
+    "SQL:"), and cuts the document; the byte tokenizer makes every character one token."""
+    if not (DATA / name / file).exists():
+        pytest.skip(f"data not found: {DATA / name / file}")
+    t = task(name)
+    item = max(t.eval_items("test")[:50], key=lambda it: it.span[1] - it.span[0])
+    head, tail = item.source[:item.span[0]], item.source[item.span[1]:]
+    limit = len(head) + len(tail) + 5
+    ids = encode_source(tokenizer, item.source, limit, item.span)
+    text = tokenizer.decode(ids)
+    assert len(ids) == limit and text == head + item.source[item.span[0]:item.span[0] + 5] + tail
+    assert t.document_field == document_field and tail  # E2E keeps its "\n", XSum "\nSummary:", ...
+    example = t.example(t.rows("test")[0])
+    example_tail = example.source[example.span[1]:]
+    [encoded] = encode_examples([example], tokenizer, example.span[0] + len(example_tail) + 3, None, append_eos=False)
+    assert tokenizer.decode(encoded.source).endswith(example.source[example.span[0]:][:3] + example_tail)
+    with pytest.raises(ValueError, match="template alone is longer"):
+        encode_source(tokenizer, item.source + "?", len(head) + len(tail), (item.span[0], item.span[1]))
+
+
+def test_sources_that_fit_are_encoded_whole(tokenizer):
+    assert encode_source(tokenizer, "abc\nSummary:", 12, (0, 3)) == tokenizer("abc\nSummary:").input_ids
+    assert tokenizer.decode(encode_source(tokenizer, "abcdef\nSummary:", 11, (0, 6))) == "ab\nSummary:"

@@ -21,6 +21,7 @@ class Example:
     source: str
     target: str
     label: int | None = None
+    span: tuple[int, int] | None = None  # where the task's document sits in `source`: the part truncation may cut
 
 
 @dataclass
@@ -29,6 +30,7 @@ class EvalItem:
     source: str
     references: list[str] = field(default_factory=list)
     label: int | None = None
+    span: tuple[int, int] | None = None
 
 
 class DataMissing(FileNotFoundError):
@@ -65,6 +67,7 @@ class Task:
 
     kind = "generation"          # or "classification"
     primary_metric = ""
+    document_field = ""          # the template field that an over-long source loses tokens from (never the cue)
     label_words: list[str] = []  # classification: the words the LM scores, in label order
 
     def __init__(self, cfg, root: str | None = None):
@@ -89,6 +92,14 @@ class Task:
         if split == "dev" and self.cfg.get("max_dev_examples") is not None:
             return self.cfg.max_dev_examples
         return self.cfg.get("max_eval_examples")
+
+    def render(self, **values) -> tuple[str, tuple[int, int]]:
+        """The source text from `source_template`, and the character span of `document_field` inside it."""
+        marker = "\x00"
+        shell = self.cfg.source_template.format(**{**values, self.document_field: marker})
+        start = shell.index(marker)
+        document = values[self.document_field]
+        return shell.replace(marker, document, 1), (start, start + len(document))
 
     def rows(self, split: str) -> list:
         raise NotImplementedError

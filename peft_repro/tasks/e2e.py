@@ -13,6 +13,7 @@ HUB_SPLIT = {"train": "train", "dev": "validation", "test": "test"}
 class E2ETask(Task):
     kind = "generation"
     primary_metric = "BLEU"
+    document_field = "mr"
 
     def rows(self, split: str) -> list[tuple[str, str]]:
         def local():
@@ -33,19 +34,21 @@ class E2ETask(Task):
 
         return self.load(local, hub)
 
-    def source(self, mr: str) -> str:
-        return self.cfg.source_template.format(mr=mr)
+    def source(self, mr: str) -> tuple[str, tuple[int, int]]:
+        return self.render(mr=mr)
 
     def example(self, row) -> Example:
         mr, ref = row
-        return Example(self.source(mr), ref)
+        text, span = self.source(mr)
+        return Example(text, ref, span=span)
 
     def items(self, rows) -> list[EvalItem]:
         """One item per distinct MR (first-occurrence order) holding all of its references."""
         grouped: dict[str, list[str]] = {}
         for mr, ref in rows:
             grouped.setdefault(mr, []).append(ref)
-        return [EvalItem(self.source(mr), refs) for mr, refs in grouped.items()]
+        return [EvalItem(text, refs, span=span) for text, span, refs in
+                ((*self.source(mr), refs) for mr, refs in grouped.items())]
 
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
         from ..metrics.e2e import score_e2e

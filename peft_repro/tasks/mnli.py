@@ -23,6 +23,7 @@ HELD_OUT_SEED = 1234
 class MNLITask(Task):
     kind = "classification"
     primary_metric = "accuracy"
+    document_field = "premise"
 
     def __init__(self, cfg, root: str | None = None):
         super().__init__(cfg, root)
@@ -56,15 +57,16 @@ class MNLITask(Task):
             return [r for i, r in enumerate(rows) if (i in dev) == (split == "dev")]
         return self._read(split)
 
-    def source(self, premise: str, hypothesis: str) -> str:
-        return self.cfg.source_template.format(premise=premise, hypothesis=hypothesis.strip())
+    def source(self, premise: str, hypothesis: str) -> tuple[str, tuple[int, int]]:
+        return self.render(premise=premise, hypothesis=hypothesis.strip())
 
     def example(self, row) -> Example:
         premise, hypothesis, label = row
-        return Example(self.source(premise, hypothesis), self.label_words[label], label)
+        text, span = self.source(premise, hypothesis)
+        return Example(text, self.label_words[label], label, span)
 
     def items(self, rows) -> list[EvalItem]:
-        return [EvalItem(self.source(p, h), label=y) for p, h, y in rows]
+        return [EvalItem(text, label=y, span=span) for text, span, y in ((*self.source(p, h), y) for p, h, y in rows)]
 
     def score(self, predictions: list[int], items: list[EvalItem], full: bool = True) -> dict:
         from ..metrics.classification import accuracy

@@ -41,6 +41,7 @@ def mlx_to_sql(header: list[str], select: str, where: str | None) -> str:
 class WikiSQLTask(Task):
     kind = "generation"
     primary_metric = "logical_form_accuracy"
+    document_field = "columns"   # a very wide table loses columns, never the question or the "SQL:" cue
 
     def _tables(self, name: str) -> dict[str, list[str]]:
         path = require(self.root / self.cfg.folder / name, f"WikiSQL tables file {name}")
@@ -82,15 +83,16 @@ class WikiSQLTask(Task):
                 rows.append((header, m["question"].strip(), mlx_to_sql(header, m["select"], m["where"])))
         return rows
 
-    def source(self, header: list[str], question: str) -> str:
-        return self.cfg.source_template.format(columns=" | ".join(header), question=question)
+    def source(self, header: list[str], question: str) -> tuple[str, tuple[int, int]]:
+        return self.render(columns=" | ".join(header), question=question)
 
     def example(self, row) -> Example:
         header, question, sql = row
-        return Example(self.source(header, question), " " + sql)
+        text, span = self.source(header, question)
+        return Example(text, " " + sql, span=span)
 
     def items(self, rows) -> list[EvalItem]:
-        return [EvalItem(self.source(h, q), [sql]) for h, q, sql in rows]
+        return [EvalItem(text, [sql], span=span) for text, span, sql in ((*self.source(h, q), sql) for h, q, sql in rows)]
 
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
         from ..metrics.wikisql import logical_form_accuracy

@@ -19,6 +19,7 @@ HELD_OUT_SEED = 1234
 class XSumTask(Task):
     kind = "generation"
     primary_metric = "rouge2"
+    document_field = "document"
 
     def rows(self, split: str) -> list[tuple[str, str]]:
         def local():
@@ -39,15 +40,17 @@ class XSumTask(Task):
 
         return self.load(local, hub)
 
-    def source(self, document: str) -> str:
-        return self.cfg.source_template.format(document=document)
+    def source(self, document: str) -> tuple[str, tuple[int, int]]:
+        return self.render(document=document)
 
     def example(self, row) -> Example:
         document, summary = row
-        return Example(self.source(document), " " + summary.strip())
+        text, span = self.source(document)
+        return Example(text, " " + summary.strip(), span=span)
 
     def items(self, rows) -> list[EvalItem]:
-        return [EvalItem(self.source(doc), [summary.strip()]) for doc, summary in rows]
+        return [EvalItem(text, [summary.strip()], span=span) for text, span, summary in
+                ((*self.source(doc), summary) for doc, summary in rows)]
 
     def score(self, predictions: list[str], items: list[EvalItem], full: bool = True) -> dict:
         from ..metrics.rouge import score_rouge
