@@ -48,7 +48,8 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
         evaluator = Evaluator(task, tokenizer, cfg.task, trainer_cfg.eval_batch_size)
         selection = select_prompt(lambda: model, method_cfg["candidates"], evaluator, dev_decode)
         method_cfg["prompt"] = selection["prompt"]
-        log.info("prompt %r selected on dev: %s", selection["prompt"], selection["scores"])
+        log.info("prompt %r selected by %s: %s %.4f", selection["prompt"], selection["rule"], selection["metric"],
+                 selection["score"])
     adapted = apply_method(model, method_cfg)
     params = adapted.parameter_counts()
     log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,

@@ -7,9 +7,9 @@ import torch
 
 from peft_repro.batching import left_pad
 from peft_repro.decoding import DecodeConfig, generate
-from peft_repro.methods import apply_method, discrete_prompt, embedding_only, prefix
+from peft_repro.methods import apply_method, embedding_only, prefix
 from peft_repro.tasks import Example
-from peft_repro.train import Evaluator, TrainConfig, train
+from peft_repro.train import TrainConfig, train
 
 from .conftest import tiny_model
 from .test_trainer import CopyTask
@@ -368,28 +368,6 @@ def test_discrete_prompt_runs_through_the_trainer_without_training(tokenizer, tm
     out = train(adapted, tokenizer, task, task.cfg, TrainConfig(precision="fp32"), DecodeConfig(max_new_tokens=6),
                 DecodeConfig(max_new_tokens=6), tmp_path)
     assert out["steps"] == 0 and "exact" in out["test"]
-
-
-def test_select_prompt_picks_the_best_candidate_on_dev(tokenizer, monkeypatch):
-    task = CopyTask()
-    evaluator = Evaluator(task, tokenizer, task.cfg, eval_batch_size=8)
-    candidates = ["table-to-text:", "summarize", "keep"]
-    fake = {"table-to-text:": 0.1, "summarize": 0.7, "keep": 0.3}
-    calls = []
-
-    def evaluate(model, split, decode, full, desc):
-        calls.append(model.num_virtual_tokens)
-        prompt = next(p for p in candidates if p in desc)
-        return {"exact": fake[prompt]}, [], []
-
-    monkeypatch.setattr(evaluator, "evaluate", evaluate)
-    out = discrete_prompt.select_prompt(lambda: tiny_model("llama"), candidates, evaluator,
-                                        DecodeConfig(max_new_tokens=4))
-    assert out["prompt"] == "summarize" and out["score"] == 0.7 and len(out["scores"]) == 3
-    assert calls == [len(tokenizer(p, add_special_tokens=False).input_ids) for p in candidates]
-    real = discrete_prompt.select_prompt(lambda: tiny_model("llama"), candidates[:2],
-                                         Evaluator(task, tokenizer, task.cfg, 8), DecodeConfig(max_new_tokens=4))
-    assert real["prompt"] in candidates[:2]
 
 
 @pytest.mark.slow
