@@ -9,9 +9,14 @@ once per entry of the check's `columns`. Each comparison looks at d = mean(A) - 
 - `kind: same` (A within noise of B, needs `margin`, in the column's units): holds when the CI lies inside
   (-margin, margin), fails when it lies entirely outside it, else inconclusive.
 
-The CI is the 2.5-97.5 percentile of 10,000 bootstrap means (numpy, seed 0). Runs are paired (resampled as
-differences) when both sides hold exactly the same runs by (pooled cell, seed, low-data subset); otherwise each side
-is resampled on its own. Fewer than 2 runs on a side: "too few runs"; none: "no results". Differences within
+The CI is the 2.5-97.5 percentile of 10,000 hierarchical bootstrap differences (numpy, seed 0) that resample
+- test items, when every run's record has its items' metric statistics (`test_items`; older records: their samples,
+  when those are all test items): one draw of items for both sides (paired by item, as Koehn 2004), the score of
+  each run recomputed on the drawn items (corpus BLEU from their summed n-gram counts, not a mean of item BLEUs);
+- and runs (seeds, low-data subsets), when each side has 2 or more: paired by (column, seed, subset) where each side
+  has each key once (runs without a partner are left out and counted), else each side on its own.
+`ci_over` names what was resampled. Fewer than 2 runs on a side: "too few runs" (the item-level CI is still shown;
+it leaves out training noise); none: "no results". Differences within
 TOLERANCE of zero count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict
 comes from its measured comparisons (those with results; the report counts the rest): it fails if any fails,
 holds if all hold, else takes the first of inconclusive / too few runs; "no results" if none was measured.
@@ -20,15 +25,15 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .results import lookup
 from .tables import DASH, Run, SpecError, Table
+from .stats import N_BOOT, SEED, bootstrap, item_stats, percentile_ci
 
-N_BOOT = 10_000
-SEED = 0
 VERDICTS = ("holds", "fails", "inconclusive", "too few runs", "no results")
 TOLERANCE = 1e-9
 
@@ -41,42 +46,75 @@ class Comparison:
     a: list[Run]
     b: list[Run]
     paired: bool = False
+    unpaired_left_out: int = 0  # runs without a partner on the other side (paired comparisons only)
     diff: float | None = None
     ci: tuple[float, float] | None = None
+    ci_over: str = ""           # what the CI resamples: items, seeds (x subsets), or both
+    half_widths: dict = field(default_factory=dict)  # CI half-width from each source alone: {"items": h, "runs": h}
+    needed: str = ""            # inconclusive: how many more runs or items would decide it at the measured variance
     verdict: str = "no results"
 
 
-def bootstrap_ci(a: np.ndarray, b: np.ndarray, paired: bool, n_boot: int = N_BOOT, seed: int = SEED):
-    """95% percentile bootstrap CI of mean(a) - mean(b); paired: of the mean of a - b (a, b aligned)."""
-    rng = np.random.default_rng(seed)
-    if paired:
-        d = a - b
-        stats = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
-    else:
-        stats = (a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1)
-                 - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1))
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return float(lo), float(hi)
+def _pairs(c: Comparison) -> tuple[list[Run], list[Run]]:
+    """Runs paired by (column, seed, low-data subset) where each side has each key once; the rest is left out."""
+    keys_a, keys_b = [r.key for r in c.a], [r.key for r in c.b]
+    common = set(keys_a) & set(keys_b)
+    if len(set(keys_a)) < len(keys_a) or len(set(keys_b)) < len(keys_b) or not common:
+        return c.a, c.b  # rows pooled on a side (replicates), or nothing in common: independent sides
+    c.paired = True
+    c.unpaired_left_out = len(c.a) + len(c.b) - 2 * len(common)
+    a = sorted((r for r in c.a if r.key in common), key=lambda r: r.key)
+    return a, sorted((r for r in c.b if r.key in common), key=lambda r: r.key)
 
 
 def judge(c: Comparison) -> Comparison:
     if not c.a or not c.b:
         return c
-    keys_a, keys_b = [r.key for r in c.a], [r.key for r in c.b]
-    c.paired = len(set(keys_a)) == len(keys_a) and sorted(keys_a) == sorted(keys_b)
-    a = np.array([r.value for r in sorted(c.a, key=lambda r: r.key)]) if c.paired else np.array([r.value for r in c.a])
-    b = np.array([r.value for r in sorted(c.b, key=lambda r: r.key)]) if c.paired else np.array([r.value for r in c.b])
-    c.diff = float(a.mean() - b.mean())
-    if min(len(a), len(b)) < 2:
-        c.verdict = "too few runs"
+    a, b = _pairs(c)
+    c.diff = float(np.mean([r.value for r in a]) - np.mean([r.value for r in b]))
+    items = [item_stats(r) for r in a + b]
+    by_items = all(items)
+    items = items if by_items else None
+    by_runs = min(len(a), len(b)) >= 2
+    runs_name = ("seeds x subsets" if any(r.key[-1] is not None for r in a + b) else "seeds") \
+        if all(len({r.key for r in side}) == len(side) for side in (a, b)) else "pooled runs"
+    c.ci_over = " x ".join(["items"] * by_items + [runs_name] * by_runs)
+    if by_items:
+        c.half_widths["items"] = _half(percentile_ci(bootstrap(a, b, c.paired, items, runs=False)))
+    if by_runs:
+        c.half_widths["runs"] = _half(percentile_ci(bootstrap(a, b, c.paired, None, runs=True)))
+    if c.ci_over:
+        c.ci = lo, hi = percentile_ci(bootstrap(a, b, c.paired, items, runs=by_runs))
+    if not by_runs:
+        c.verdict = "too few runs"  # an item-level CI leaves out the training noise: shown, but decides nothing
         return c
-    c.ci = lo, hi = bootstrap_ci(a, b, c.paired)
     if c.kind == "better":
         c.verdict = "holds" if lo > TOLERANCE else "fails" if hi < -TOLERANCE else "inconclusive"
     else:
         m = c.margin
         c.verdict = "holds" if -m < lo and hi < m else "fails" if lo > m or hi < -m else "inconclusive"
+    if c.verdict == "inconclusive":
+        c.needed = needed(c, len(a), len(b), len(set.intersection(*(set(ids) for ids, _ in items))) if items else None)
     return c
+
+
+def _half(ci: tuple[float, float]) -> float:
+    return (ci[1] - ci[0]) / 2
+
+
+def needed(c: Comparison, n_a: int, n_b: int, n_items: int | None) -> str:
+    """At the measured variance (half-widths add in quadrature, each shrinks as 1/sqrt(n)): how many runs a side,
+    or test items, would make the CI exclude 0 (`better`) or fit inside the margin (`same`)."""
+    room = abs(c.diff) if c.kind == "better" else c.margin - abs(c.diff)
+    if room <= TOLERANCE:
+        return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "outside the margin")
+    h_items, h_runs = c.half_widths.get("items", 0.0), c.half_widths.get("runs", 0.0)
+    out = []
+    if h_runs and room ** 2 > h_items ** 2:
+        out.append(f"~{math.ceil(max(n_a, n_b) * h_runs ** 2 / (room ** 2 - h_items ** 2))} runs a side")
+    if n_items and h_items and room ** 2 > h_runs ** 2:
+        out.append(f"~{math.ceil(n_items * h_items ** 2 / (room ** 2 - h_runs ** 2)):,} test items")
+    return " or ".join(out) or "more runs and more test items together"
 
 
 def _side(item) -> tuple[list[str], list | None]:
@@ -92,13 +130,15 @@ def _side(item) -> tuple[list[str], list | None]:
 
 
 def _pool(table: Table, rows: list[str], cols: list) -> list[Run]:
-    """The runs of the cells rows x cols; the key gets the cell's index so that pooled cells pair one to one."""
+    """The runs of the cells rows x cols; the key gets the column, so that pooled columns pair column by column (rows
+    pooled on one side are replicates: their keys repeat, and the sides are then resampled independently)."""
     names = [str(c) for c in table.columns]
     runs = []
-    for i, (row, col) in enumerate((r, c) for r in rows for c in cols):
+    for row, col in ((r, c) for r in rows for c in cols):
         if str(col) not in names:
             raise SpecError(f"table {table.spec['table']} has no column {col!r}")
-        runs += [Run(run.value, (i, *run.key), run.record) for run in table.row(row).cells[str(col)].runs]
+        runs += [Run(run.value, (col, *run.key), run.record, run.metric, run.factor)
+                 for run in table.row(row).cells[str(col)].runs]
     return runs
 
 
@@ -160,14 +200,22 @@ def _num(x: float | None) -> str:
     return DASH if x is None else f"{round(x, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00"
 
 
+def _hw(c: Comparison, source: str) -> str:
+    return f"{c.half_widths[source]:.2f}" if source in c.half_widths else DASH
+
+
 def render(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv)."""
     md = [f"# Claims ledger (scale `{scale}`)", "",
           f"Each comparison: d = mean(A) - mean(B) over our runs, 95% percentile bootstrap CI ({N_BOOT:,} resamples, "
-          f"numpy seed {SEED}), paired by (seed, low-data subset) when both sides have the same runs. "
+          f"numpy seed {SEED}) over test items (one draw for both sides: paired by item; BLEU recomputed from the "
+          "resampled items' n-gram counts) and runs (seeds, low-data subsets; paired by column, seed and subset where "
+          "both sides have them, unpaired runs left out) together; `CI over` says which. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
-          "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side: too few runs. "
-          "Rules: peft_repro/claims.py.", "",
+          "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side: too few runs (the item-only "
+          "CI is shown; it leaves out training noise). `±items` / `±runs`: the CI half-width from each source alone; "
+          "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
+          "variance. Rules: peft_repro/claims.py.", "",
           "| claim | verdict | comparisons | measured at |", "|---|---|---|---|"]
     for res in results:
         counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(c.verdict == v for c in res["comparisons"])))
@@ -179,21 +227,29 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
                f"Measured at {measured_at(res['comparisons'], scale)}.", ""]
         if res.get("note"):
             md += [f"Note: {res['note']}", ""]
-        md += ["| comparison | n A | n B | paired | mean d | 95% CI | verdict |", "|---|---|---|---|---|---|---|"]
+        md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed |",
+               "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in res["comparisons"]:
             ci = DASH if c.ci is None else f"[{_num(c.ci[0])}, {_num(c.ci[1])}]"
             margin = f" (margin {c.margin:g})" if c.kind == "same" else ""
-            md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {'yes' if c.paired else 'no'} | "
-                      f"{_num(c.diff)} | {ci} | {c.verdict} |")
+            paired = ("yes" + (f" ({c.unpaired_left_out} unpaired left out)" if c.unpaired_left_out else "")
+                      if c.paired else "no")
+            md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
+                      f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {c.verdict} | {c.needed or DASH} |")
             rows.append({"claim": res["id"], "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                          "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
                          "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
                          "ci_low": "" if c.ci is None else round(c.ci[0], 4),
-                         "ci_high": "" if c.ci is None else round(c.ci[1], 4), "verdict": c.verdict,
+                         "ci_high": "" if c.ci is None else round(c.ci[1], 4), "ci_over": c.ci_over,
+                         "half_width_items": round(c.half_widths["items"], 4) if "items" in c.half_widths else "",
+                         "half_width_runs": round(c.half_widths["runs"], 4) if "runs" in c.half_widths else "",
+                         "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict, "needed": c.needed,
                          "measured_at": measured_at([c], scale)})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["claim", "source", "comparison", "kind", "margin", "n_a", "n_b", "paired",
-                                             "mean_diff", "ci_low", "ci_high", "verdict", "measured_at"])
+                                             "mean_diff", "ci_low", "ci_high", "ci_over", "half_width_items",
+                                             "half_width_runs", "unpaired_left_out", "verdict", "needed",
+                                             "measured_at"])
     writer.writeheader()
     writer.writerows(rows)
     return "\n".join(md) + "\n", buf.getvalue()

@@ -57,7 +57,18 @@ def peak_memory_mb() -> float:
 
 
 # overrides that change where or how fast a run goes, not what it computes
-NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "data_root=", "threads=", "record_samples=")
+NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "data_root=", "threads=", "record_samples=",
+                   "zero_shot=")
+
+
+# task settings that change only training or model selection, not the test items, prompt or decoding
+TRAINING_ONLY = ("max_train_examples", "low_data", "max_dev_examples", "dev_decode", "dev_size", "hub_fallback")
+
+
+def test_setting(config: dict) -> dict:
+    """What a run's test score depends on besides the trained weights: the model and the task's test items, prompt
+    and decoding. Runs with equal settings share one zero-shot record."""
+    return {"model": config["model"], "task": {k: v for k, v in config["task"].items() if k not in TRAINING_ONLY}}
 
 
 def run_key(overrides: list[str]) -> str:

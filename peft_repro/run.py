@@ -1,20 +1,24 @@
 """One run: model + method + task -> trained, selected, evaluated, recorded. The Hydra entry point calls `main`."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import results
 from .decoding import DecodeConfig
-from .methods import apply_method
+from .methods import Adapted, apply_method
 from .methods.discrete_prompt import select_prompt
 from .models import load_model
-from .tasks import build_task
+from .tasks import build_task, item_id
 from .tracking import make_logger
-from .train import Evaluator, TrainConfig, seed_everything, train
+from .train import Evaluator, TrainConfig, bf16_available, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,9 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
     started = time.time()
     seed_everything(cfg.seed)
     model, tokenizer = load_model(cfg.model)
+    if cfg.get("zero_shot") and method_cfg["name"] != "zero_shot":
+        record_zero_shot(cfg, model, tokenizer, task, test_decode, trainer_cfg)
+        seed_everything(cfg.seed)  # the method's initialization draws the same numbers as without it
     selection = None
     if method_cfg.get("candidates"):  # discrete prompts: the best candidate on dev becomes the prompt
         evaluator = Evaluator(task, tokenizer, cfg.task, trainer_cfg.eval_batch_size)
@@ -80,3 +87,48 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
         logger.finish(summary, out["samples"], cfg.logger.max_samples)
     log.info("test %s -> %s", out["test"], path)
     return record
+
+
+def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConfig | None, trainer: TrainConfig):
+    """The untrained base model on this run's test items, prompt and decoding, recorded once per such setting in
+    `runs/zero_shot/<scale>/` (every table's zero-shot row); a run that finds it, or finds another run making it,
+    goes on."""
+    items = task.eval_items("test")
+    setting = results.test_setting(OmegaConf.to_container(cfg, resolve=True))
+    setting["items"] = [item_id(it) for it in items]
+    key = "zero_shot-" + hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12]
+    path = results.record_path(Path(cfg.results_dir), "zero_shot", cfg.scale_name, key)
+    lock = path.with_suffix(".lock")
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        log.info("zero-shot %s is being recorded by another run", key)
+        return
+    try:
+        started = time.time()
+        evaluator = Evaluator(task, tokenizer, cfg.task, trainer.eval_batch_size)
+        base = Adapted(model, "zero_shot").eval()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.autocast(device, torch.bfloat16, enabled=trainer.precision == "bf16" or (
+                trainer.precision == "auto" and bf16_available())):  # the trained runs' test precision
+            preds = evaluator.predict(base, items, decode, desc="zero-shot test")
+        test = task.score(preds, items, full=True)
+        if task.kind == "classification":  # the rate to beat when every answer is the most frequent label
+            labels = [it.label for it in items]
+            test["majority_rate"] = max(labels.count(y) for y in set(labels)) / len(labels)
+        results.write_record(path, {
+            "status": "ok", "record": key, "experiment": "zero_shot", "scale": cfg.scale_name, "seed": None,
+            "first_needed_by": cfg.experiment, "config": {"model": setting["model"], "task": setting["task"],
+                                                          "method": {"name": "zero_shot"}},
+            "git": results.git_state(), "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "wall_seconds": time.time() - started, "params": {"trainable": 0, "trainable_pct": 0.0}, "test": test,
+            "test_items": {"metric": task.primary_metric, "ids": setting["items"],
+                           "stats": stats} if (stats := task.item_stats(preds, items)) is not None else None,
+            "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
+                        for it, p in zip(items, preds)][: cfg.record_samples]})
+        log.info("zero-shot test %s -> %s", test, path)
+    finally:
+        lock.unlink(missing_ok=True)

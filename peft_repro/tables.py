@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from .models import repo_root
-from .results import MalformedRecord, format_mean_sd, git_state, load_records, lookup
+from .results import MalformedRecord, format_mean_sd, git_state, load_records, lookup, same_settings, test_setting
+from .stats import bootstrap, item_stats, percentile_ci
 
 DASH = "–"
 
@@ -35,6 +36,8 @@ class Run:
     value: float
     key: tuple  # (seed, low-data subset): the claims pair runs with equal keys
     record: dict
+    metric: str = ""     # the record key of the value ("test.BLEU")
+    factor: float = 1.0  # value = record's metric x factor
 
 
 @dataclass
@@ -42,6 +45,10 @@ class Cell:
     runs: list[Run]
     digits: int
     metric: str  # "test.BLEU x100"
+    mark: str = ""  # NOT_ABOVE_ZERO_SHOT, NOT_ABOVE_MAJORITY
+
+
+NOT_ABOVE_ZERO_SHOT, NOT_ABOVE_MAJORITY = "†", "‡"
 
 
 @dataclass
@@ -127,12 +134,14 @@ def _cell(records: list[dict], ours: dict, row: dict, column) -> Cell:
             continue
         if not isinstance(value, (int, float)):
             raise SpecError(f"record {record.get('record')}: {metric} is not a number")
-        runs.append(Run(value * factor, (record.get("seed"), lookup(record, "config.task.low_data.subset")), record))
+        runs.append(Run(value * factor, (record.get("seed"), lookup(record, "config.task.low_data.subset")), record,
+                        metric, factor))
     return Cell(runs, _first("digits", col, row, ours, default=1), metric + (f" x{factor:g}" if factor != 1 else ""))
 
 
-def build_table(spec: dict, records: list[dict]) -> Table:
-    """One reference table with our cells filled from `records` (those of `spec.ours.experiment`)."""
+def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) -> Table:
+    """One reference table with our cells filled from `records` (those of `spec.ours.experiment`), and the zero-shot
+    (and, for classification, majority-class) rows from the `zero_shots` records of the same test settings."""
     columns = spec.get("metrics") or spec["columns"]
     ours = spec.get("ours") or {}
     ours_rows = {row_label(r): r for r in ours.get("rows") or []}
@@ -142,24 +151,83 @@ def build_table(spec: dict, records: list[dict]) -> Table:
         paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
         cells = {str(c): _cell(records, ours, mine, c) if mine else Cell([], 1, "") for c in columns}
         rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), cells))
-    return Table(spec, columns, rows)
+    return Table(spec, columns, add_zero_shot(rows, columns, zero_shots))
+
+
+def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:
+    want = test_setting(record["config"])
+    return next((z for z in zero_shots if same_settings(test_setting(z["config"]), want)), None)
+
+
+def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> list[Row]:
+    """Rows "Zero-shot" (and "Majority class" for accuracy) per task of the table's runs; our cells are marked
+    when their 95% CI (test items x runs) does not lie above them."""
+    tasks = list(dict.fromkeys(lookup(run.record, "config.task.name") for row in rows for cell in row.cells.values()
+                               for run in cell.runs))
+    extra = []
+    for task in tasks:
+        suffix = f" ({task})" if len(tasks) > 1 else ""
+        zs_cells, majority_cells = {}, {}
+        for c in columns:
+            ours = [(cell, run) for row in rows for cell in [row.cells[str(c)]] for run in cell.runs[:1]
+                    if lookup(run.record, "config.task.name") == task]
+            found = {}
+            for cell, run in ours:
+                z = matching_zero_shot(run.record, zero_shots)
+                value = None if z is None else lookup(z, run.metric)
+                if value is None:
+                    continue
+                zs_run = Run(value * run.factor, (None, None), z, run.metric, run.factor)
+                found.setdefault(z["record"], (zs_run, cell))
+                majority = lookup(z, "test.majority_rate") if run.metric == "test.accuracy" else None
+                cell.mark = mark(cell, zs_run, None if majority is None else majority * run.factor)
+                if majority is not None:
+                    majority_cells[str(c)] = Cell([Run(majority * run.factor, (None, None), z)], cell.digits,
+                                                  "test.majority_rate")
+            zs_cells[str(c)] = Cell([run for run, _ in found.values()],
+                                    next((cell.digits for _, cell in found.values()), 1),
+                                    next((run.metric for run, _ in found.values()), ""))
+        extra.append(Row("Zero-shot" + suffix, [], "untrained base model, same prompt, test items and decoding",
+                         zs_cells))
+        if majority_cells:
+            extra.append(Row("Majority class" + suffix, [], "every answer the most frequent test label",
+                             {str(c): majority_cells.get(str(c), Cell([], 1, "")) for c in columns}))
+    return extra + rows
+
+
+def mark(cell: Cell, zero_shot: Run, majority: float | None) -> str:
+    """† when the cell's 95% CI of (cell - zero-shot) reaches 0, ‡ when its CI reaches the majority-class rate; no
+    mark where no CI exists (one run whose record lacks per-item statistics)."""
+    items = [item_stats(r) for r in cell.runs + [zero_shot]]
+    by_runs = len(cell.runs) >= 2
+    if not (all(items) or by_runs):
+        return ""
+    items = items if all(items) else None
+    out = ""
+    if percentile_ci(bootstrap(cell.runs, [zero_shot], False, items, by_runs))[0] <= 0:
+        out += NOT_ABOVE_ZERO_SHOT
+    if majority is not None:
+        lo = percentile_ci(bootstrap(cell.runs, [], False, items and items[:-1], by_runs))[0]
+        out += NOT_ABOVE_MAJORITY if lo <= majority else ""
+    return out
 
 
 def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[str, Table]:
     cache: dict[str, list[dict]] = {}
+    zero_shots = load_runs(results_dir, "zero_shot", scale)
     tables = {}
     for tid, spec in specs.items():
         experiment = (spec.get("ours") or {}).get("experiment")
         if experiment and experiment not in cache:
             cache[experiment] = load_runs(results_dir, experiment, scale)
-        tables[tid] = build_table(spec, cache.get(experiment, []))
+        tables[tid] = build_table(spec, cache.get(experiment, []), zero_shots)
     return tables
 
 
 # ---------------------------------------------------------------------------------------------------- formatting
 
 def fmt_ours(cell: Cell) -> str:
-    return format_mean_sd([run.value for run in cell.runs], cell.digits)
+    return format_mean_sd([run.value for run in cell.runs], cell.digits) + cell.mark
 
 
 def fmt_trainable(runs: list[Run]) -> str:
@@ -230,7 +298,9 @@ def caption(table: Table, scale: str) -> list[str]:
             + (f", columns = `{ours['column_key']}`" if ours.get("column_key") else "")
             + f", values {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
             if ours else "Ours: no experiment mapped.")
-    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets when n > 1; – = no result."]
+    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets when n > 1; – = no result; "
+            f"{NOT_ABOVE_ZERO_SHOT} = not above zero-shot, {NOT_ABOVE_MAJORITY} = not above the majority-class rate "
+            "(the 95% CI over test items and runs reaches it)."]
 
 
 def render_markdown(tables: dict[str, Table], scale: str) -> str:

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .batching import IGNORE, collate_train, encode_examples, encode_source, left_pad, length_grouped_batches
 from .decoding import DecodeConfig, generate
+from .tasks import item_id
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,9 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
         "dev": best["dev"], "selected_epoch": best["epoch"], "test": test, "history": history,
         "train_examples": len(data), "steps": step, "train_tokens": tokens, "train_seconds": train_seconds,
         "test_seconds": test_seconds,
+        # every test item's additive metric statistics: the claims resample test items with them
+        "test_items": {"metric": task.primary_metric, "ids": [item_id(it) for it in items],
+                       "stats": stats} if (stats := task.item_stats(preds, items)) is not None else None,
         "tokens_per_second": tokens / train_seconds if train_seconds else None, "bf16": use_bf16,
         "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
                     for it, p in zip(items, preds)],

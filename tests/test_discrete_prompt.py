@@ -112,7 +112,7 @@ def test_the_experiments_demonstrations_are_training_pairs_in_the_source_templat
     for prompt in CANDIDATES:
         for mr, sentence in demonstrations(prompt):
             assert (mr, sentence) in train and mr not in held_out, mr
-            assert task.source(mr) + sentence + "\n" in prompt  # the same template as the real sources
+            assert task.source(mr)[0] + sentence + "\n" in prompt  # the same template as the real sources
 
 
 @pytest.mark.slow

@@ -1,10 +1,11 @@
 """The lecture's LoRA, main-table and low-data experiments at scale=smoke: each whole sweep runs through Hydra and
 writes its table (the prefix-family ones are in test_prefix_experiments.py, lora_rank_sweep in test_hydra.py)."""
+import json
 from pathlib import Path
 
 import pytest
 
-from peft_repro.results import load_records
+from peft_repro.results import load_records, test_setting
 
 from .conftest import REPO, needs_data
 from .test_hydra import run_main
@@ -39,6 +40,11 @@ def test_lecture_experiment_smoke_sweep_writes_its_table(tmp_path: Path, experim
     assert len(records) == runs and all(r["status"] == "ok" for r in records)
     assert len({r["record"] for r in records}) == runs
     assert all("–" not in line for line in pivot_rows(table))
+    # every run keeps its test items' statistics; one zero-shot record per distinct test setting (model, items, decoding)
+    assert all(0 < len(r["test_items"]["ids"]) == len(r["test_items"]["stats"]) for r in records)
+    zero_shots = load_records(tmp_path, "zero_shot", "smoke")
+    assert len(zero_shots) == len({json.dumps(test_setting(r["config"]), sort_keys=True) for r in records})
+    assert all(z["params"]["trainable"] == 0 and z["test_items"]["ids"] for z in zero_shots)
     if experiment == "lora_weight_type":  # one rank budget: r x number of adapted weight types = 8
         assert {r["config"]["method"]["r"] * len(r["config"]["method"]["targets"]) for r in records} == {8}
         assert "| trainable params |" in table

@@ -293,3 +293,18 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys, problem):
     assert exit_info.value.code != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
+
+
+def test_bleu_of_summed_item_counts_is_corpus_bleu():
+    """The claims' item bootstrap sums per-MR n-gram counts: that must give corpus BLEU in both modes."""
+    import numpy as np
+
+    outputs = ["the cat sat on the mat", "a dog", "", "the the the"]
+    references = [["the cat sat on a mat", "a cat sat"], ["a dog barked", "the dog"], ["x y"], ["the cat"]]
+    for mode in _mteval.MODES:
+        rows = np.array(_mteval.item_counts(outputs, references, mode), dtype=float)
+        expected = _mteval.bleu(_mteval.corpus_stats(outputs, references, mode))
+        assert _mteval.bleu_from_counts(rows.sum(0), mode) == pytest.approx(expected, rel=1e-12)
+        assert _mteval.bleu_from_counts(rows[[0, 0, 1]].sum(0), mode) == pytest.approx(
+            _mteval.bleu(_mteval.corpus_stats([outputs[0], outputs[0], outputs[1]],
+                                              [references[0], references[0], references[1]], mode)), rel=1e-12)

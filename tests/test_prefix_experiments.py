@@ -15,9 +15,9 @@ CASES = {
     "prefix_length_sweep": (["method.num_virtual_tokens=1,5"], ("config.method.num_virtual_tokens", {1, 5})),
     "emb_vs_infix": (["method=embedding_only,infix", "method.num_virtual_tokens=1"],
                      ("config.method.name", {"embedding_only", "infix"})),
-    "prefix_init": (["method.init_text=null,elephant"], ("config.method.init_text", {None, "elephant"})),
+    "prefix_init": (["method.init_text=elephant"], ("config.method.init", {"auto", "random"})),
 }
-FULL = {"prefix_length_sweep": 5, "emb_vs_infix": 9, "prefix_init": 9}
+FULL = {"prefix_length_sweep": 5, "emb_vs_infix": 9, "prefix_init": 16}
 
 
 def lookup(record, dotted):
@@ -63,9 +63,10 @@ def test_prefix_experiment_full_smoke_sweep(tmp_path: Path, experiment):
     records, table = run_smoke(tmp_path, experiment, [])
     assert len(records) == FULL[experiment]
     assert all("–" not in line for line in pivot_rows(table))
-    if experiment == "prefix_init":  # the prefix length follows each word's token count
-        counts = {r["config"]["method"]["init_text"]: r["params"]["trainable"] for r in records}
-        assert counts["table-to-text:"] > counts["keep"]
+    if experiment == "prefix_init":  # the prefix length follows each word's token count, its random control's too
+        counts = {(r["config"]["method"]["init_text"], r["config"]["method"]["init"]): r["params"]["trainable"]
+                  for r in records}
+        assert counts["table-to-text:", "auto"] == counts["table-to-text:", "random"] > counts["keep", "random"]
 
 
 @needs_data("e2e")

@@ -98,6 +98,8 @@ def demo(tmp_path):
         record("demo", "prefix", {"BLEU": 0.70, "NIST": 9.0}, trainable=10, pct=1.0),
         record("demo", "lora", {"BLEU": 0.99, "NIST": 9.9}, status="failed"),  # not ok: ignored
     ])
+    write_records(results, "zero_shot", [record("zero_shot", "zero_shot", {"BLEU": 0.61, "NIST": 7.0}, trainable=0,
+                                                pct=0.0)])
     (folder / "x.json.superseded-20260101-000000").write_text("not json")  # not *.json: ignored
     write_records(results, "grid", [record("grid", m, {"score": v}, seed=s % 2, subset=s // 2)
                                     for m, values in SCORES.items() for s, v in enumerate(values)])
@@ -134,12 +136,13 @@ def test_table_renders_papers_beside_ours(demo):
     built, _ = build(*demo)
     md = tables.render_markdown({"demo": built["demo"]}, "default").splitlines()
     start = md.index("| method | source | BLEU | NIST | trainable / note |")
-    assert md[start:start + 8] == [
+    assert md[start:start + 9] == [
         "| method | source | BLEU | NIST | trainable / note |",
         "|---|---|---|---|---|",
+        "| Zero-shot | ours | 61.0 | 7.00 | 0 (0%) |",
         "| FT | paper v1 | 68.2 | 8.62 |  |",
         "| FT | paper ACL | 68.8 | 8.71 |  |",
-        "| FT | ours | 62.0 ± 2.0 (n=3) | 8.10 ± 0.10 (n=3) | 1,000 (100%) |",
+        "| FT | ours | 62.0 ± 2.0 (n=3)† | 8.10 ± 0.10 (n=3) | 1,000 (100%) |",  # 60-64 vs 61: † (not above)
         "| Prefix | paper ACL | 70.3 | 8.82 |  |",
         "| Prefix | ours | 70.0 | 9.00 | 10 (1%) |",
         "| LoRA | ours | – | – | – |",
@@ -163,11 +166,45 @@ def test_claim_verdicts(demo):
     assert res["same"]["comparisons"][0].ci == pytest.approx((0.1, 0.1))  # paired: every difference is 0.1
 
 
-def test_independent_resampling_when_runs_do_not_pair():
-    a = [tables.Run(v, (0, s), {}) for s, v in enumerate([1.0, 2.0, 3.0])]
-    b = [tables.Run(v, (0, s), {}) for s, v in enumerate([0.0, 4.0])]  # one run fewer: no pairs
+def test_runs_pair_on_common_keys_and_pooled_rows_resample_independently():
+    a = [tables.Run(v, (50, s, None), {}) for s, v in enumerate([1.0, 2.0, 3.0])]
+    b = [tables.Run(v, (50, s, None), {}) for s, v in enumerate([0.0, 4.0])]  # seed 2 has no partner: left out
     c = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
-    assert not c.paired and c.diff == pytest.approx(0.0) and c.verdict == "inconclusive"
+    assert c.paired and c.unpaired_left_out == 1 and c.diff == pytest.approx(-0.5) and c.ci_over == "seeds"
+    assert c.verdict == "inconclusive" and c.needed.endswith("runs a side")
+    pooled = [tables.Run(v, (50, 0, None), {}) for v in [1.0, 2.0, 3.0]]  # three rows (init words) of one seed
+    c = claims.judge(claims.Comparison("a > b", "better", 0, pooled, b))
+    assert not c.paired and c.unpaired_left_out == 0 and c.diff == pytest.approx(0.0)
+
+
+def e2e_run(outputs: list[str], seed: int = 0) -> tables.Run:
+    """A run record of E2E with its items' statistics, as train.py writes them."""
+    from peft_repro.metrics.e2e import score_e2e
+    from peft_repro.tasks import EvalItem, item_id
+    from peft_repro.tasks.e2e import E2ETask
+
+    items = [EvalItem(f"mr{i}\n", [f"the place {i} serves food", f"place {i} is a pub"]) for i in range(len(outputs))]
+    bleu = score_e2e(outputs, [it.references for it in items], metrics=["BLEU"])["BLEU"]
+    record = {"config": {"task": {"name": "e2e"}}, "seed": seed, "test": {"BLEU": bleu},
+              "test_items": {"metric": "BLEU", "ids": [item_id(it) for it in items],
+                             "stats": E2ETask.item_stats(outputs, items)}}
+    return tables.Run(bleu * 100, (None, seed, None), record, "test.BLEU", 100)
+
+
+def test_item_bootstrap_recomputes_corpus_bleu_and_labels_what_it_resampled():
+    good = [f"the place {i} serves food" for i in range(30)]
+    bad = [f"place {i} food" if i % 3 else f"the place {i} serves food" for i in range(30)]
+    c = claims.judge(claims.Comparison("good > bad", "better", 0, [e2e_run(good)], [e2e_run(bad)]))
+    # one run a side: the CI is over test items only and decides nothing
+    assert c.ci_over == "items" and c.verdict == "too few runs" and c.ci[0] > 0 and "runs" not in c.half_widths
+    assert c.diff == pytest.approx(e2e_run(good).value - e2e_run(bad).value)
+    both = claims.judge(claims.Comparison("good > bad", "better", 0, [e2e_run(good, s) for s in (0, 1)],
+                                          [e2e_run(bad, s) for s in (0, 1)]))
+    assert both.ci_over == "items x seeds" and both.paired and both.verdict == "holds"
+    # the statistics must give back the recorded score, else the run is resampled by seed only
+    run = e2e_run(good)
+    run.record["test_items"]["stats"][0][1] += 5
+    assert claims.item_stats(run) is None
 
 
 def test_float_noise_is_no_difference_and_unmeasured_comparisons_do_not_decide():
@@ -255,3 +292,24 @@ def test_committed_lora_rank_results_render():
     md = tables.render_markdown(built, "default")
     assert re.search(r"^\| Wq \(mnli\) \| ours \| 33\.5 \| ", md, re.M)
     assert "smollm2_135m; mnli: 480 train / 400 test examples" in md
+
+
+def test_accuracy_tables_get_zero_shot_and_majority_rows_and_marks():
+    spec = {"table": "t", "columns": ["mnli"], "file": "t.yaml",
+            "ours": {"experiment": "x", "factor": 100, "metric": "test.accuracy", "rows": [
+                {"method": "LoRA", "where": {"config.method.name": "lora"}},
+                {"method": "FT", "where": {"config.method.name": "full"}}]}}
+    def mnli(method, acc, seed=0, **test):
+        rec = record("x", method, {"accuracy": acc, **test}, seed=seed)
+        rec["config"]["task"] = {"name": "mnli", "max_eval_examples": 400, "max_train_examples": 480}
+        return rec
+    zero_shot = mnli("zero_shot", 0.33, majority_rate=0.354)
+    zero_shot["config"]["task"].pop("max_train_examples")  # training-only settings do not separate test settings
+    other = mnli("zero_shot", 0.50, majority_rate=0.354)
+    other["config"]["task"]["max_eval_examples"] = 100  # other test items: not this table's zero-shot
+    table = tables.build_table(spec, [mnli("lora", 0.35), mnli("lora", 0.37, seed=1), mnli("full", 0.60),
+                                      mnli("full", 0.62, seed=1)], [other, zero_shot])
+    lines = tables.matrix(table)
+    assert lines[1][:3] == ["Zero-shot", "ours", "33.0"] and lines[2][:3] == ["Majority class", "ours", "35.4"]
+    assert lines[3][2] == "36.0 ± 1.4 (n=2)‡"  # 35-37 reaches the majority rate 35.4, not the zero-shot 33
+    assert lines[4][2] == "61.0 ± 1.4 (n=2)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import discrete_prompt, embedding_only, full, infix, lora, prefix
+from . import discrete_prompt, embedding_only, full, infix, lora, prefix, zero_shot
 from .base import Adapted
 
 METHODS = {
@@ -17,6 +17,7 @@ METHODS = {
     "embedding_only": (embedding_only.EmbeddingOnlyConfig, embedding_only.apply),
     "infix": (infix.InfixConfig, infix.apply),
     "discrete_prompt": (discrete_prompt.DiscretePromptConfig, discrete_prompt.apply),
+    "zero_shot": (zero_shot.ZeroShotConfig, zero_shot.apply),
 }
 
 

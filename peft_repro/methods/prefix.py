@@ -21,6 +21,8 @@ models: they are free parameters and are never rotated again. With left padding 
 Initialization (``init``; ``auto``, the default, means ``words`` when ``init_text`` is set, else ``random``)
   * ``random``: P ~ N(0, 1) (``nn.Embedding``'s default, as HF PEFT and the original code's direct prefix); with the
     MLP, P' ~ N(0, 1) and both Linear layers keep PyTorch's default kaiming-uniform init (as PEFT and the original).
+  * ``random`` with ``init_text`` set: random values, the length of the text's tokens (the control of a word init
+    at equal k: prefix_init compares both).
   * ``words``: run the frozen LM on the tokens of ``init_text`` and use their per-layer keys/values (positions
     0..n-1, exactly where the prefix sits), so the initial model equals the frozen LM prompted with the text. The
     prefix length becomes the text's token count. With the MLP, the MLP is first fitted to those activations by
@@ -47,7 +49,7 @@ class PrefixConfig:
     embed_dim: int | None = None    # width of P' (None: the model's hidden size; HF PEFT uses kv_dim)
     dropout: float = 0.0            # on the prefix keys/values, training only
     init: str = "auto"              # random | words | auto (words when init_text is set, else random)
-    init_text: str | None = None    # the words for init=words ("table-to-text:", "elephant", ...)
+    init_text: str | None = None    # the words for init=words ("table-to-text:", ...); with init=random: only k
     fit_steps: int = 500            # MLP fit to the word activations (init=words, projection=true)
     fit_lr: float = 1.0e-4
     # encoder-decoder models: which prefixes (encoder self-attn, decoder self-attn, cross-attn); see prefix_seq2seq
@@ -192,13 +194,13 @@ class PrefixAdapted(Adapted):
         super().__init__(model, method)
         n_layers, kv_heads, head_dim = kv_geometry(model.config)
         device = next(model.parameters()).device
-        ids = word_ids(model, cfg.init_text) if cfg.init == "words" else None
+        ids = word_ids(model, cfg.init_text) if cfg.init_text else None  # init=random keeps only their count
         k = len(ids) if ids is not None else cfg.num_virtual_tokens
         self.num_virtual_tokens = k
         self.prefix = PrefixEncoder(n_layers, kv_heads, head_dim, k, cfg.projection, cfg.mid_dim,
                                     cfg.embed_dim or hidden_size(model.config), cfg.dropout, device)
         self.init_fit_mse = None
-        if ids is not None:
+        if cfg.init == "words":
             kv = word_activations(model, ids)
             if cfg.projection:
                 self.init_fit_mse = self.prefix.fit(kv, cfg.fit_steps, cfg.fit_lr)

@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
 MODES = ("python", "perl")
@@ -92,38 +93,37 @@ def corpus_stats(hypotheses: list[str], references: list[list[str]], mode: str) 
 
 
 def bleu(stats: CorpusStats) -> float:
-    if stats.mode == "perl":
-        return _bleu_perl(stats)
-    return _bleu_python(stats)
+    return float(bleu_from_counts(np.array(counts(stats), dtype=float), stats.mode))
 
 
-def _bleu_perl(stats: CorpusStats) -> float:
-    """mteval's bleu_score: an order without matches scores 1/(2^k * count), one without n-grams scores 1."""
-    hyp_len = stats.hyp_ngrams(1)
-    if hyp_len == 0:
-        return 0.0
-    log_sum, smooth = 0.0, 1
-    for n in range(1, BLEU_N + 1):
-        total, matched = stats.hyp_ngrams(n), stats.matches(n)
-        if total == 0:
-            continue
-        if matched == 0:
-            smooth *= 2
-            log_sum += math.log(1 / (smooth * total))
-        else:
-            log_sum += math.log(matched / total)
-    return math.exp(log_sum / BLEU_N) * math.exp(min(0.0, 1 - stats.closest_ref_len / hyp_len))
+def counts(stats: CorpusStats) -> list[int]:
+    """[closest reference length, matches of orders 1-4, hypothesis n-grams of orders 1-4]: BLEU's sufficient
+    statistics, additive over MRs, so summing the rows of resampled MRs gives their corpus BLEU exactly."""
+    return [stats.closest_ref_len, *(stats.matches(n) for n in range(1, BLEU_N + 1)),
+            *(stats.hyp_ngrams(n) for n in range(1, BLEU_N + 1))]
 
 
-def _bleu_python(stats: CorpusStats) -> float:
-    """pymteval's BLEUScore.bleu: zero counts are floored to 1e-15 (matches) and 1e-9 (n-grams)."""
-    hyp_len = stats.hyp_ngrams(1)
-    bp = 1.0
-    if hyp_len <= stats.closest_ref_len:
-        bp = math.exp(1.0 - stats.closest_ref_len / (hyp_len or 1e-5))
-    log_sum = sum(math.log(max(stats.matches(n), 1e-15) / max(stats.hyp_ngrams(n), 1e-9))
-                  for n in range(1, BLEU_N + 1))
-    return bp * math.exp(log_sum / BLEU_N)
+def item_counts(hypotheses: list[str], references: list[list[str]], mode: str) -> list[list[int]]:
+    """`counts` of each MR on its own."""
+    return [counts(corpus_stats([hyp], [refs], mode)) for hyp, refs in zip(hypotheses, references)]
+
+
+def bleu_from_counts(rows: np.ndarray, mode: str) -> np.ndarray:
+    """Corpus BLEU of summed `counts` rows (any leading shape: one corpus, or every bootstrap resample at once)."""
+    closest, matched, total = rows[..., 0], rows[..., 1:1 + BLEU_N], rows[..., 1 + BLEU_N:]
+    hyp_len = total[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if mode == "python":
+            # pymteval's BLEUScore.bleu: zero counts are floored to 1e-15 (matches) and 1e-9 (n-grams)
+            bp = np.where(hyp_len <= closest, np.exp(1.0 - closest / np.where(hyp_len == 0, 1e-5, hyp_len)), 1.0)
+            log_sum = np.log(np.maximum(matched, 1e-15) / np.maximum(total, 1e-9)).sum(-1)
+            return bp * np.exp(log_sum / BLEU_N)
+        # mteval's bleu_score: an order without matches scores 1/(2^k * count), one without n-grams scores 1
+        unmatched = (matched == 0) & (total > 0)
+        smooth = 2.0 ** np.cumsum(unmatched, axis=-1)
+        terms = np.where(total == 0, 0.0, np.where(matched == 0, np.log(1 / (smooth * total)), np.log(matched / total)))
+        score = np.exp(terms.sum(-1) / BLEU_N) * np.exp(np.minimum(0.0, 1 - closest / hyp_len))
+        return np.where(hyp_len == 0, 0.0, score)
 
 
 def nist(stats: CorpusStats) -> float:

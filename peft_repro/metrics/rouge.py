@@ -19,14 +19,16 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 def score_rouge(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     """Mean F1 (a fraction) of ROUGE-1, ROUGE-2 and ROUGE-L over examples, one reference each."""
+    per_item = item_rouge(hypotheses, references)
+    return {name: sum(scores[name] for scores in per_item) / len(per_item) for name in ROUGE_TYPES}
+
+
+def item_rouge(hypotheses: list[str], references: list[str]) -> list[dict[str, float]]:
+    """F1 of ROUGE-1, ROUGE-2 and ROUGE-L of each example."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} references")
     if not hypotheses:
         raise ValueError("nothing to score")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for hyp, ref in zip(hypotheses, references):
-        scores = scorer.score(ref, hyp)  # rouge-score takes (target, prediction)
-        for name in ROUGE_TYPES:
-            totals[name] += scores[name].fmeasure
-    return {name: total / len(hypotheses) for name, total in totals.items()}
+    # rouge-score takes (target, prediction)
+    return [{name: s.fmeasure for name, s in scorer.score(ref, hyp).items()} for hyp, ref in zip(hypotheses, references)]

@@ -17,13 +17,18 @@ _QUERY = re.compile(r"select (?P<select>.+?) from (?P<table>\S+)(?: where (?P<wh
 _CONDITION = re.compile(r"(?P<column>.+?) (?P<op><=|>=|!=|=|<|>) (?P<value>.*)", re.S)
 
 
+def item_matches(pred_sql: list[str], gold_sql: list[str]) -> list[bool]:
+    """Whether each prediction is the gold query's logical form."""
+    return [canonical(p) == canonical(g) for p, g in zip(pred_sql, gold_sql)]
+
+
 def logical_form_accuracy(pred_sql: list[str], gold_sql: list[str]) -> float:
     """Fraction of predicted queries equal to the gold query after normalization."""
     if len(pred_sql) != len(gold_sql):
         raise ValueError(f"{len(pred_sql)} predicted queries for {len(gold_sql)} gold queries")
     if not gold_sql:
         raise ValueError("nothing to score")
-    return sum(canonical(p) == canonical(g) for p, g in zip(pred_sql, gold_sql)) / len(gold_sql)
+    return sum(item_matches(pred_sql, gold_sql)) / len(gold_sql)
 
 
 def canonical(sql: str):

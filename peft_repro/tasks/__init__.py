@@ -7,10 +7,13 @@ otherwise stops with an error that names the missing path.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ..models import repo_root
 
@@ -113,6 +116,18 @@ class Task:
     def score(self, predictions: list, items: list[EvalItem], full: bool = True) -> dict:
         raise NotImplementedError
 
+    @classmethod
+    def item_stats(cls, predictions: list, items: list[EvalItem]) -> list[list[float]] | None:
+        """Per item, additive statistics of `primary_metric`: any resample of the items, summed row-wise and put
+        through `metric_from_stats`, scores as that resample would (the claims' bootstrap over test items).
+        [score, 1] for metrics that are means of per-item scores; corpus metrics (BLEU) override both. None: the
+        task has none (its claims resample runs only)."""
+        return None
+
+    @staticmethod
+    def metric_from_stats(sums: np.ndarray) -> np.ndarray:
+        return sums[..., 0] / sums[..., 1]
+
     def _low_data(self, part: str) -> list:
         from .low_data import subset_ids
 
@@ -130,6 +145,11 @@ class Task:
     def eval_items(self, split: str) -> list[EvalItem]:
         rows = self._low_data("dev") if split == "dev" and self.cfg.get("low_data") else self.rows(split)
         return subset(self.items(rows), self.eval_size(split), self.cfg.get("subset_seed", 0))
+
+
+def item_id(item: EvalItem) -> str:
+    """A short stable name of an evaluation item (its source text), to pair items across runs."""
+    return hashlib.sha1(item.source.encode()).hexdigest()[:12]
 
 
 def task_classes() -> dict[str, type[Task]]:

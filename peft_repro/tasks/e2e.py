@@ -55,3 +55,15 @@ class E2ETask(Task):
 
         metrics = self.cfg.get("test_metrics") if full else ("BLEU",)  # dev selection: BLEU only
         return score_e2e(predictions, [it.references for it in items], metrics=metrics)
+
+    @classmethod
+    def item_stats(cls, predictions: list[str], items: list[EvalItem]) -> list[list[float]]:
+        from ..metrics._mteval import item_counts
+
+        return item_counts(predictions, [it.references for it in items], "python")  # score_e2e's default mode
+
+    @staticmethod
+    def metric_from_stats(sums):
+        from ..metrics._mteval import bleu_from_counts
+
+        return bleu_from_counts(sums, "python")

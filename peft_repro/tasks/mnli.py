@@ -72,3 +72,7 @@ class MNLITask(Task):
         from ..metrics.classification import accuracy
 
         return {"accuracy": accuracy(predictions, [it.label for it in items])}
+
+    @classmethod
+    def item_stats(cls, predictions: list[int], items: list[EvalItem]) -> list[list[float]]:
+        return [[float(p == it.label), 1] for p, it in zip(predictions, items)]

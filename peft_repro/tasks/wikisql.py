@@ -98,3 +98,9 @@ class WikiSQLTask(Task):
         from ..metrics.wikisql import logical_form_accuracy
 
         return {"logical_form_accuracy": logical_form_accuracy(predictions, [it.references[0] for it in items])}
+
+    @classmethod
+    def item_stats(cls, predictions: list[str], items: list[EvalItem]) -> list[list[float]]:
+        from ..metrics.wikisql import item_matches
+
+        return [[float(m), 1] for m in item_matches(predictions, [it.references[0] for it in items])]

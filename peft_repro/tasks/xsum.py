@@ -56,3 +56,9 @@ class XSumTask(Task):
         from ..metrics.rouge import score_rouge
 
         return score_rouge(predictions, [it.references[0] for it in items])
+
+    @classmethod
+    def item_stats(cls, predictions: list[str], items: list[EvalItem]) -> list[list[float]]:
+        from ..metrics.rouge import item_rouge
+
+        return [[s[cls.primary_metric], 1] for s in item_rouge(predictions, [it.references[0] for it in items])]
