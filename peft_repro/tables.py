@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from .models import repo_root
-from .results import MalformedRecord, format_mean_sd, git_state, load_records, lookup, same_settings, test_setting
+from .results import (MalformedRecord, choose_lr, dev_selected, format_mean_sd, git_state, load_records, lookup, lr_search_cell,
+                      record_primary, same_settings, test_setting)
 from .stats import bootstrap, item_stats, percentile_ci
 
 DASH = "–"
@@ -57,6 +58,7 @@ class Row:
     paper: list[dict]  # one dict of column -> number per source (key "source")
     note: str
     cells: dict[str, Cell]  # ours, by str(column)
+    lr_choice: str = ""     # the dev scores of the learning rates tried for this row's runs
 
 
 @dataclass
@@ -144,14 +146,38 @@ def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) ->
     (and, for classification, majority-class) rows from the `zero_shots` records of the same test settings."""
     columns = spec.get("metrics") or spec["columns"]
     ours = spec.get("ours") or {}
+    searched, records = records, dev_selected(records)  # cells: only the runs at the rates chosen on dev
     ours_rows = {row_label(r): r for r in ours.get("rows") or []}
     paper_rows = {row_label(r): r for r in spec.get("rows") or []}
     rows = []
     for label in list(paper_rows) + [lab for lab in ours_rows if lab not in paper_rows]:
         paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
         cells = {str(c): _cell(records, ours, mine, c) if mine else Cell([], 1, "") for c in columns}
-        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), cells))
+        choice = lr_choice([r for r in searched if matches(r, {**ours.get("where", {}), **mine.get("where", {})})]) \
+            if mine else ""
+        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), cells, choice))
     return Table(spec, columns, add_zero_shot(rows, columns, zero_shots))
+
+
+def lr_choice(records: list[dict]) -> str:
+    """'lr 2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points."""
+    search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
+    if not search:
+        return ""
+    groups: dict[str, dict[float, list[float]]] = {}
+    for r in records:
+        group, point = lr_search_cell({**r["config"], "lr_search": search})
+        if all(lookup(r, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
+            groups.setdefault(group, {}).setdefault(lookup(r, "config.trainer.lr"), []).append(
+                (r.get("dev") or {}).get(record_primary(r)))
+    texts = []
+    for points in groups.values():
+        points = {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
+        if len(points) > 1:
+            chosen = choose_lr(points)
+            texts.append(", ".join(f"{lr:g}: {100 * v:.1f}" + (" (chosen)" if lr == chosen else "")
+                                   for lr, v in points.items()))
+    return "; ".join(texts)
 
 
 def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:
@@ -313,6 +339,10 @@ def render_markdown(tables: dict[str, Table], scale: str) -> str:
         groups: dict[str, list[Row]] = {}  # rows whose runs have the same provenance
         for row in table.rows:
             groups.setdefault(provenance(_records(row_runs(row))), []).append(row)
+        choices = [f"- {row.label}: {row.lr_choice}" for row in table.rows if row.lr_choice]
+        if choices:
+            out += ["", "Learning rates tried on dev (dev score x100 of the primary metric at the search point; "
+                        "the cells use the chosen one):", *choices]
         out += ["", "Our runs:"]
         for text, rows in groups.items():
             n = len(_records([run for row in rows for run in row_runs(row)]))

@@ -1,0 +1,47 @@
+"""Learning rates chosen on dev: each grid point is a run of its own at the search point, shared by every run of the
+group; tables keep only the runs at the chosen rate."""
+from pathlib import Path
+
+from peft_repro.results import choose_lr, dev_selected, load_records
+
+from .conftest import needs_data
+from .test_hydra import run_main
+
+SEARCH = {"grid": [1e-4, 1e-3, 1e-2], "seed": 0, "reference": {"task.low_data.subset": 0}}
+
+
+def record(lr, dev, seed=0, subset=0, method="prefix", search=SEARCH):
+    return {"record": f"{method}-{lr}-{seed}-{subset}", "seed": seed, "dev": {"BLEU": dev},
+            "config": {"seed": seed, "lr_search": search, "method": {"name": method},
+                       "task": {"name": "e2e", "low_data": {"size": 50, "subset": subset}}, "trainer": {"lr": lr}}}
+
+
+def test_tables_keep_the_runs_at_the_rate_chosen_on_dev_at_the_search_point():
+    points = [record(1e-4, 0.40), record(1e-3, 0.50), record(1e-2, 0.45)]
+    others = [record(1e-3, 0.10, seed=1), record(1e-3, 0.20, subset=3), record(1e-2, 0.90, seed=1)]  # not points
+    older = [record(1e-3, 0.3, seed=1, subset=2, search=None)]  # made before the search: joins its group
+    lora = [record(1e-3, 0.2, method="lora"), record(1e-3, 0.3, method="lora", seed=1)]  # one rate: kept as is
+    kept = dev_selected(points + others + older + lora)
+    assert sorted(r["record"] for r in kept) == sorted(
+        ["prefix-0.001-0-0", "prefix-0.001-1-0", "prefix-0.001-0-3", "prefix-0.001-1-2", "lora-0.001-0-0",
+         "lora-0.001-1-0"])
+    assert choose_lr({1e-3: 0.5, 1e-4: 0.5, 1e-2: 0.1}) == 1e-4  # a tie goes to the smaller rate
+    assert dev_selected(lora) == lora
+
+
+@needs_data("e2e")
+def test_parallel_runs_share_one_search_and_use_its_rate(tmp_path: Path):
+    out = run_main("+experiment=e2e_main", "scale=smoke", "method=lora", "seed=0,1", "task.test_metrics=[BLEU]",
+                   "lr_search={grid: [0.001, 0.05], seed: 0}", "hydra/launcher=local_parallel",
+                   f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path}/multirun")
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = load_records(tmp_path, "e2e_main", "smoke")
+    assert sorted((r["seed"], r["config"]["trainer"]["lr"]) for r in records)[:2] == [(0, 0.001), (0, 0.05)]
+    [selection] = [r["lr_selection"] for r in records if r["seed"] == 1]
+    dev = {r["config"]["trainer"]["lr"]: r["dev"]["BLEU"] for r in records if r["seed"] == 0}
+    assert {p["lr"]: p["dev"] for p in selection["points"]} == dev and selection["selected"] == choose_lr(dev)
+    assert len(records) == 3 and [r["config"]["trainer"]["lr"] for r in records if r["seed"] == 1] == [
+        selection["selected"]]
+    assert not list((tmp_path / "runs").rglob("*.lock"))
+    assert {(r["seed"], r["config"]["trainer"]["lr"]) for r in dev_selected(records)} == {
+        (0, selection["selected"]), (1, selection["selected"])}
