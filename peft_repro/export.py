@@ -9,7 +9,8 @@
   * prefix-tuning -> PEFT prefix tuning with ``prefix_projection=False``: ``prompt_embeddings`` (k, n_layers*2*kv_dim)
     is the projected prefix, whose per-token layout [layer, key/value, kv-head, head_dim] is PEFT's. Under GQA PEFT
     sizes the prefix by the kv-heads: ``token_dim`` = kv_dim and ``num_attention_heads`` = kv-heads.
-  * embedding-only -> PEFT prompt tuning: ``prompt_embeddings`` (k, hidden size).
+  * embedding-only -> PEFT prompt tuning: ``prompt_embeddings`` (k, hidden size), the embeddings the forward uses
+    (with ``reparam=mlp`` the MLP's output, so the MLP is not needed to load it).
 
 Decoder-only models only (PEFT's CAUSAL_LM). PEFT gives the virtual tokens positions 0..k-1 as we do; with left
 padding pass ``position_ids`` (real tokens counted from 0) to the PEFT prefix model, which offsets them by k.
@@ -80,7 +81,7 @@ def prefix_export(adapted: PrefixAdapted) -> tuple[dict, dict]:
 
 
 def embedding_only_export(adapted) -> tuple[dict, dict]:
-    emb = adapted.prefix_embeddings.detach()
+    emb = adapted.virtual_embeddings().detach()
     config = {
         "peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "base_model_name_or_path": _base_name(adapted.model),
         "num_virtual_tokens": emb.shape[0], "token_dim": hidden_size(adapted.config),
