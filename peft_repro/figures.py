@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from .models import repo_root
-from .results import cell_label, load_records, lookup
+from .results import cell_label, dev_selected, load_records, lookup
 from .tasks import task_classes
 
 # each task's headline test metric; records keep them as fractions
@@ -63,7 +63,8 @@ def records_frame(results_dir, experiment: str, scale: str, include_failed: bool
     import pandas as pd
 
     records = load_records(Path(results_dir), experiment, scale)
-    rows = [_row(r) for r in records if include_failed or r.get("status") == "ok"]
+    ok = dev_selected([r for r in records if r.get("status") == "ok"])  # only the runs at the lr chosen on dev
+    rows = [_row(r) for r in ok + [r for r in records if include_failed and r.get("status") != "ok"]]
     frame = pd.DataFrame(rows)
     for column in COLUMNS:
         if column not in frame:

@@ -65,7 +65,7 @@ NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "dat
 TRAINING_ONLY = ("max_train_examples", "low_data", "max_dev_examples", "dev_decode", "dev_size", "hub_fallback")
 
 
-def test_setting(config: dict) -> dict:
+def eval_setting(config: dict) -> dict:
     """What a run's test score depends on besides the trained weights: the model and the task's test items, prompt
     and decoding. Runs with equal settings share one zero-shot record."""
     return {"model": config["model"], "task": {k: v for k, v in config["task"].items() if k not in TRAINING_ONLY}}
@@ -335,6 +335,9 @@ def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]
 def write_table(results_dir: Path, experiment: str, scale: str, spec: dict, title: str) -> Path:
     """Render from the records on disk into a new versioned file pair; returns the Markdown path."""
     records = load_records(results_dir, experiment, scale)
+    # the runs at the learning rates chosen on dev, and the failed ones (the table counts them)
+    records = dev_selected([r for r in records if r.get("status") == "ok"]) + [r for r in records
+                                                                             if r.get("status") != "ok"]
     markdown, table_csv = render_table(records, spec, f"{title} — {experiment}, scale={scale}")
     git = git_state()
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -52,8 +52,10 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
 
     started = time.time()
     seed_everything(cfg.seed)
+    task.train_examples()  # a missing or malformed training file stops the run before anything is evaluated
     model, tokenizer = load_model(cfg.model)
-    if cfg.get("zero_shot") and method_cfg["name"] != "zero_shot":
+    # zero-shot decoding goes through the decoder-only Adapted; encoder-decoder models have no such path yet
+    if cfg.get("zero_shot") and method_cfg["name"] != "zero_shot" and not model.config.is_encoder_decoder:
         record_zero_shot(cfg, model, tokenizer, task, test_decode, trainer_cfg)
         seed_everything(cfg.seed)  # the method's initialization draws the same numbers as without it
     selection = None
@@ -101,7 +103,7 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     `runs/zero_shot/<scale>/` (every table's zero-shot row); a run that finds it, or finds another run making it,
     goes on."""
     items = task.eval_items("test")
-    setting = results.test_setting(OmegaConf.to_container(cfg, resolve=True))
+    setting = results.eval_setting(OmegaConf.to_container(cfg, resolve=True))
     setting["items"] = [item_id(it) for it in items]
     key = "zero_shot-" + hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12]
     path = results.record_path(Path(cfg.results_dir), "zero_shot", cfg.scale_name, key)

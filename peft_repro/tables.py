@@ -22,7 +22,7 @@ import yaml
 
 from .models import repo_root
 from .results import (MalformedRecord, choose_lr, dev_selected, format_mean_sd, git_state, load_records, lookup, lr_search_cell,
-                      record_primary, same_settings, test_setting)
+                      record_primary, same_settings, eval_setting)
 from .stats import bootstrap, item_stats, percentile_ci
 
 DASH = "–"
@@ -181,8 +181,8 @@ def lr_choice(records: list[dict]) -> str:
 
 
 def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:
-    want = test_setting(record["config"])
-    return next((z for z in zero_shots if same_settings(test_setting(z["config"]), want)), None)
+    want = eval_setting(record["config"])
+    return next((z for z in zero_shots if same_settings(eval_setting(z["config"]), want)), None)
 
 
 def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> list[Row]:

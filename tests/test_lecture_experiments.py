@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from peft_repro.results import load_records, test_setting
+from peft_repro.results import load_records, eval_setting
 
 from .conftest import REPO, needs_data
 from .test_hydra import run_main
@@ -43,7 +43,7 @@ def test_lecture_experiment_smoke_sweep_writes_its_table(tmp_path: Path, experim
     # every run keeps its test items' statistics; one zero-shot record per distinct test setting (model, items, decoding)
     assert all(0 < len(r["test_items"]["ids"]) == len(r["test_items"]["stats"]) for r in records)
     zero_shots = load_records(tmp_path, "zero_shot", "smoke")
-    assert len(zero_shots) == len({json.dumps(test_setting(r["config"]), sort_keys=True) for r in records})
+    assert len(zero_shots) == len({json.dumps(eval_setting(r["config"]), sort_keys=True) for r in records})
     assert all(z["params"]["trainable"] == 0 and z["test_items"]["ids"] for z in zero_shots)
     if experiment == "lora_weight_type":  # one rank budget: r x number of adapted weight types = 8
         assert {r["config"]["method"]["r"] * len(r["config"]["method"]["targets"]) for r in records} == {8}
@@ -80,10 +80,14 @@ def paper_tables_and_figure_from(results_dir: Path):
     assert ledger["prefix_beats_ft_low_data"] not in ("**no results**", "**too few runs**")  # 2 runs per cell
     section = (report / "tables.md").read_text().split("## Low-data E2E")[1].split("\n## ")[0]
     ours = [line for line in section.splitlines() if " | ours | " in line]
-    assert [line.split(" | ")[0] for line in ours] == ["| Prefix", "| FT", "| LoRA"]
-    for line in ours:  # sizes 50 and 100 ran (2 subsets each), 200 and 500 did not
-        assert [cell.endswith("(n=2)") for cell in line.split(" | ")[2:6]] == [True, True, False, False]
+    assert [line.split(" | ")[0] for line in ours] == ["| Zero-shot", "| Prefix", "| FT", "| LoRA",
+                                                       "| Prefix (random init)"]
+    for line in ours[1:4]:  # sizes 50 and 100 ran (2 subsets each), 200 and 500 did not
+        assert ["(n=2)" in cell for cell in line.split(" | ")[2:6]] == [True, True, False, False]
         assert line.split(" | ")[4:6] == ["–", "–"]
+    # the untrained model once, on the same test MRs as every size; no random-init prefix runs in the smoke sweep
+    assert ours[0].split(" | ")[2:6] == [ours[0].split(" | ")[2]] * 2 + ["–", "–"] and "(n=" not in ours[0]
+    assert ours[4].split(" | ")[2:6] == ["–"] * 4
     render.execute(REPO / "notebooks" / "low_data.py", results_dir, "smoke")
     png = results_dir / "figures" / "smoke" / "low_data.png"
     assert png.read_bytes().startswith(b"\x89PNG")
