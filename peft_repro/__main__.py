@@ -5,6 +5,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .models import repo_root
@@ -39,6 +40,12 @@ def main(cfg: DictConfig):
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    if record["status"] == "diverged":  # recorded; a sweep goes on with its other cells, a single run fails
+        if hc.mode == RunMode.RUN:
+            print(f"error: training diverged at step {record['diverged_at_step']} (record: {record['record']})",
+                  file=sys.stderr)
+            sys.exit(3)
+        return None
     return record["test"]
 
 

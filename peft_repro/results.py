@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -108,7 +109,8 @@ def find_done(path: Path, config: dict) -> Path | None:
     for candidate in candidates:
         if candidate.exists():
             done = load_json(candidate)
-            if done.get("status") == "ok" and same_settings(done["config"], config):
+            # a diverged run is a result too: the same settings diverge again
+            if done.get("status") in ("ok", "diverged") and same_settings(done["config"], config):
                 return candidate
     return None
 
@@ -166,8 +168,9 @@ def lr_search_cell(config: dict) -> tuple[str, dict] | None:
 
 
 def choose_lr(points: dict[float, float]) -> float:
-    """The grid learning rate with the best dev score; a tie goes to the smaller rate."""
-    return max(points, key=lambda lr: (points[lr], -lr))
+    """The grid learning rate with the best dev score; a tie goes to the smaller rate; a non-finite score (a
+    diverged run) is never chosen over a finite one."""
+    return max(points, key=lambda lr: (math.isfinite(points[lr]), points[lr] if math.isfinite(points[lr]) else 0, -lr))
 
 
 def dev_selected(records: list[dict]) -> list[dict]:

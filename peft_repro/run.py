@@ -19,7 +19,7 @@ from .methods.discrete_prompt import select_prompt
 from .models import load_model
 from .tasks import build_task, item_id
 from .tracking import make_logger
-from .train import Evaluator, TrainConfig, bf16_available, seed_everything, train
+from .train import Diverged, Evaluator, TrainConfig, bf16_available, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,17 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
                          run_dir=str(run_dir))
     try:
         out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger)
+    except Diverged as err:  # a result of its own: recorded (no metrics), left out of tables, the sweep goes on
+        if logger:
+            logger.abort()
+        log.error("%s", err)
+        record = {"status": "diverged", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name,
+                  "seed": cfg.seed, "overrides": overrides, "config": config, "git": results.git_state(),
+                  "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "wall_seconds": time.time() - started, "params": params, "diverged_at_step": err.step,
+                  "lr_selection": lr_selection}
+        results.write_record(path, record)
+        return record
     except BaseException:
         if logger:
             logger.abort()
@@ -168,13 +179,18 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
                     path.with_suffix(".lock").unlink(missing_ok=True)
                 done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
             if done:
-                dev[lr] = results.load_json(done)["dev"][build_task(cfg.task, cfg.data_root).primary_metric]
+                point_record = results.load_json(done)
+                dev[lr] = point_record["dev"][build_task(cfg.task, cfg.data_root).primary_metric] \
+                    if point_record["status"] == "ok" else float("-inf")  # a diverged rate is never chosen
                 pending.remove(lr)
         if pending:
             time.sleep(20)  # another run is making these points
+    if all(score == float("-inf") for score in dev.values()):
+        raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
     selected = results.choose_lr(dev)
     log.info("lr %g chosen on dev (%s)", selected, dev)
-    return {"points": [{"lr": lr, "dev": dev[lr]} for lr in search.grid], "selected": selected, "at": point_settings,
+    return {"points": [{"lr": lr, "dev": dev[lr] if dev[lr] > float("-inf") else "diverged"} for lr in search.grid],
+            "selected": selected, "at": point_settings,
             "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr"}
 
 

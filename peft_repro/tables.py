@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -66,6 +66,7 @@ class Table:
     spec: dict
     columns: list
     rows: list[Row]
+    diverged: list[str] = field(default_factory=list)  # records of the experiment left out: training diverged
 
     def row(self, label: str) -> Row:
         for row in self.rows:
@@ -245,8 +246,10 @@ def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[
     for tid, spec in specs.items():
         experiment = (spec.get("ours") or {}).get("experiment")
         if experiment and experiment not in cache:
-            cache[experiment] = load_runs(results_dir, experiment, scale)
-        tables[tid] = build_table(spec, cache.get(experiment, []), zero_shots)
+            cache[experiment] = load_records(results_dir, experiment, scale)
+        records = cache.get(experiment, [])
+        tables[tid] = build_table(spec, [r for r in records if r.get("status") == "ok"], zero_shots)
+        tables[tid].diverged = [r["record"] for r in records if r.get("status") == "diverged"]
     return tables
 
 
@@ -343,6 +346,9 @@ def render_markdown(tables: dict[str, Table], scale: str) -> str:
         if choices:
             out += ["", "Learning rates tried on dev (dev score x100 of the primary metric at the search point; "
                         "the cells use the chosen one):", *choices]
+        if table.diverged:
+            out += ["", f"Left out: {len(table.diverged)} run(s) of `{table.spec['ours']['experiment']}` whose training "
+                        "diverged: " + ", ".join(f"`{name}`" for name in table.diverged)]
         out += ["", "Our runs:"]
         for text, rows in groups.items():
             n = len(_records([run for row in rows for run in row_runs(row)]))

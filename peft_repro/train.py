@@ -51,6 +51,14 @@ class TrainConfig:
             raise ValueError("trainer.batch_size, grad_accum and epochs must be >= 1")
 
 
+class Diverged(RuntimeError):
+    """The training loss stopped being a finite number: the run is recorded as diverged, never with its metrics."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"training diverged at step {step}: loss {loss}")
+        self.step, self.loss = step, loss
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -189,11 +197,13 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
                 optimizer.zero_grad()
             tokens += int(batch["attention_mask"].sum())
             if accelerator.sync_gradients:
+                if not math.isfinite(loss_value := loss.item()):  # one sync per step, as the progress bar had
+                    raise Diverged(step + 1, loss_value)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+                bar.set_postfix(loss=f"{loss_value:.3f}", epoch=epoch)
                 if step % cfg.log_every == 0 or step == total_steps:
-                    point = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": scheduler.get_last_lr()[0]}
+                    point = {"step": step, "epoch": epoch, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
                     history.append(point)
                     if logger:
                         logger.log({"train/" + k: v for k, v in point.items()}, step=step)

@@ -1,5 +1,6 @@
 """Learning rates chosen on dev: each grid point is a run of its own at the search point, shared by every run of the
 group; tables keep only the runs at the chosen rate."""
+import json
 from pathlib import Path
 
 from peft_repro.results import choose_lr, dev_selected, load_records
@@ -45,3 +46,15 @@ def test_parallel_runs_share_one_search_and_use_its_rate(tmp_path: Path):
     assert not list((tmp_path / "runs").rglob("*.lock"))
     assert {(r["seed"], r["config"]["trainer"]["lr"]) for r in dev_selected(records)} == {
         (0, selection["selected"]), (1, selection["selected"])}
+
+
+@needs_data("e2e")
+def test_a_diverging_rate_is_recorded_never_chosen_and_a_single_diverging_run_fails(tmp_path: Path):
+    import math
+
+    assert choose_lr({1e-3: 0.2, 1e6: float("-inf")}) == 1e-3 and choose_lr({1e-3: 0.2, 1e6: math.nan}) == 1e-3
+    out = run_main("+scale=smoke", "method=full", "trainer.lr=inf", "logger=none",
+                   f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 3 and "error: training diverged at step" in out.stderr
+    [record] = load_records(tmp_path, "adhoc", "smoke")
+    assert record["status"] == "diverged" and "test" not in record and "NaN" not in json.dumps(record)
