@@ -70,7 +70,7 @@ def _pairs(c: Comparison) -> tuple[list[Run], list[Run]]:
 def judge(c: Comparison) -> Comparison:
     if not c.a or not c.b:
         return c
-    a, b = _pairs(c)
+    a, b = c.a, c.b = _pairs(c)  # n A / n B count the runs compared (unpaired ones left out are counted apart)
     c.diff = float(np.mean([r.value for r in a]) - np.mean([r.value for r in b]))
     items = [item_stats(r) for r in a + b]
     by_items = all(items)
