@@ -1,4 +1,5 @@
-"""`python -m peft_repro [+experiment=NAME] [scale=smoke|default|paper] [key=value ...]` (Hydra)."""
+"""`python -m peft_repro +experiment=NAME [scale=smoke|default|paper] [key=value ...]` (Hydra); without an experiment,
+`python -m peft_repro +scale=smoke [key=value ...]` (an experiment file brings the `scale` group, a bare run adds it)."""
 import logging
 import sys
 from pathlib import Path

@@ -120,10 +120,17 @@ def record_path(results_dir: Path, experiment: str, scale: str, key: str) -> Pat
 
 
 def write_record(path: Path, record: dict) -> None:
+    write_atomic(path, json.dumps(record, indent=1, default=str))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file of this process and a rename: a crash never leaves half a file, and two processes
+    writing the same path never trip over each other's temporary file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, path)  # a crash never leaves half a record
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def load_json(path: Path) -> dict:
@@ -349,8 +356,8 @@ def write_table(results_dir: Path, experiment: str, scale: str, spec: dict, titl
     folder.mkdir(parents=True, exist_ok=True)
     md_path = folder / f"{experiment}_{scale}_{version}.md"
     header = f"<!-- version {version}, rendered {time.strftime('%Y-%m-%d %H:%M:%S')} from {len(records)} records -->\n"
-    md_path.write_text(header + markdown)
-    md_path.with_suffix(".csv").write_text(table_csv)
+    write_atomic(md_path, header + markdown)
+    write_atomic(md_path.with_suffix(".csv"), table_csv)
     return md_path
 
 

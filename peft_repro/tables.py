@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from .models import repo_root
-from .results import (MalformedRecord, choose_lr, dev_selected, format_mean_sd, git_state, load_records, lookup, lr_search_cell,
+from .results import (MalformedRecord, choose_lr, dev_selected, format_mean_sd, git_state, load_records, lookup,
+                      write_atomic, lr_search_cell,
                       record_primary, same_settings, eval_setting)
 from .stats import bootstrap, item_stats, percentile_ci
 
@@ -414,7 +415,7 @@ def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list
              "claims.md": header + claims_md, "claims.csv": claims_csv}
     folder = version_dir(out or Path(results_dir) / "reports" / scale)  # only once everything rendered
     for name, text in files.items():
-        (folder / name).write_text(text)
+        write_atomic(folder / name, text)
     return [folder / name for name in files]
 
 
@@ -433,8 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path,
                         help="parent of the version folder (default: <results-dir>/reports/<scale>)")
     args = parser.parse_args(argv)
+    results_dir = args.results_dir or default_results_dir(args.scale)
+    if not any((Path(results_dir) / "runs").glob(f"*/{args.scale}/*.json")):
+        print(f"error: no run records under {Path(results_dir) / 'runs'}/*/{args.scale}/ (check --results-dir and "
+              f"--scale)", file=sys.stderr)
+        return 2
     try:
-        paths = write_report(args.results_dir or default_results_dir(args.scale), args.scale, args.out)
+        paths = write_report(results_dir, args.scale, args.out)
     except (SpecError, MalformedRecord) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

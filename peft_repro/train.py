@@ -49,6 +49,8 @@ class TrainConfig:
             raise ValueError(f"trainer.precision must be auto, bf16 or fp32, not {self.precision!r}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
             raise ValueError("trainer.batch_size, grad_accum and epochs must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"trainer.max_steps must be >= 1 or null (no cap), not {self.max_steps}")
 
 
 class Diverged(RuntimeError):

@@ -252,6 +252,7 @@ def test_latex_is_well_formed(demo):
 
 
 def test_cli_writes_a_new_version_each_time(tmp_path, capsys):
+    write_records(tmp_path, "e2e_main", [record("e2e_main", "full", {"BLEU": 0.6, "NIST": 8.0})])
     assert tables.main(["--results-dir", str(tmp_path)]) == 0
     assert tables.main(["--results-dir", str(tmp_path)]) == 0
     versions = sorted((tmp_path / "reports" / "default").iterdir())
@@ -315,3 +316,10 @@ def test_accuracy_tables_get_zero_shot_and_majority_rows_and_marks():
     assert lines[1][:3] == ["Zero-shot", "ours", "33.0"] and lines[2][:3] == ["Majority class", "ours", "35.4"]
     assert lines[3][2] == "36.0 ± 1.4 (n=2)‡"  # 35-37 reaches the majority rate 35.4, not the zero-shot 33
     assert lines[4][2] == "61.0 ± 1.4 (n=2)"
+
+
+def test_cli_on_a_folder_without_records_is_a_one_line_error(tmp_path, capsys):
+    assert tables.main(["--results-dir", str(tmp_path / "typo"), "--scale", "default"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no run records under") and err.count("\n") == 1
+    assert not (tmp_path / "typo").exists()  # nothing written

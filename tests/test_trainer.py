@@ -89,3 +89,15 @@ def test_training_decreases_the_loss_and_selects_on_dev(tokenizer, tmp_path: Pat
 def test_bad_trainer_config():
     with pytest.raises(ValueError, match="select"):
         TrainConfig(select="best")
+
+
+def test_max_steps_zero_and_string_targets_are_clear_errors():
+    import pytest
+
+    from peft_repro.methods.lora import LoRAConfig
+    from peft_repro.train import TrainConfig
+
+    with pytest.raises(ValueError, match="max_steps must be >= 1 or null"):
+        TrainConfig(max_steps=0)
+    with pytest.raises(ValueError, match="must be a list such as"):
+        LoRAConfig(targets="qk")

@@ -29,6 +29,8 @@ class LoRAConfig:
             raise ValueError(f"LoRA rank must be >= 1, got r={self.r}")
         if self.init not in ("kaiming", "gaussian"):
             raise ValueError(f"LoRA init must be 'kaiming' or 'gaussian', got {self.init!r}")
+        if isinstance(self.targets, str):  # "qk" would otherwise be read letter by letter
+            raise ValueError(f"method.targets must be a list such as [q,v], not the string {self.targets!r}")
         if not self.targets:
             raise ValueError("LoRA needs at least one target role")
 
