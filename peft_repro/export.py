@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from .methods import apply_method
 from .methods.lora import LoRALayer
-from .methods.prefix import PrefixAdapted, hidden_size, kv_geometry
+from .methods.prefix import PrefixAdapted, hidden_size
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
 

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 from .models import repo_root
-from .results import cell_label, dev_selected, load_records, lookup
+from .lr_search import dev_selected
+from .results import cell_label, load_records, lookup
 from .tasks import task_classes
 
 # each task's headline test metric; records keep them as fractions

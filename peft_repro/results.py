@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import platform
 import re
@@ -155,63 +154,6 @@ def load_records(results_dir: Path, experiment: str, scale: str) -> list[dict]:
     return records
 
 
-def lr_search_cell(config: dict) -> tuple[str, dict] | None:
-    """(group, search point) of a run under `lr_search`: the group is its settings without the learning rate, the
-    seed and the `reference` keys (so every seed and, e.g., every low-data subset shares one choice); the search
-    point is the seed and reference values whose runs, one per grid lr, make the choice. None without a search."""
-    search = config.get("lr_search")
-    if not search:
-        return None
-    varying = {"trainer.lr": None, "seed": search.get("seed", 0), **(search.get("reference") or {})}
-    group = json.loads(json.dumps({k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
-                                   and k not in ("logger", "hydra", "table")}))
-    for dotted in varying:
-        *parents, leaf = dotted.split(".")
-        node = group
-        for part in parents:
-            node = node.get(part) or {}
-        node.pop(leaf, None)
-    return json.dumps(group, sort_keys=True), {k: v for k, v in varying.items() if k != "trainer.lr"}
-
-
-def choose_lr(points: dict[float, float]) -> float:
-    """The grid learning rate with the best dev score; a tie goes to the smaller rate; a non-finite score (a
-    diverged run) is never chosen over a finite one."""
-    return max(points, key=lambda lr: (math.isfinite(points[lr]), points[lr] if math.isfinite(points[lr]) else 0, -lr))
-
-
-def dev_selected(records: list[dict]) -> list[dict]:
-    """The records that a table shows: in each `lr_search` group, only the runs at the learning rate chosen on dev
-    at the search point (mean dev score of its primary metric over the records there). The experiment's search
-    settings apply to its older records too (made before the search, they may be its points); a group whose search
-    point has one learning rate only stays as it is."""
-    search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
-    if not search:
-        return records
-    groups: dict[str, list[tuple[dict, dict]]] = {}
-    for record in records:
-        group, point = lr_search_cell({**record["config"], "lr_search": search})
-        groups.setdefault(group, []).append((record, point))
-    kept = []
-    for members in groups.values():
-        points: dict[float, list[float]] = {}
-        for record, point in members:
-            if all(lookup(record, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
-                dev = record.get("dev") or {}
-                points.setdefault(lookup(record, "config.trainer.lr"), []).append(dev.get(record_primary(record)))
-        points = {lr: sum(v) / len(v) for lr, v in points.items() if None not in v}
-        chosen = choose_lr(points) if len(points) > 1 else None
-        kept += [r for r, _ in members if chosen is None or lookup(r, "config.trainer.lr") == chosen]
-    return kept
-
-
-def record_primary(record: dict) -> str:
-    from .tasks import task_classes
-
-    task = task_classes().get(lookup(record, "config.task.name"))
-    return task.primary_metric if task else ""
-
-
 def lookup(record: dict, dotted: str):
     node = record
     for part in dotted.split("."):
@@ -344,6 +286,8 @@ def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]
 
 def write_table(results_dir: Path, experiment: str, scale: str, spec: dict, title: str) -> Path:
     """Render from the records on disk into a new versioned file pair; returns the Markdown path."""
+    from .lr_search import dev_selected  # lr_search reads records through this module
+
     records = load_records(results_dir, experiment, scale)
     # the runs at the learning rates chosen on dev, and the failed ones (the table counts them)
     records = dev_selected([r for r in records if r.get("status") == "ok"]) + [r for r in records

@@ -1,11 +1,9 @@
 """One run: model + method + task -> trained, selected, evaluated, recorded. The Hydra entry point calls `main`."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from . import results
 from .decoding import DecodeConfig
 from .methods import Adapted, apply_method
 from .methods.discrete_prompt import select_prompt
+from .lr_search import claim, search_lr
 from .models import load_model
 from .tasks import build_task, item_id
 from .tracking import make_logger
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = True) -> dict:
     lr_selection = None
     if search and cfg.get("lr_search") and cfg.lr_search.get("grid"):
-        lr_selection = search_lr(cfg, overrides, run_dir)
+        lr_selection = search_lr(cfg, overrides, run_dir, lambda *point: run(*point, search=False))
         cfg.trainer.lr = lr_selection["selected"]
         overrides = [o for o in overrides if not o.startswith("trainer.lr=")] + [f"trainer.lr={cfg.trainer.lr}"]
     key = results.run_key(overrides)
@@ -149,65 +148,3 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
         log.info("zero-shot test %s -> %s", test, path)
     finally:
         lock.unlink(missing_ok=True)
-
-
-def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path) -> dict:
-    """The learning rate of `lr_search.grid` with the best dev score at the search point (`lr_search.seed` and the
-    `reference` settings, e.g. low-data subset 0): each grid point is an ordinary run with its own record, made once
-    and shared by every run of the group (the other seeds and subsets). Runs in parallel split the points between
-    them (a lock file per point) and wait for the ones another run is making. Test scores are never looked at."""
-    search = cfg.lr_search
-    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
-    dev = {}
-    pending = list(search.grid)
-    while pending:
-        for lr in list(pending):
-            point = copy.deepcopy(cfg)
-            for dotted, value in {**point_settings, "trainer.lr": lr}.items():
-                OmegaConf.update(point, dotted, value, merge=False)
-            point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in point_settings)
-                                                                        + ("trainer.lr=",))]
-            point_overrides += [f"{k}={v}" for k, v in {**point_settings, "trainer.lr": lr}.items()]
-            path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name,
-                                       results.run_key(point_overrides))
-            done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
-            if not done and claim(path.with_suffix(".lock")):
-                try:
-                    log.info("lr search: %s at lr %g", cfg.experiment, lr)
-                    run(point, point_overrides, run_dir / f"lr_search_{lr:g}", search=False)
-                finally:
-                    path.with_suffix(".lock").unlink(missing_ok=True)
-                done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
-            if done:
-                point_record = results.load_json(done)
-                dev[lr] = point_record["dev"][build_task(cfg.task, cfg.data_root).primary_metric] \
-                    if point_record["status"] == "ok" else float("-inf")  # a diverged rate is never chosen
-                pending.remove(lr)
-        if pending:
-            time.sleep(20)  # another run is making these points
-    if all(score == float("-inf") for score in dev.values()):
-        raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
-    selected = results.choose_lr(dev)
-    log.info("lr %g chosen on dev (%s)", selected, dev)
-    return {"points": [{"lr": lr, "dev": dev[lr] if dev[lr] > float("-inf") else "diverged"} for lr in search.grid],
-            "selected": selected, "at": point_settings,
-            "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr"}
-
-
-def claim(lock: Path) -> bool:
-    """Take a lock file for this process; a lock whose process has died is taken over."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            os.kill(int(lock.read_text() or 0), 0)
-            return False
-        except (ProcessLookupError, ValueError, FileNotFoundError):
-            lock.unlink(missing_ok=True)  # stale: its run died
-            return claim(lock)
-        except PermissionError:
-            return False
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    return True

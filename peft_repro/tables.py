@@ -20,10 +20,10 @@ from pathlib import Path
 
 import yaml
 
+from .lr_search import choose_lr, dev_selected, lr_search_cell, record_primary
 from .models import repo_root
-from .results import (MalformedRecord, choose_lr, dev_selected, format_mean_sd, git_state, load_records, lookup,
-                      write_atomic, lr_search_cell,
-                      record_primary, same_settings, eval_setting)
+from .results import (MalformedRecord, eval_setting, format_mean_sd, git_state, load_records, lookup, same_settings,
+                      write_atomic)
 from .stats import bootstrap, item_stats, percentile_ci
 
 DASH = "–"

@@ -3,7 +3,8 @@ group; tables keep only the runs at the chosen rate."""
 import json
 from pathlib import Path
 
-from peft_repro.results import choose_lr, dev_selected, load_records
+from peft_repro.lr_search import choose_lr, dev_selected
+from peft_repro.results import load_records
 
 from .conftest import needs_data
 from .test_hydra import run_main

@@ -1,0 +1,143 @@
+"""Learning rates chosen on dev: the grid search a run makes before training (`search_lr`), and the choice the tables
+apply to records (`dev_selected`).
+
+An experiment lists `method_settings.<method>.lr_grid` and sets `lr_search: {grid, seed, reference}`. Every grid rate
+is trained once at the search point (the seed, plus `reference` settings such as low-data subset 0) as an ordinary
+run with its own record; every run of the group (same settings but the rate, the seed and the reference keys) then
+uses the rate with the best dev score of the task's primary metric. Test scores play no part.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import results
+from .results import NOT_RESULT_KEYS, lookup
+from .tasks import build_task, task_classes
+
+log = logging.getLogger(__name__)
+
+
+def lr_search_cell(config: dict) -> tuple[str, dict] | None:
+    """(group, search point) of a run under `lr_search`: the group is its settings without the learning rate, the
+    seed and the `reference` keys (so every seed and, e.g., every low-data subset shares one choice); the search
+    point is the seed and reference values whose runs, one per grid lr, make the choice. None without a search."""
+    search = config.get("lr_search")
+    if not search:
+        return None
+    varying = {"trainer.lr": None, "seed": search.get("seed", 0), **(search.get("reference") or {})}
+    group = json.loads(json.dumps({k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
+                                   and k not in ("logger", "hydra", "table")}))
+    for dotted in varying:
+        *parents, leaf = dotted.split(".")
+        node = group
+        for part in parents:
+            node = node.get(part) or {}
+        node.pop(leaf, None)
+    return json.dumps(group, sort_keys=True), {k: v for k, v in varying.items() if k != "trainer.lr"}
+
+
+def choose_lr(points: dict[float, float]) -> float:
+    """The grid learning rate with the best dev score; a tie goes to the smaller rate; a non-finite score (a
+    diverged run) is never chosen over a finite one."""
+    return max(points, key=lambda lr: (math.isfinite(points[lr]), points[lr] if math.isfinite(points[lr]) else 0, -lr))
+
+
+def dev_selected(records: list[dict]) -> list[dict]:
+    """The records that a table shows: in each `lr_search` group, only the runs at the learning rate chosen on dev
+    at the search point (mean dev score of its primary metric over the records there). The experiment's search
+    settings apply to its older records too (made before the search, they may be its points); a group whose search
+    point has one learning rate only stays as it is."""
+    search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
+    if not search:
+        return records
+    groups: dict[str, list[tuple[dict, dict]]] = {}
+    for record in records:
+        group, point = lr_search_cell({**record["config"], "lr_search": search})
+        groups.setdefault(group, []).append((record, point))
+    kept = []
+    for members in groups.values():
+        points: dict[float, list[float]] = {}
+        for record, point in members:
+            if all(lookup(record, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
+                dev = record.get("dev") or {}
+                points.setdefault(lookup(record, "config.trainer.lr"), []).append(dev.get(record_primary(record)))
+        points = {lr: sum(v) / len(v) for lr, v in points.items() if None not in v}
+        chosen = choose_lr(points) if len(points) > 1 else None
+        kept += [r for r, _ in members if chosen is None or lookup(r, "config.trainer.lr") == chosen]
+    return kept
+
+
+def record_primary(record: dict) -> str:
+    task = task_classes().get(lookup(record, "config.task.name"))
+    return task.primary_metric if task else ""
+
+
+def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -> dict:
+    """The learning rate of `lr_search.grid` with the best dev score at the search point (`lr_search.seed` and the
+    `reference` settings, e.g. low-data subset 0): each grid point is an ordinary run with its own record, made once
+    and shared by every run of the group (the other seeds and subsets). Runs in parallel split the points between
+    them (a lock file per point) and wait for the ones another run is making. Test scores are never looked at.
+    `run_point(cfg, overrides, run_dir)` makes one point's run."""
+    search = cfg.lr_search
+    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
+    dev = {}
+    pending = list(search.grid)
+    while pending:
+        for lr in list(pending):
+            point = copy.deepcopy(cfg)
+            for dotted, value in {**point_settings, "trainer.lr": lr}.items():
+                OmegaConf.update(point, dotted, value, merge=False)
+            point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in point_settings)
+                                                                        + ("trainer.lr=",))]
+            point_overrides += [f"{k}={v}" for k, v in {**point_settings, "trainer.lr": lr}.items()]
+            path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name,
+                                       results.run_key(point_overrides))
+            done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
+            if not done and claim(path.with_suffix(".lock")):
+                try:
+                    log.info("lr search: %s at lr %g", cfg.experiment, lr)
+                    run_point(point, point_overrides, run_dir / f"lr_search_{lr:g}")
+                finally:
+                    path.with_suffix(".lock").unlink(missing_ok=True)
+                done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
+            if done:
+                point_record = results.load_json(done)
+                dev[lr] = point_record["dev"][build_task(cfg.task, cfg.data_root).primary_metric] \
+                    if point_record["status"] == "ok" else float("-inf")  # a diverged rate is never chosen
+                pending.remove(lr)
+        if pending:
+            time.sleep(20)  # another run is making these points
+    if all(score == float("-inf") for score in dev.values()):
+        raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
+    selected = choose_lr(dev)
+    log.info("lr %g chosen on dev (%s)", selected, dev)
+    return {"points": [{"lr": lr, "dev": dev[lr] if dev[lr] > float("-inf") else "diverged"} for lr in search.grid],
+            "selected": selected, "at": point_settings,
+            "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr"}
+
+
+def claim(lock: Path) -> bool:
+    """Take a lock file for this process; a lock whose process has died is taken over."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        try:
+            os.kill(int(lock.read_text() or 0), 0)
+            return False
+        except (ProcessLookupError, ValueError, FileNotFoundError):
+            lock.unlink(missing_ok=True)  # stale: its run died
+            return claim(lock)
+        except PermissionError:
+            return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
