@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import results
-from .results import NOT_RESULT_KEYS, lookup
+from .results import lookup
 from .tasks import build_task, task_classes
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ def lr_search_cell(config: dict) -> tuple[str, dict] | None:
     if not search:
         return None
     varying = {"trainer.lr": None, "seed": search.get("seed", 0), **(search.get("reference") or {})}
-    group = json.loads(json.dumps({k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
-                                   and k not in ("logger", "hydra", "table")}))
+    group = json.loads(json.dumps(results.identity(config)))
     for dotted in varying:
         *parents, leaf = dotted.split(".")
         node = group

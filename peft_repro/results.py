@@ -79,19 +79,22 @@ def run_key(overrides: list[str]) -> str:
     return f"{slug}-{digest}"
 
 
-def same_settings(a: dict, b: dict) -> bool:
-    """Whether two resolved configs compute the same thing (paths, threads, logging and the table layout aside).
-    A key set to null counts as absent: a new option whose null default keeps the old behaviour leaves the records
-    made before it valid."""
+def identity(config: dict) -> dict:
+    """What a resolved config computes: paths, threads, logging and the table layout aside, and `method_settings`,
+    whose values take effect through the trainer and method keys they fill (a longer lr grid changes no run). A key
+    set to null counts as absent: a new option whose null default keeps the old behaviour leaves older records valid."""
     def drop_nulls(node):
         if isinstance(node, dict):
             return {k: drop_nulls(v) for k, v in node.items() if v is not None}
         return node
 
-    def strip(c):
-        return drop_nulls({k: v for k, v in c.items()
-                           if k + "=" not in NOT_RESULT_KEYS and k not in ("logger", "hydra", "table")})
-    return strip(a) == strip(b)
+    return drop_nulls({k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
+                       and k not in ("logger", "hydra", "table", "method_settings")})
+
+
+def same_settings(a: dict, b: dict) -> bool:
+    """Whether two resolved configs compute the same thing (`identity`)."""
+    return identity(a) == identity(b)
 
 
 def supersede(path: Path) -> Path:

@@ -177,8 +177,9 @@ def lr_choice(records: list[dict]) -> str:
         points = {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
         if len(points) > 1:
             chosen = choose_lr(points)
-            texts.append(", ".join(f"{lr:g}: {100 * v:.1f}" + (" (chosen)" if lr == chosen else "")
-                                   for lr, v in points.items()))
+            edge = " (chosen, at the grid's edge: a wider grid may do better)" if chosen in (min(points), max(points)) \
+                else " (chosen)"
+            texts.append(", ".join(f"{lr:g}: {100 * v:.1f}" + (edge if lr == chosen else "") for lr, v in points.items()))
     return "; ".join(texts)
 
 
