@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .models import repo_root
 from .lr_search import dev_selected
-from .results import cell_label, load_records, lookup
+from .results import cell_label, latest_per_setting, load_records, lookup
 from .tasks import task_classes
 
 # each task's headline test metric; records keep them as fractions
@@ -64,7 +64,8 @@ def records_frame(results_dir, experiment: str, scale: str, include_failed: bool
     import pandas as pd
 
     records = load_records(Path(results_dir), experiment, scale)
-    ok = dev_selected([r for r in records if r.get("status") == "ok"])  # only the runs at the lr chosen on dev
+    # one record per setting, and only the runs at the lr chosen on dev
+    ok = dev_selected(latest_per_setting([r for r in records if r.get("status") == "ok"]))
     rows = [_row(r) for r in ok + [r for r in records if include_failed and r.get("status") != "ok"]]
     frame = pd.DataFrame(rows)
     for column in COLUMNS:

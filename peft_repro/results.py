@@ -97,6 +97,18 @@ def same_settings(a: dict, b: dict) -> bool:
     return identity(a) == identity(b)
 
 
+def latest_per_setting(records: list[dict]) -> list[dict]:
+    """One record per computed setting (`identity`, the seed included): the latest finished. Two records of the same
+    settings come from a rerun under other code (e.g. a record made before a new option existed); the tables count
+    the run once, as the newer code made it."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        key = json.dumps([identity(record["config"]), record.get("seed")], sort_keys=True, default=str)
+        if key not in latest or str(record.get("finished", "")) > str(latest[key].get("finished", "")):
+            latest[key] = record
+    return [r for r in records if any(r is kept for kept in latest.values())]
+
+
 def supersede(path: Path) -> Path:
     """Move a record aside (`*.json.superseded-<time>`, not read by `load_records`) instead of overwriting it."""
     target = path.with_name(f"{path.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -293,7 +305,7 @@ def write_table(results_dir: Path, experiment: str, scale: str, spec: dict, titl
 
     records = load_records(results_dir, experiment, scale)
     # the runs at the learning rates chosen on dev, and the failed ones (the table counts them)
-    records = dev_selected([r for r in records if r.get("status") == "ok"]) + [r for r in records
+    records = dev_selected(latest_per_setting([r for r in records if r.get("status") == "ok"])) + [r for r in records
                                                                              if r.get("status") != "ok"]
     markdown, table_csv = render_table(records, spec, f"{title} — {experiment}, scale={scale}")
     git = git_state()

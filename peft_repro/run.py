@@ -140,7 +140,8 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
             "first_needed_by": cfg.experiment, "config": {"model": setting["model"], "task": setting["task"],
                                                           "method": {"name": "zero_shot"}},
             "git": results.git_state(), "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "wall_seconds": time.time() - started, "params": {"trainable": 0, "trainable_pct": 0.0}, "test": test,
+            "wall_seconds": time.time() - started, "params": {"trainable": 0, "trainable_pct": 0.0},
+            "train_examples": 0, "test": test,
             "test_items": {"metric": task.primary_metric, "ids": setting["items"],
                            "stats": stats} if (stats := task.item_stats(preds, items)) is not None else None,
             "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}

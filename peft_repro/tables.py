@@ -22,8 +22,8 @@ import yaml
 
 from .lr_search import choose_lr, dev_selected, lr_search_cell, record_primary
 from .models import repo_root
-from .results import (MalformedRecord, eval_setting, format_mean_sd, git_state, load_records, lookup, same_settings,
-                      write_atomic)
+from .results import (MalformedRecord, eval_setting, format_mean_sd, git_state, latest_per_setting, load_records,
+                      lookup, same_settings, write_atomic)
 from .stats import bootstrap, item_stats, percentile_ci
 
 DASH = "–"
@@ -250,7 +250,8 @@ def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[
         if experiment and experiment not in cache:
             cache[experiment] = load_records(results_dir, experiment, scale)
         records = cache.get(experiment, [])
-        tables[tid] = build_table(spec, [r for r in records if r.get("status") == "ok"], zero_shots)
+        tables[tid] = build_table(spec, latest_per_setting([r for r in records if r.get("status") == "ok"]),
+                                  zero_shots)
         tables[tid].diverged = [r["record"] for r in records if r.get("status") == "diverged"]
     return tables
 

@@ -323,3 +323,12 @@ def test_cli_on_a_folder_without_records_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: no run records under") and err.count("\n") == 1
     assert not (tmp_path / "typo").exists()  # nothing written
+
+
+def test_a_rerun_of_the_same_settings_counts_once_the_newer_record():
+    from peft_repro.results import latest_per_setting
+
+    old = {**record("demo", "full", {"BLEU": 0.5}), "finished": "2026-11-26 10:00:00"}
+    new = {**record("demo", "full", {"BLEU": 0.6}), "finished": "2026-11-28 10:00:00", "record": "demo-full-new"}
+    other_seed = {**record("demo", "full", {"BLEU": 0.7}, seed=1), "finished": "2026-11-20 10:00:00"}
+    assert latest_per_setting([old, new, other_seed]) == [new, other_seed]
