@@ -297,6 +297,9 @@ def provenance(records: list[dict]) -> str:
         subsets = {lookup(r, "config.task.low_data.subset") for r in mine} - {None}
         parts.append(text + (f" (low-data subsets {_values(subsets)})" if subsets else ""))
     parts.append("seeds " + _values(r.get("seed") for r in records))
+    precisions = {{True: "bf16", False: "fp32"}.get(r.get("bf16")) for r in records} - {None}
+    if precisions:  # `precision: auto` trains in bf16 only where the CPU has it: machines differ
+        parts.append("precision " + _values(precisions))
     commits = (f"{lookup(r, 'git.commit')}{'-dirty' if lookup(r, 'git.dirty') else ''}" for r in records)
     parts.append("commit " + _values(commits))
     return "; ".join(parts)

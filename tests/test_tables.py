@@ -95,7 +95,7 @@ def demo(tmp_path):
     folder = write_records(results, "demo", [
         *(record("demo", "full", {"BLEU": b, "NIST": n}, seed=s) for s, (b, n) in
           enumerate([(0.60, 8.0), (0.62, 8.1), (0.64, 8.2)])),
-        record("demo", "prefix", {"BLEU": 0.70, "NIST": 9.0}, trainable=10, pct=1.0),
+        {**record("demo", "prefix", {"BLEU": 0.70, "NIST": 9.0}, trainable=10, pct=1.0), "bf16": True},
         record("demo", "lora", {"BLEU": 0.99, "NIST": 9.9}, status="failed"),  # not ok: ignored
         record("demo", "full", {}, seed=9, status="diverged"),  # left out, and named
     ])
@@ -150,6 +150,7 @@ def test_table_renders_papers_beside_ours(demo):
     ]
     assert "- FT: tiny_llama; e2e: 16 train / 4 test examples; seeds 0, 1, 2; commit abc (3 runs)" in md
     assert "- LoRA: no runs" in md
+    assert "- Prefix: tiny_llama; e2e: 16 train / 4 test examples; seeds 0; precision bf16; commit abc (1 run)" in md
     assert "Left out: 1 run(s) of `demo` whose training diverged: `demo-full-9-None`" in md
     assert any(line.startswith("Paper: gpt2-medium, e2e. Ours: experiment `demo`, scale `default`") for line in md)
 
