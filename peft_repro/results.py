@@ -79,17 +79,22 @@ def run_key(overrides: list[str]) -> str:
     return f"{slug}-{digest}"
 
 
+# experiment-level keys read only through interpolations into the method, trainer and task keys
+EXPERIMENT_INPUTS = ("method_settings", "prompt_candidates", "init_words", "rank_budget")
+
+
 def identity(config: dict) -> dict:
-    """What a resolved config computes: paths, threads, logging and the table layout aside, and `method_settings`,
-    whose values take effect through the trainer and method keys they fill (a longer lr grid changes no run). A key
-    set to null counts as absent: a new option whose null default keeps the old behaviour leaves older records valid."""
+    """What a resolved config computes: paths, threads, logging and the table layout aside, and the experiment-level
+    inputs (`EXPERIMENT_INPUTS`), whose values take effect through the trainer and method keys they fill (a longer lr
+    grid or a new prompt list changes no prefix run). A key set to null counts as absent: a new option whose null
+    default keeps the old behaviour leaves older records valid."""
     def drop_nulls(node):
         if isinstance(node, dict):
             return {k: drop_nulls(v) for k, v in node.items() if v is not None}
         return node
 
     return drop_nulls({k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
-                       and k not in ("logger", "hydra", "table", "method_settings")})
+                       and k not in ("logger", "hydra", "table", *EXPERIMENT_INPUTS)})
 
 
 def same_settings(a: dict, b: dict) -> bool:
