@@ -24,6 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = True) -> dict:
+    if cfg.method.name == "zero_shot":  # an experiment's zero-shot row on its own (its method options do not apply)
+        task = build_task(cfg.task, cfg.data_root)
+        model, tokenizer = load_model(cfg.model)
+        decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode, resolve=True)) if "decode" in cfg.task else None
+        trainer = TrainConfig(**OmegaConf.to_container(cfg.trainer, resolve=True), seed=cfg.seed)
+        return results.load_json(record_zero_shot(cfg, model, tokenizer, task, decode, trainer))
     lr_selection = None
     if search and cfg.get("lr_search") and cfg.lr_search.get("grid"):
         lr_selection = search_lr(cfg, overrides, run_dir, lambda *point: run(*point, search=False))
@@ -111,7 +117,7 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
 def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConfig | None, trainer: TrainConfig):
     """The untrained base model on this run's test items, prompt and decoding, recorded once per such setting in
     `runs/zero_shot/<scale>/` (every table's zero-shot row); a run that finds it, or finds another run making it,
-    goes on."""
+    goes on. Returns the record's path."""
     items = task.eval_items("test")
     setting = results.eval_setting(OmegaConf.to_container(cfg, resolve=True))
     setting["items"] = [item_id(it) for it in items]
@@ -119,10 +125,10 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     path = results.record_path(Path(cfg.results_dir), "zero_shot", cfg.scale_name, key)
     lock = path.with_suffix(".lock")
     if path.exists():
-        return
+        return path
     if not claim(lock):
         log.info("zero-shot %s is being recorded by another run", key)
-        return
+        return path
     try:
         started = time.time()
         evaluator = Evaluator(task, tokenizer, cfg.task, trainer.eval_batch_size)
@@ -149,3 +155,4 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
         log.info("zero-shot test %s -> %s", test, path)
     finally:
         lock.unlink(missing_ok=True)
+    return path

@@ -59,3 +59,14 @@ def test_a_diverging_rate_is_recorded_never_chosen_and_a_single_diverging_run_fa
     assert out.returncode == 3 and "error: training diverged at step" in out.stderr
     [record] = load_records(tmp_path, "adhoc", "smoke")
     assert record["status"] == "diverged" and "test" not in record and "NaN" not in json.dumps(record)
+
+
+@needs_data("mnli")
+def test_method_zero_shot_records_an_experiments_zero_shot_row_once(tmp_path: Path):
+    """`method=zero_shot` in a LoRA experiment (whose method options do not apply to it) writes runs/zero_shot/."""
+    args = ["+experiment=lora_rank_sweep", "scale=smoke", "task=mnli", "method=zero_shot", "hydra.mode=RUN",
+            f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run"]
+    assert run_main(*args).returncode == 0 and run_main(*args).returncode == 0
+    [record] = load_records(tmp_path, "zero_shot", "smoke")
+    assert 0 < record["test"]["majority_rate"] < 1 and len(record["test_items"]["ids"]) == 4
+    assert not load_records(tmp_path, "lora_rank_sweep", "smoke")
