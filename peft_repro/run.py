@@ -28,7 +28,8 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
         task = build_task(cfg.task, cfg.data_root)
         model, tokenizer = load_model(cfg.model)
         decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode, resolve=True)) if "decode" in cfg.task else None
-        trainer = TrainConfig(**OmegaConf.to_container(cfg.trainer, resolve=True), seed=cfg.seed)
+        # only what evaluation reads: an experiment's lr may interpolate per-method settings that zero_shot lacks
+        trainer = TrainConfig(eval_batch_size=cfg.trainer.eval_batch_size, precision=cfg.trainer.precision)
         return results.load_json(record_zero_shot(cfg, model, tokenizer, task, decode, trainer))
     lr_selection = None
     if search and cfg.get("lr_search") and cfg.lr_search.get("grid"):
@@ -119,7 +120,7 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     `runs/zero_shot/<scale>/` (every table's zero-shot row); a run that finds it, or finds another run making it,
     goes on. Returns the record's path."""
     items = task.eval_items("test")
-    setting = results.eval_setting(OmegaConf.to_container(cfg, resolve=True))
+    setting = results.eval_setting({part: OmegaConf.to_container(cfg[part], resolve=True) for part in ("model", "task")})
     setting["items"] = [item_id(it) for it in items]
     key = "zero_shot-" + hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12]
     path = results.record_path(Path(cfg.results_dir), "zero_shot", cfg.scale_name, key)

@@ -70,3 +70,7 @@ def test_method_zero_shot_records_an_experiments_zero_shot_row_once(tmp_path: Pa
     [record] = load_records(tmp_path, "zero_shot", "smoke")
     assert 0 < record["test"]["majority_rate"] < 1 and len(record["test_items"]["ids"]) == 4
     assert not load_records(tmp_path, "lora_rank_sweep", "smoke")
+    # an experiment whose trainer.lr reads method_settings.<method>.lr, which zero_shot does not have
+    assert run_main("+experiment=xsum_main", "scale=smoke", "method=zero_shot", "hydra.mode=RUN",
+                    f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run2").returncode == 0
+    assert len(load_records(tmp_path, "zero_shot", "smoke")) == 2
