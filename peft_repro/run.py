@@ -18,7 +18,7 @@ from .lr_search import claim, search_lr
 from .models import load_model
 from .tasks import build_task, item_id
 from .tracking import make_logger
-from .train import Diverged, Evaluator, TrainConfig, bf16_available, seed_everything, train
+from .train import Diverged, Evaluator, TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,7 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
         evaluator = Evaluator(task, tokenizer, cfg.task, trainer.eval_batch_size)
         base = Adapted(model, "zero_shot").eval()
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        with torch.autocast(device, torch.bfloat16, enabled=trainer.precision == "bf16" or (
-                trainer.precision == "auto" and bf16_available())):  # the trained runs' test precision
+        with torch.autocast(device, torch.bfloat16, enabled=trainer.uses_bf16()):  # the trained runs' test precision
             preds = evaluator.predict(base, items, decode, desc="zero-shot test")
         test = task.score(preds, items, full=True)
         if task.kind == "classification":  # the rate to beat when every answer is the most frequent label
@@ -149,8 +148,7 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
             "git": results.git_state(), "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "wall_seconds": time.time() - started, "params": {"trainable": 0, "trainable_pct": 0.0},
             "train_examples": 0, "test": test,
-            "test_items": {"metric": task.primary_metric, "ids": setting["items"],
-                           "stats": stats} if (stats := task.item_stats(preds, items)) is not None else None,
+            "test_items": task.test_items(preds, items),
             "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
                         for it, p in zip(items, preds)][: cfg.record_samples]})
         log.info("zero-shot test %s -> %s", test, path)

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from .batching import IGNORE, collate_train, encode_examples, encode_source, left_pad, length_grouped_batches
 from .decoding import DecodeConfig, generate
-from .tasks import item_id
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,9 @@ class TrainConfig:
     seed: int = 0
     save_checkpoint: bool = True
     log_every: int = 10
+
+    def uses_bf16(self) -> bool:
+        return self.precision == "bf16" or (self.precision == "auto" and bf16_available())
 
     def __post_init__(self):
         if self.select not in ("best_dev", "final"):
@@ -161,7 +163,7 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
     from accelerate import Accelerator
 
     seed_everything(cfg.seed)
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_available())
+    use_bf16 = cfg.uses_bf16()
     accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", gradient_accumulation_steps=cfg.grad_accum,
                               cpu=not torch.cuda.is_available())
     data = encode_examples(task.train_examples(), tokenizer, task_cfg.get("max_source_tokens"),
@@ -243,8 +245,7 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
         "train_examples": len(data), "steps": step, "train_tokens": tokens, "train_seconds": train_seconds,
         "test_seconds": test_seconds,
         # every test item's additive metric statistics: the claims resample test items with them
-        "test_items": {"metric": task.primary_metric, "ids": [item_id(it) for it in items],
-                       "stats": stats} if (stats := task.item_stats(preds, items)) is not None else None,
+        "test_items": task.test_items(preds, items),
         "tokens_per_second": tokens / train_seconds if train_seconds else None, "bf16": use_bf16,
         "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
                     for it, p in zip(items, preds)],

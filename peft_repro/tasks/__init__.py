@@ -124,6 +124,12 @@ class Task:
         task has none (its claims resample runs only)."""
         return None
 
+    def test_items(self, predictions: list, items: list[EvalItem]) -> dict | None:
+        """A record's `test_items`: each item's id and metric statistics (None when the task has none)."""
+        stats = self.item_stats(predictions, items)
+        return None if stats is None else {"metric": self.primary_metric, "ids": [item_id(it) for it in items],
+                                           "stats": stats}
+
     @staticmethod
     def metric_from_stats(sums: np.ndarray) -> np.ndarray:
         return sums[..., 0] / sums[..., 1]
