@@ -81,17 +81,20 @@ class _Stepper:
 
 def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) -> torch.Tensor:
     stepper = _Stepper(model, ids, mask)
-    generated = ids.new_zeros(ids.shape[0], 0)
-    running = torch.ones(ids.shape[0], dtype=torch.bool)
+    out = ids.new_full((ids.shape[0], cfg.max_new_tokens), pad_id)
+    alive = torch.arange(ids.shape[0])  # the batch rows still being decoded, as indices into `out`
     for step in range(cfg.max_new_tokens):
-        scores = _process(stepper.logits.clone(), generated, step, cfg, stop)
-        tokens = torch.where(running, scores.argmax(-1), pad_id)
-        generated = torch.cat([generated, tokens[:, None]], dim=1)
-        running &= ~torch.isin(tokens, stop)
+        scores = _process(stepper.logits.clone(), out[alive, :step], step, cfg, stop)
+        tokens = scores.argmax(-1)
+        out[alive, step] = tokens
+        running = ~torch.isin(tokens, stop)
         if not running.any() or step + 1 == cfg.max_new_tokens:
             break
+        if not running.all():  # finished rows leave the batch: the rest decode as before, with less work
+            stepper.reorder(running.nonzero()[:, 0])
+            alive, tokens = alive[running], tokens[running]
         stepper.step(tokens)
-    return generated
+    return out[:, : step + 1]
 
 
 def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -108,6 +111,8 @@ def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) 
     improvable = torch.ones(batch, 1, dtype=torch.bool)
     top_k = torch.arange(keep) < k
     offsets = torch.arange(batch)[:, None] * k
+    out = done_seqs[:, 0].clone()  # each element's best hypothesis, written while it is in the batch
+    alive = torch.arange(batch)
     for step in range(steps):
         flat_seqs = running_seqs.view(batch * k, steps)[:, :step]
         log_probs = _process(torch.log_softmax(stepper.logits, -1), flat_seqs, step, cfg, stop)
@@ -139,12 +144,22 @@ def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) 
         best_possible = running_scores[:, :1] / ((step + 1) ** cfg.length_penalty)
         worst_done = torch.where(done, done_scores.min(1, keepdim=True)[0], NEG)
         improvable &= (best_possible > worst_done).any(-1, keepdim=True)
-        exists_open = not (cfg.early_stopping and bool(done.all()))
-        if not (improvable.any() and exists_open and not hits_stop.all()) or step + 1 == steps:
+        # a batch element whose finished hypotheses can no longer change leaves the batch (less work, same output)
+        open_ = improvable[:, 0] & ~hits_stop.all(-1)
+        if cfg.early_stopping:
+            open_ &= ~done.all(-1)
+        out[alive] = done_seqs[:, 0]
+        if not open_.any() or step + 1 == steps:
             break
+        if not open_.all():
+            alive, parent = alive[open_], parent[open_]
+            running_seqs, running_scores = running_seqs[open_], running_scores[open_]
+            done_seqs, done_scores, done, improvable = done_seqs[open_], done_scores[open_], done[open_], improvable[open_]
+            batch = len(alive)
+            offsets = torch.arange(batch)[:, None] * k
         stepper.reorder(parent.view(-1))
         stepper.step(running_seqs.view(batch * k, steps)[:, step])
-    return done_seqs[:, 0, : step + 1]
+    return out[:, : step + 1]
 
 
 @torch.no_grad()

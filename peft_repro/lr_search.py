@@ -56,7 +56,7 @@ def dev_selected(records: list[dict]) -> list[dict]:
     point has one learning rate only stays as it is."""
     search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
     if not search:
-        return records
+        return [r for r in records if r.get("test") is not None]
     groups: dict[str, list[tuple[dict, dict]]] = {}
     for record in records:
         group, point = lr_search_cell({**record["config"], "lr_search": search})
@@ -71,7 +71,7 @@ def dev_selected(records: list[dict]) -> list[dict]:
         points = {lr: sum(v) / len(v) for lr, v in points.items() if None not in v}
         chosen = choose_lr(points) if len(points) > 1 else None
         kept += [r for r, _ in members if chosen is None or lookup(r, "config.trainer.lr") == chosen]
-    return kept
+    return [r for r in kept if r.get("test") is not None]  # a grid point whose test waits is not a result yet
 
 
 def record_primary(record: dict) -> str:
@@ -87,7 +87,7 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
     `run_point(cfg, overrides, run_dir)` makes one point's run."""
     search = cfg.lr_search
     point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
-    dev = {}
+    dev, paths = {}, {}
     pending = list(search.grid)
     while pending:
         for lr in list(pending):
@@ -99,6 +99,7 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
             point_overrides += [f"{k}={v}" for k, v in {**point_settings, "trainer.lr": lr}.items()]
             path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name,
                                        results.run_key(point_overrides))
+            paths[lr] = path
             done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
             if not done and claim(path.with_suffix(".lock")):
                 try:
@@ -118,6 +119,9 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
         raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
     selected = choose_lr(dev)
     log.info("lr %g chosen on dev (%s)", selected, dev)
+    for lr, path in paths.items():  # the trained states of the rates not chosen are never tested
+        if lr != selected:
+            results.state_path(path).unlink(missing_ok=True)
     return {"points": [{"lr": lr, "dev": dev[lr] if dev[lr] > float("-inf") else "diverged"} for lr in search.grid],
             "selected": selected, "at": point_settings,
             "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr"}

@@ -134,6 +134,11 @@ def find_done(path: Path, config: dict) -> Path | None:
     return None
 
 
+def state_path(record_path: Path) -> Path:
+    """The trained state of an lr-grid point whose test evaluation is deferred (not committed: .gitignore)."""
+    return record_path.with_name(record_path.stem + ".state.safetensors")
+
+
 def record_path(results_dir: Path, experiment: str, scale: str, key: str) -> Path:
     return Path(results_dir) / "runs" / experiment / scale / f"{key}.json"
 

@@ -18,12 +18,13 @@ from .lr_search import claim, search_lr
 from .models import load_model
 from .tasks import build_task, item_id
 from .tracking import make_logger
-from .train import Diverged, Evaluator, TrainConfig, seed_everything, train
+from .train import Diverged, Evaluator, TrainConfig, seed_everything, test_results, train
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = True) -> dict:
+def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = True, defer_test: bool = False) -> dict:
+    """`defer_test`: an lr-grid point; its test evaluation waits until its rate is chosen (`complete_test`)."""
     if cfg.method.name == "zero_shot":  # an experiment's zero-shot row on its own (its method options do not apply)
         task = build_task(cfg.task, cfg.data_root)
         model, tokenizer = load_model(cfg.model)
@@ -33,7 +34,7 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
         return results.load_json(record_zero_shot(cfg, model, tokenizer, task, decode, trainer))
     lr_selection = None
     if search and cfg.get("lr_search") and cfg.lr_search.get("grid"):
-        lr_selection = search_lr(cfg, overrides, run_dir, lambda *point: run(*point, search=False))
+        lr_selection = search_lr(cfg, overrides, run_dir, lambda *point: run(*point, search=False, defer_test=True))
         cfg.trainer.lr = lr_selection["selected"]
         overrides = [o for o in overrides if not o.startswith("trainer.lr=")] + [f"trainer.lr={cfg.trainer.lr}"]
     key = results.run_key(overrides)
@@ -41,10 +42,13 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
     config = OmegaConf.to_container(cfg, resolve=True)
     done = results.find_done(path, config) if cfg.resume else None
     if done:
-        log.info("skipping %s: already done (%s); resume=false reruns it", key, done)
-        return results.load_json(done)
-    if path.exists():
-        results.supersede(path)  # rerun or changed settings: the old record is kept beside the new one
+        record = results.load_json(done)
+        if not record.get("test_deferred") or defer_test:
+            log.info("skipping %s: already done (%s); resume=false reruns it", key, done)
+            return record
+        if (completed := complete_test(cfg, done, record)) is not None:
+            return completed
+        log.info("%s: the trained state of this lr-grid point is gone; training it again", done)
 
     # validate every config section before the slow parts start
     def plain(node):
@@ -78,7 +82,8 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
     logger = make_logger(cfg.logger, name=key, group=f"{cfg.experiment}/{cfg.scale_name}", config=config,
                          run_dir=str(run_dir))
     try:
-        out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger)
+        out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger,
+                    evaluate_test=not defer_test)
     except Diverged as err:  # a result of its own: recorded (no metrics), left out of tables, the sweep goes on
         if logger:
             logger.abort()
@@ -88,7 +93,7 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
                   "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "wall_seconds": time.time() - started, "params": params, "diverged_at_step": err.step,
                   "lr_selection": lr_selection}
-        results.write_record(path, record)
+        write_new_record(path, record)
         return record
     except BaseException:
         if logger:
@@ -101,17 +106,57 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
         "peak_memory_mb": results.peak_memory_mb(), "params": params,
         "run_dir": str(run_dir), "wandb_dir": logger.dir if logger else None, "prompt_selection": selection,
         "lr_selection": lr_selection,
-        **{k: v for k, v in out.items() if k != "samples"},
+        **{k: v for k, v in out.items() if k not in ("samples", "state")},
         "samples": out["samples"][: cfg.record_samples],
     }
-    results.write_record(path, record)
+    if defer_test:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in out["state"].items()}, str(results.state_path(path)))
+        record["test_deferred"] = True
+    write_new_record(path, record)
     if logger:
-        summary = {f"test/{k}": v for k, v in out["test"].items()}
+        summary = {f"test/{k}": v for k, v in (out["test"] or {}).items()}
         summary |= {f"dev/{k}": v for k, v in (out["dev"] or {}).items()}  # the selected epoch's
         summary |= {f"params/{k}": v for k, v in params.items()}
         summary |= {"selected_epoch": out["selected_epoch"], "wall_seconds": record["wall_seconds"]}
         logger.finish(summary, out["samples"], cfg.logger.max_samples)
     log.info("test %s -> %s", out["test"], path)
+    return record
+
+
+def write_new_record(path: Path, record: dict) -> None:
+    """Write a finished run's record; a record already at its path (a rerun, changed settings) is kept beside it,
+    moved aside only now that the new run has succeeded."""
+    if path.exists():
+        results.supersede(path)
+    results.write_record(path, record)
+
+
+def complete_test(cfg: DictConfig, path: Path, record: dict) -> dict | None:
+    """Evaluate on test the lr-grid point whose rate was chosen, from its saved trained state; None if the state is
+    gone (the caller trains it again)."""
+    from safetensors.torch import load_file
+
+    state = results.state_path(path)
+    if not state.exists():
+        return None
+    started = time.time()
+    task = build_task(cfg.task, cfg.data_root)
+    model, tokenizer = load_model(cfg.model)
+    adapted = apply_method(model, OmegaConf.to_container(cfg.method, resolve=True))
+    adapted.load_trainable_state_dict(load_file(str(state)))
+    evaluator = Evaluator(task, tokenizer, cfg.task, cfg.trainer.eval_batch_size)
+    decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode, resolve=True)) if "decode" in cfg.task else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.autocast(device, torch.bfloat16, enabled=bool(record.get("bf16"))):  # the precision it trained in
+        out = test_results(adapted.eval(), evaluator, decode)
+    record = {k: v for k, v in record.items() if k != "test_deferred"} | out | {
+        "samples": out["samples"][: cfg.record_samples], "wall_seconds": record["wall_seconds"] + time.time() - started,
+        "test_completed": time.strftime("%Y-%m-%d %H:%M:%S"), "test_git": results.git_state()}
+    results.write_record(path, record)
+    state.unlink()
+    log.info("test of the chosen lr-grid point %s -> %s", out["test"], path)
     return record
 
 

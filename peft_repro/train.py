@@ -158,8 +158,10 @@ def _lr_lambda(warmup: int, total: int):
 
 
 def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: DecodeConfig,
-          test_decode: DecodeConfig, run_dir: Path, logger=None) -> dict:
-    """Train `adapted` on the task, select on dev, evaluate on test. Returns metrics, curves and timings."""
+          test_decode: DecodeConfig | None, run_dir: Path, logger=None, evaluate_test: bool = True) -> dict:
+    """Train `adapted` on the task, select on dev, evaluate on test. Returns metrics, curves and timings.
+    `evaluate_test=False` (an lr-grid point, tested only if its rate is chosen) returns the selected trainable state
+    as `state` instead of test results."""
     from accelerate import Accelerator
 
     seed_everything(cfg.seed)
@@ -230,23 +232,26 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
             break
     bar.close()
 
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.load_trainable_state_dict(best["state"])
-    t0 = time.time()
-    with accelerator.autocast():
-        test, preds, items = evaluator.evaluate(unwrapped, "test", test_decode, full=True, desc="test")
-    test_seconds = time.time() - t0
     if cfg.save_checkpoint and accelerator.is_main_process:
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in best["state"].items()}, str(run_dir / "trainable.safetensors"))
-    return {
-        "dev": best["dev"], "selected_epoch": best["epoch"], "test": test, "history": history,
-        "train_examples": len(data), "steps": step, "train_tokens": tokens, "train_seconds": train_seconds,
-        "test_seconds": test_seconds,
-        # every test item's additive metric statistics: the claims resample test items with them
-        "test_items": task.test_items(preds, items),
-        "tokens_per_second": tokens / train_seconds if train_seconds else None, "bf16": use_bf16,
-        "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
-                    for it, p in zip(items, preds)],
-    }
+    out = {"dev": best["dev"], "selected_epoch": best["epoch"], "history": history, "train_examples": len(data),
+           "steps": step, "train_tokens": tokens, "train_seconds": train_seconds,
+           "tokens_per_second": tokens / train_seconds if train_seconds else None, "bf16": use_bf16}
+    if not evaluate_test:
+        return out | {"test": None, "test_items": None, "samples": [], "state": best["state"]}
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.load_trainable_state_dict(best["state"])
+    with accelerator.autocast():
+        return out | test_results(unwrapped, evaluator, test_decode)
+
+
+def test_results(model, evaluator: Evaluator, decode: DecodeConfig | None) -> dict:
+    """The test scores of a trained model, each item's additive metric statistics (the claims resample test items
+    with them) and the samples."""
+    t0 = time.time()
+    test, preds, items = evaluator.evaluate(model, "test", decode, full=True, desc="test")
+    return {"test": test, "test_seconds": time.time() - t0, "test_items": evaluator.task.test_items(preds, items),
+            "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
+                        for it, p in zip(items, preds)]}

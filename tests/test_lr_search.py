@@ -12,14 +12,15 @@ from .test_hydra import run_main
 SEARCH = {"grid": [1e-4, 1e-3, 1e-2], "seed": 0, "reference": {"task.low_data.subset": 0}}
 
 
-def record(lr, dev, seed=0, subset=0, method="prefix", search=SEARCH):
+def record(lr, dev, seed=0, subset=0, method="prefix", search=SEARCH, tested=True):
     return {"record": f"{method}-{lr}-{seed}-{subset}", "seed": seed, "dev": {"BLEU": dev},
+            "test": {"BLEU": dev} if tested else None,
             "config": {"seed": seed, "lr_search": search, "method": {"name": method},
                        "task": {"name": "e2e", "low_data": {"size": 50, "subset": subset}}, "trainer": {"lr": lr}}}
 
 
 def test_tables_keep_the_runs_at_the_rate_chosen_on_dev_at_the_search_point():
-    points = [record(1e-4, 0.40), record(1e-3, 0.50), record(1e-2, 0.45)]
+    points = [record(1e-4, 0.40, tested=False), record(1e-3, 0.50), record(1e-2, 0.45, tested=False)]
     others = [record(1e-3, 0.10, seed=1), record(1e-3, 0.20, subset=3), record(1e-2, 0.90, seed=1)]  # not points
     older = [record(1e-3, 0.3, seed=1, subset=2, search=None)]  # made before the search: joins its group
     lora = [record(1e-3, 0.2, method="lora"), record(1e-3, 0.3, method="lora", seed=1)]  # one rate: kept as is
@@ -29,6 +30,8 @@ def test_tables_keep_the_runs_at_the_rate_chosen_on_dev_at_the_search_point():
          "lora-0.001-1-0"])
     assert choose_lr({1e-3: 0.5, 1e-4: 0.5, 1e-2: 0.1}) == 1e-4  # a tie goes to the smaller rate
     assert dev_selected(lora) == lora
+    # a chosen point whose deferred test has not run yet is no result
+    assert dev_selected([record(1e-4, 0.40), record(1e-3, 0.50, tested=False)]) == []
 
 
 @needs_data("e2e")
@@ -45,6 +48,10 @@ def test_parallel_runs_share_one_search_and_use_its_rate(tmp_path: Path):
     assert len(records) == 3 and [r["config"]["trainer"]["lr"] for r in records if r["seed"] == 1] == [
         selection["selected"]]
     assert not list((tmp_path / "runs").rglob("*.lock"))
+    # only the chosen grid point is tested; no trained state is left behind
+    assert {r["config"]["trainer"]["lr"]: r["test"] is not None for r in records if r["seed"] == 0} == {
+        lr: lr == selection["selected"] for lr in (0.001, 0.05)}
+    assert not list((tmp_path / "runs").rglob("*.safetensors"))
     assert {(r["seed"], r["config"]["trainer"]["lr"]) for r in dev_selected(records)} == {
         (0, selection["selected"]), (1, selection["selected"])}
 
