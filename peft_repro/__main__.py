@@ -30,17 +30,22 @@ def set_threads(threads, hc) -> None:
 
 @hydra.main(config_path=str(repo_root() / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
+    from .checks import check_run_config
     from .run import run
     from .tasks import DataMissing
 
     hc = HydraConfig.get()
-    set_threads(cfg.threads, hc)
     try:
+        check_run_config(cfg)
+        set_threads(cfg.threads, hc)
         record = run(cfg, list(hc.overrides.task), Path(hc.runtime.output_dir))
     except (DataMissing, ValueError) as err:  # user-fixable: one line, non-zero exit, records so far are kept
         log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception:  # a bug: in the job's log at once (a parallel sweep would report it only when all jobs end)
+        log.exception("run failed: %s", " ".join(hc.overrides.task))
+        raise
     if record["status"] == "diverged":  # recorded; a sweep goes on with its other cells, a single run fails
         if hc.mode == RunMode.RUN:
             print(f"error: training diverged at step {record['diverged_at_step']} (record: {record['record']})",

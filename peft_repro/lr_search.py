@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -88,6 +89,10 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
     search = cfg.lr_search
     point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
     dev, paths = {}, {}
+    at_point = copy.deepcopy(cfg)
+    for dotted, value in point_settings.items():
+        OmegaConf.update(at_point, dotted, value, merge=False)
+    fingerprint = build_task(at_point.task, at_point.data_root).fingerprint()
     pending = list(search.grid)
     while pending:
         for lr in list(pending):
@@ -100,14 +105,14 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
             path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name,
                                        results.run_key(point_overrides))
             paths[lr] = path
-            done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
+            done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
             if not done and claim(path.with_suffix(".lock")):
                 try:
                     log.info("lr search: %s at lr %g", cfg.experiment, lr)
                     run_point(point, point_overrides, run_dir / f"lr_search_{lr:g}")
                 finally:
                     path.with_suffix(".lock").unlink(missing_ok=True)
-                done = results.find_done(path, OmegaConf.to_container(point, resolve=True))
+                done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
             if done:
                 point_record = results.load_json(done)
                 dev[lr] = point_record["dev"][build_task(cfg.task, cfg.data_root).primary_metric] \
@@ -128,19 +133,30 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
 
 
 def claim(lock: Path) -> bool:
-    """Take a lock file for this process; a lock whose process has died is taken over."""
+    """Take a lock file (`pid@host`) for this process: True if taken or already ours. A lock whose process has died
+    on this host is taken over; a lock of another host is respected (delete it by hand if that host crashed)."""
     lock.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{os.getpid()}@{socket.gethostname()}"
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         try:
-            os.kill(int(lock.read_text() or 0), 0)
+            owner = lock.read_text()
+        except FileNotFoundError:  # released meanwhile
+            return claim(lock)
+        pid, _, host = owner.partition("@")
+        if owner == me:
+            return True
+        if host and host != socket.gethostname():
             return False
-        except (ProcessLookupError, ValueError, FileNotFoundError):
+        try:
+            os.kill(int(pid or 0), 0)
+            return False
+        except (ProcessLookupError, ValueError):
             lock.unlink(missing_ok=True)  # stale: its run died
             return claim(lock)
         except PermissionError:
             return False
-    os.write(fd, str(os.getpid()).encode())
+    os.write(fd, me.encode())
     os.close(fd)
     return True

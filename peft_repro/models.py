@@ -115,6 +115,13 @@ def _converted_smollm2(cache_dir: Path) -> Path:
     return target
 
 
+def _load_pretrained(path) -> tuple[nn.Module, object]:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    auto = AutoModelForSeq2SeqLM if AutoConfig.from_pretrained(path).is_encoder_decoder else AutoModelForCausalLM
+    return auto.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(path)
+
+
 def byte_tokenizer():
     """A 259-token byte-level tokenizer (pad=0, bos=1, eos=2, then the 256 bytes) for tiny random models."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -145,21 +152,30 @@ def _random_model(arch: str, config: dict, seed: int):
 
 def load_model(cfg) -> tuple[nn.Module, object]:
     """Return (model, tokenizer) for a `conf/model/*.yaml` config. The tokenizer always has a pad token."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
     if cfg.source == "random":
-        model, tokenizer = _random_model(cfg.arch, dict(cfg.config), cfg.init_seed), byte_tokenizer()
+        try:
+            model = _random_model(cfg.arch, dict(cfg.config), cfg.init_seed)
+        except Exception as err:  # transformers' config validation: a shape that cannot be built
+            raise ValueError(f"model.config cannot build a {cfg.arch} model: {str(err).splitlines()[-1].strip()}") \
+                from err
+        tokenizer = byte_tokenizer()
+    elif cfg.source == "smollm2_wheel":
+        cache = Path(os.path.expanduser(cfg.cache_dir))
+        path = _converted_smollm2(cache)
+        try:
+            model, tokenizer = _load_pretrained(path)
+        except Exception as err:  # a cut or deleted file in the cache (a killed copy, a full disk): convert again
+            log.warning("the converted model under %s does not load (%s); converting it again", path,
+                        str(err).splitlines()[0])
+            shutil.rmtree(path, ignore_errors=True)
+            model, tokenizer = _load_pretrained(_converted_smollm2(cache))
+    elif cfg.source == "pretrained":
+        try:
+            model, tokenizer = _load_pretrained(cfg.path)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"model.path {cfg.path} does not load: {str(err).splitlines()[0]}") from err
     else:
-        if cfg.source == "smollm2_wheel":
-            path = _converted_smollm2(Path(os.path.expanduser(cfg.cache_dir)))
-        elif cfg.source == "pretrained":
-            path = cfg.path
-        else:
-            raise ValueError(f"model.source must be smollm2_wheel, pretrained or random, not {cfg.source!r}")
-        is_seq2seq = AutoConfig.from_pretrained(path).is_encoder_decoder
-        auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        raise ValueError(f"model.source must be smollm2_wheel, pretrained or random, not {cfg.source!r}")
     if tokenizer.pad_token_id is None:  # GPT-2 has none; padding positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id

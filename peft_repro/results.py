@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def peak_memory_mb() -> float:
 
 # overrides that change where or how fast a run goes, not what it computes
 NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "data_root=", "threads=", "record_samples=",
-                   "zero_shot=", "lr_search=")
+                   "zero_shot=", "lr_search=", "checkpoint_every_steps=")
 
 
 # task settings that change only training or model selection, not the test items, prompt or decoding
@@ -121,17 +122,26 @@ def supersede(path: Path) -> Path:
     return target
 
 
-def find_done(path: Path, config: dict) -> Path | None:
+def find_done(path: Path, config: dict, data_fingerprint: str | None = None) -> Path | None:
     """The finished record of these settings: the run's own file, or one under another name in the same folder
-    (a sweep that now lists a value explicitly, e.g. `task=mnli`, still finds the runs made with the default)."""
+    (a sweep that now lists a value explicitly, e.g. `task=mnli`, still finds the runs made with the default).
+    With `data_fingerprint`, only a record of the same data counts (records made before fingerprints are trusted)."""
     candidates = [path] + [p for p in sorted(path.parent.glob("*.json")) if p != path]
     for candidate in candidates:
         if candidate.exists():
             done = load_json(candidate)
             # a diverged run is a result too: the same settings diverge again
-            if done.get("status") in ("ok", "diverged") and same_settings(done["config"], config):
+            if done.get("status") in ("ok", "diverged") and same_settings(done["config"], config) and \
+                    done.get("data_fingerprint", data_fingerprint) == data_fingerprint:
                 return candidate
     return None
+
+
+def resume_path(record_path: Path, config: dict, data_fingerprint: str | None) -> Path:
+    """Where a run keeps its training state while it trains (not committed: .gitignore): named by its settings and
+    data, so a run with other settings under the same name never continues from it."""
+    tag = hashlib.sha1(json.dumps([identity(config), data_fingerprint], sort_keys=True, default=str).encode())
+    return record_path.with_name(f"{record_path.stem}.{tag.hexdigest()[:8]}.resume.pt")
 
 
 def state_path(record_path: Path) -> Path:
@@ -157,26 +167,24 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 class MalformedRecord(ValueError):
     pass
 
 
+def load_json(path: Path) -> dict:
+    """A record; one that is not a JSON object (cut, edited by hand) is an error that names its file."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedRecord(f"malformed record {path}: {e} (move it aside or delete it)") from e
+    if not isinstance(record, dict):
+        raise MalformedRecord(f"malformed record {path}: not a JSON object")
+    return record
+
+
 def load_records(results_dir: Path, experiment: str, scale: str) -> list[dict]:
     """Every record of one experiment and scale (`*.json` only: superseded ones are left out)."""
-    records = []
-    for path in sorted((Path(results_dir) / "runs" / experiment / scale).glob("*.json")):
-        try:
-            record = load_json(path)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise MalformedRecord(f"malformed record {path}: {e}") from e
-        if not isinstance(record, dict):
-            raise MalformedRecord(f"malformed record {path}: not a JSON object")
-        records.append(record)
-    return records
+    return [load_json(path) for path in sorted((Path(results_dir) / "runs" / experiment / scale).glob("*.json"))]
 
 
 def lookup(record: dict, dotted: str):
@@ -345,6 +353,10 @@ class TableCallback(Callback):
         from omegaconf import OmegaConf
 
         spec = OmegaConf.to_container(config.table, resolve=True)
-        path = write_table(Path(config.results_dir), config.experiment, config.scale_name, spec,
-                           spec.get("title", config.experiment))
+        try:
+            path = write_table(Path(config.results_dir), config.experiment, config.scale_name, spec,
+                               spec.get("title", config.experiment))
+        except ValueError as err:  # Hydra would turn an exception into a warning and exit 0
+            print(f"error: no table written: {err}", file=sys.stderr)
+            sys.exit(2)  # SystemExit passes Hydra's callback guard: the sweep fails, its records stay
         print(f"table written: {path}")

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import results
+from .checks import check_context, typed
 from .decoding import DecodeConfig
 from .methods import Adapted, apply_method
 from .methods.discrete_prompt import select_prompt
@@ -40,7 +41,9 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
     key = results.run_key(overrides)
     path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name, key)
     config = OmegaConf.to_container(cfg, resolve=True)
-    done = results.find_done(path, config) if cfg.resume else None
+    task = build_task(cfg.task, cfg.data_root)
+    fingerprint = task.fingerprint()  # reads and checks the data files before anything slow starts
+    done = results.find_done(path, config, fingerprint) if cfg.resume else None
     if done:
         record = results.load_json(done)
         if not record.get("test_deferred") or defer_test:
@@ -49,21 +52,37 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
         if (completed := complete_test(cfg, done, record)) is not None:
             return completed
         log.info("%s: the trained state of this lr-grid point is gone; training it again", done)
+    lock = path.with_suffix(".lock")
+    if not claim(lock):  # an identical sweep runs this cell now: wait for its record instead of training it twice
+        log.info("%s is being run by another process (%s); waiting for it", key, lock)
+        while not claim(lock):
+            time.sleep(15)
+        lock.unlink()
+        return run(cfg, overrides, run_dir, search=False, defer_test=defer_test)  # done now, or the other failed
+    try:
+        return train_and_record(cfg, overrides, run_dir, key, path, config, task, fingerprint, lr_selection,
+                                defer_test)
+    finally:
+        lock.unlink(missing_ok=True)
 
+
+def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: str, path: Path, config: dict, task,
+                     fingerprint: str, lr_selection: dict | None, defer_test: bool) -> dict:
     # validate every config section before the slow parts start
     def plain(node):
         return OmegaConf.to_container(node, resolve=True)
 
-    trainer_cfg = TrainConfig(**plain(cfg.trainer), seed=cfg.seed)
-    dev_decode = DecodeConfig(**plain(cfg.task.dev_decode)) if "dev_decode" in cfg.task else None
-    test_decode = DecodeConfig(**plain(cfg.task.decode)) if "decode" in cfg.task else None
+    trainer_cfg = typed(TrainConfig, {**plain(cfg.trainer), "seed": cfg.seed}, "trainer")
+    dev_decode = typed(DecodeConfig, plain(cfg.task.dev_decode), "task.dev_decode") if "dev_decode" in cfg.task else None
+    test_decode = typed(DecodeConfig, plain(cfg.task.decode), "task.decode") if "decode" in cfg.task else None
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    task = build_task(cfg.task, cfg.data_root)
 
     started = time.time()
     seed_everything(cfg.seed)
-    task.train_examples()  # a missing or malformed training file stops the run before anything is evaluated
     model, tokenizer = load_model(cfg.model)
+    check_context(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None),
+                  method_cfg.get("num_virtual_tokens") or 0, cfg.task.get("max_source_tokens"),
+                  cfg.task.get("max_target_tokens"), max([d.max_new_tokens for d in (dev_decode, test_decode) if d] or [0]))
     # zero-shot decoding goes through the decoder-only Adapted; encoder-decoder models have no such path yet
     if cfg.get("zero_shot") and method_cfg["name"] != "zero_shot" and not model.config.is_encoder_decoder:
         record_zero_shot(cfg, model, tokenizer, task, test_decode, trainer_cfg)
@@ -79,18 +98,22 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
     params = adapted.parameter_counts()
     log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,
              params["trainable"], params["trainable_pct"], params["base"])
+    resume_file = results.resume_path(path, config, fingerprint)
+    if not cfg.resume:  # resume=false: start over, not from a killed run's checkpoint
+        resume_file.unlink(missing_ok=True)
     logger = make_logger(cfg.logger, name=key, group=f"{cfg.experiment}/{cfg.scale_name}", config=config,
                          run_dir=str(run_dir))
     try:
         out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger,
-                    evaluate_test=not defer_test)
+                    evaluate_test=not defer_test, resume_file=resume_file,
+                    checkpoint_every=cfg.get("checkpoint_every_steps"))
     except Diverged as err:  # a result of its own: recorded (no metrics), left out of tables, the sweep goes on
         if logger:
             logger.abort()
         log.error("%s", err)
         record = {"status": "diverged", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name,
-                  "seed": cfg.seed, "overrides": overrides, "config": config, "git": results.git_state(),
-                  "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "seed": cfg.seed, "overrides": overrides, "config": config, "data_fingerprint": fingerprint,
+                  "git": results.git_state(), "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "wall_seconds": time.time() - started, "params": params, "diverged_at_step": err.step,
                   "lr_selection": lr_selection}
         write_new_record(path, record)
@@ -101,7 +124,8 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
         raise
     record = {
         "status": "ok", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name, "seed": cfg.seed,
-        "overrides": overrides, "config": config, "git": results.git_state(), "hardware": results.hardware(),
+        "overrides": overrides, "config": config, "data_fingerprint": fingerprint, "git": results.git_state(),
+        "hardware": results.hardware(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": time.time() - started,
         "peak_memory_mb": results.peak_memory_mb(), "params": params,
         "run_dir": str(run_dir), "wandb_dir": logger.dir if logger else None, "prompt_selection": selection,
@@ -127,10 +151,11 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
 
 def write_new_record(path: Path, record: dict) -> None:
     """Write a finished run's record; a record already at its path (a rerun, changed settings) is kept beside it,
-    moved aside only now that the new run has succeeded."""
+    moved aside only now that the new run has succeeded. The run's resume checkpoint is no longer needed."""
     if path.exists():
         results.supersede(path)
     results.write_record(path, record)
+    results.resume_path(path, record["config"], record.get("data_fingerprint")).unlink(missing_ok=True)
 
 
 def complete_test(cfg: DictConfig, path: Path, record: dict) -> dict | None:

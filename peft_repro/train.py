@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -104,18 +105,23 @@ class Evaluator:
             return self._classify(model, sources, bar)
 
     def _classify(self, model, sources, bar) -> list[int]:
-        """Argmax over labels of log p(label word | source); one forward per batch when every word is one token."""
+        """Argmax over labels of log p(label word | source); one forward per batch when every word is one token.
+        Batches hold sources of similar length (less padding); predictions come back in input order."""
         single = all(len(ids) == 1 for ids in self.label_ids)
-        preds = []
-        for start in range(0, len(sources), self.eval_batch_size):
-            chunk = sources[start:start + self.eval_batch_size]
+        order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
+        preds = [0] * len(sources)
+        for start in range(0, len(order), self.eval_batch_size):
+            rows = order[start:start + self.eval_batch_size]
+            chunk = [sources[i] for i in rows]
             if single:
                 ids, mask = left_pad(chunk, self.tok.pad_token_id)
                 logits = model(ids, mask, logits_to_keep=1).logits[:, -1].float()
                 first = torch.tensor([ids_[0] for ids_ in self.label_ids])
-                preds += logits.log_softmax(-1)[:, first].argmax(-1).tolist()
+                chunk_preds = logits.log_softmax(-1)[:, first].argmax(-1).tolist()
             else:
-                preds += self._classify_multi(model, chunk)
+                chunk_preds = self._classify_multi(model, chunk)
+            for i, pred in zip(rows, chunk_preds):
+                preds[i] = pred
             bar.update(len(chunk))
         return preds
 
@@ -158,10 +164,12 @@ def _lr_lambda(warmup: int, total: int):
 
 
 def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: DecodeConfig,
-          test_decode: DecodeConfig | None, run_dir: Path, logger=None, evaluate_test: bool = True) -> dict:
+          test_decode: DecodeConfig | None, run_dir: Path, logger=None, evaluate_test: bool = True,
+          resume_file: Path | None = None, checkpoint_every: int | None = None) -> dict:
     """Train `adapted` on the task, select on dev, evaluate on test. Returns metrics, curves and timings.
     `evaluate_test=False` (an lr-grid point, tested only if its rate is chosen) returns the selected trainable state
-    as `state` instead of test results."""
+    as `state` instead of test results. `resume_file`: the training state is saved there at every epoch end (and
+    every `checkpoint_every` steps; 0: never), and a run that finds it continues from it, to the same result."""
     from accelerate import Accelerator
 
     seed_everything(cfg.seed)
@@ -185,13 +193,36 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
     evaluator = Evaluator(task, tokenizer, task_cfg, cfg.eval_batch_size)
 
     history, best, step, tokens, train_seconds = [], None, 0, 0, 0.0
-    bar = tqdm(total=total_steps, desc=f"train {adapted.method}", disable=not accelerator.is_main_process)
-    for epoch in range(epochs):
+    start_epoch, start_batch = 0, 0
+    saving = resume_file is not None and checkpoint_every != 0 and accelerator.is_main_process
+
+    def checkpoint(next_epoch: int, next_batch: int) -> None:
+        if saving:
+            save_resume(resume_file, {
+                "epoch": next_epoch, "batch": next_batch, "step": step, "tokens": tokens,
+                "train_seconds": train_seconds + time.time() - epoch_start, "history": history, "best": best,
+                "trainable": accelerator.unwrap_model(model).trainable_state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": (torch.get_rng_state(), random.getstate(), np.random.get_state())})
+
+    if resume_file is not None and resume_file.exists():
+        state = torch.load(resume_file, weights_only=False)
+        accelerator.unwrap_model(model).load_trainable_state_dict(state["trainable"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"][0]), random.setstate(state["rng"][1]), np.random.set_state(state["rng"][2])
+        start_epoch, start_batch, step, tokens = state["epoch"], state["batch"], state["step"], state["tokens"]
+        train_seconds, history, best = state["train_seconds"], state["history"], state["best"]
+        log.info("resuming from %s: epoch %d, step %d", resume_file, start_epoch, step)
+    bar = tqdm(total=total_steps, initial=step, desc=f"train {adapted.method}", disable=not accelerator.is_main_process)
+    for epoch in range(start_epoch, epochs):
         model.train()
         epoch_start = time.time()
         batches = length_grouped_batches([len(d) for d in data], cfg.batch_size, seed=cfg.seed + epoch)
         batches = batches[accelerator.process_index::accelerator.num_processes] if params else []
-        for batch_ids in batches:
+        for index, batch_ids in enumerate(batches):
+            if epoch == start_epoch and index < start_batch:  # done before the checkpoint
+                continue
             batch = collate_train([data[i] for i in batch_ids], tokenizer.pad_token_id)
             with accelerator.accumulate(model):
                 loss = lm_loss(model, batch, accelerator.device)
@@ -215,6 +246,8 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
                         logger.log({"train/" + k: v for k, v in point.items()}, step=step)
                 if step >= total_steps:
                     break
+                if checkpoint_every and step % checkpoint_every == 0:
+                    checkpoint(epoch, index + 1)
         train_seconds += time.time() - epoch_start
         model.eval()
         unwrapped = accelerator.unwrap_model(model)
@@ -228,6 +261,8 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
         if best is None or cfg.select == "final" or dev_value > best["value"]:
             best = {"epoch": epoch, "value": dev_value, "dev": dev,
                     "state": {k: v.detach().clone() for k, v in unwrapped.trainable_state_dict().items()}}
+        epoch_start = time.time()
+        checkpoint(epoch + 1, 0)
         if step >= total_steps:
             break
     bar.close()
@@ -235,6 +270,7 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
     if cfg.save_checkpoint and accelerator.is_main_process:
         from safetensors.torch import save_file
 
+        run_dir.mkdir(parents=True, exist_ok=True)  # an lr-grid point's folder exists only once something is saved
         save_file({k: v.contiguous() for k, v in best["state"].items()}, str(run_dir / "trainable.safetensors"))
     out = {"dev": best["dev"], "selected_epoch": best["epoch"], "history": history, "train_examples": len(data),
            "steps": step, "train_tokens": tokens, "train_seconds": train_seconds,
@@ -245,6 +281,13 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
     unwrapped.load_trainable_state_dict(best["state"])
     with accelerator.autocast():
         return out | test_results(unwrapped, evaluator, test_decode)
+
+
+def save_resume(path: Path, state: dict) -> None:
+    """Atomically: a kill while saving leaves the previous checkpoint."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def test_results(model, evaluator: Evaluator, decode: DecodeConfig | None) -> dict:

@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from peft_repro.methods import method_config
 from peft_repro.results import load_records
 
-from .conftest import REPO
+from .conftest import REPO, run_main
 
 CONF = REPO / "conf"
 GROUPS = ["model", "task", "method", "trainer", "logger"]
@@ -41,15 +38,6 @@ def test_smoke_scale_uses_a_tiny_model_and_user_overrides_win():
     cfg = composed(["+experiment=lora_rank_sweep", "scale=smoke", "trainer.lr=0.123"])
     assert cfg.model.name == "tiny_llama" and cfg.trainer.lr == 0.123
     assert cfg.task.name == "mnli"
-
-
-def run_main(*args, env_extra=None, timeout=600):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env_extra or {}))
-    threads = os.environ.get("PEFT_REPRO_SUBPROCESS_THREADS")
-    if threads:
-        args = (*args, f"threads={threads}")
-    return subprocess.run([sys.executable, "-m", "peft_repro", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def test_smoke_sweep_writes_a_30_cell_table_and_resumes(tmp_path: Path):

@@ -7,8 +7,7 @@ import pytest
 
 from peft_repro.results import load_records, eval_setting
 
-from .conftest import REPO, needs_data
-from .test_hydra import run_main
+from .conftest import REPO, needs_data, run_main
 from .test_prefix_experiments import pivot_rows
 
 # experiment -> (data folders it reads, runs in its smoke sweep)

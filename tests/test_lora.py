@@ -121,5 +121,5 @@ def test_bad_config_is_a_clear_error():
         lora.LoRAConfig(r=0)
     with pytest.raises(ValueError, match="unknown weight roles"):
         apply_method(tiny_model("llama"), {"name": "lora", "targets": ["qq"]})
-    with pytest.raises(ValueError, match="no options"):
+    with pytest.raises(ValueError, match="method lora has no option rank; it takes alpha"):
         apply_method(tiny_model("llama"), {"name": "lora", "rank": 3})

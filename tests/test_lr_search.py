@@ -6,8 +6,7 @@ from pathlib import Path
 from peft_repro.lr_search import choose_lr, dev_selected
 from peft_repro.results import load_records
 
-from .conftest import needs_data
-from .test_hydra import run_main
+from .conftest import needs_data, run_main
 
 SEARCH = {"grid": [1e-4, 1e-3, 1e-2], "seed": 0, "reference": {"task.low_data.subset": 0}}
 
@@ -37,7 +36,8 @@ def test_tables_keep_the_runs_at_the_rate_chosen_on_dev_at_the_search_point():
 @needs_data("e2e")
 def test_parallel_runs_share_one_search_and_use_its_rate(tmp_path: Path):
     out = run_main("+experiment=e2e_main", "scale=smoke", "method=lora", "seed=0,1", "task.test_metrics=[BLEU]",
-                   "lr_search={grid: [0.001, 0.05], seed: 0}", "hydra/launcher=local_parallel",
+                   "lr_search={grid: [0.001, 0.05], seed: 0}", "hydra/launcher=local_parallel", "logger=none",
+                   "trainer.save_checkpoint=true",  # into the lr-grid point's own folder, made when needed
                    f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path}/multirun")
     assert out.returncode == 0, out.stderr[-3000:]
     records = load_records(tmp_path, "e2e_main", "smoke")

@@ -52,11 +52,30 @@ def test_missing_files_name_the_path(tmp_path):
         t.train_examples()
 
 
-def test_malformed_csv_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("content, message", [
+    ("meaning,text\na,b\n", "expected columns mr,ref, found \\['meaning', 'text'\\]"),
+    ('mr,ref\n"name[A]",Good.\n"name[B], food[Th', ":3: the file ends in the middle of a line"),  # cut mid-row
+    ('mr,ref\n"name[A]",Good.\n"name[B]"\n', ":3: expected 2 fields with mr, ref filled"),  # a field missing
+    ('mr,ref\n"name[A]",Good.\n"name[B]",\n', ":3: expected 2 fields with mr, ref filled"),  # an empty field
+    ('mr,ref\n"name[A]",Good.,extra\n', ":2: expected 2 fields"),
+])
+def test_malformed_csv_is_a_clear_error_naming_file_and_line(tmp_path, content, message):
     (tmp_path / "e2e").mkdir()
-    (tmp_path / "e2e" / "trainset.csv").write_text("meaning,text\na,b\n")
-    with pytest.raises(ValueError, match="expected columns 'mr,ref'"):
+    (tmp_path / "e2e" / "trainset.csv").write_text(content)
+    with pytest.raises(ValueError, match=str(tmp_path / "e2e" / "trainset.csv") + ".*" + message):
         build_task(conf("task/e2e.yaml"), str(tmp_path)).train_examples()
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"document": "a", "summary": "b", "source_repo": "x"}\n{"document": "c", "sum', ":2: the file ends in the middle"),
+    ('{"document": "a", "summary": "b", "source_repo": "x"}\n{"document": "c"\n', ":2: not a JSON record"),
+    ('{"document": "a", "source_repo": "x"}\n', ":1: missing summary"),
+])
+def test_malformed_jsonl_is_a_clear_error_naming_file_and_line(tmp_path, content, message):
+    (tmp_path / "xsum").mkdir()
+    (tmp_path / "xsum" / "test.jsonl").write_text(content)
+    with pytest.raises(ValueError, match=str(tmp_path / "xsum" / "test.jsonl") + message):
+        build_task(conf("task/xsum.yaml"), str(tmp_path)).eval_items("test")
 
 
 @pytest.mark.slow
@@ -173,3 +192,23 @@ def test_over_long_sources_lose_document_tokens_never_the_template(name, file, d
 def test_sources_that_fit_are_encoded_whole(tokenizer):
     assert encode_source(tokenizer, "abc\nSummary:", 12, (0, 3)) == tokenizer("abc\nSummary:").input_ids
     assert tokenizer.decode(encode_source(tokenizer, "abcdef\nSummary:", 11, (0, 6))) == "ab\nSummary:"
+
+
+@needs_data("mnli", "dev_matched.jsonl")
+def test_label_scoring_in_length_sorted_batches_equals_one_item_at_a_time(tokenizer):
+    from .conftest import tiny_model
+
+    adapted = apply_method(tiny_model("llama"), {"name": "full"})
+    t = task("mnli", max_eval_examples=24)
+    items = t.eval_items("test")
+    assert len({len(it.source) for it in items}) > 10  # lengths differ: sorting reorders the batches
+    # byte labels of one token (one forward per batch) and of two (label tokens scored): random weights then
+    # predict more than one label (MNLI's words, 5-9 bytes, all go to the shortest)
+    for labels in (["a", "b", "c"], ["ab", "ba", "cc"]):
+        def evaluator(batch_size):
+            e = Evaluator(t, tokenizer, t.cfg, batch_size)
+            e.label_ids = [tokenizer(w, add_special_tokens=False).input_ids for w in labels]
+            return e
+        batched = evaluator(8).predict(adapted, items)
+        alone = [evaluator(1).predict(adapted, [it])[0] for it in items]
+        assert batched == alone and len(set(alone)) > 1, labels

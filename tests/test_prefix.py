@@ -322,7 +322,7 @@ def test_bad_configs_are_clear_errors():
         apply_method(tiny_model("llama"), {"name": "prefix", "num_virtual_tokens": 0})
     with pytest.raises(ValueError, match="init_text"):
         apply_method(tiny_model("llama"), {"name": "infix", "init": "words"})
-    with pytest.raises(ValueError, match="no options"):
+    with pytest.raises(ValueError, match="method embedding_only has no option projection"):
         apply_method(tiny_model("llama"), {"name": "embedding_only", "projection": True})
 
 

@@ -8,8 +8,7 @@ import pytest
 
 from peft_repro.results import load_records
 
-from .conftest import needs_data
-from .test_hydra import run_main
+from .conftest import needs_data, run_main
 
 CASES = {
     "prefix_length_sweep": (["method.num_virtual_tokens=1,5"], ("config.method.num_virtual_tokens", {1, 5})),

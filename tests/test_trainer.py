@@ -101,3 +101,45 @@ def test_max_steps_zero_and_string_targets_are_clear_errors():
         TrainConfig(max_steps=0)
     with pytest.raises(ValueError, match="must be a list such as"):
         LoRAConfig(targets="qk")
+
+
+@pytest.mark.parametrize("method, every", [({"name": "lora", "r": 2, "targets": ["q", "v"], "dropout": 0.1}, 3),
+                                           ({"name": "full"}, None)])
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tokenizer, tmp_path: Path, monkeypatch,
+                                                                     method, every):
+    """Killed mid-epoch (LoRA with dropout: the RNG state matters, checkpoints every 3 steps) or after an epoch end
+    (full fine-tuning, epoch-end checkpoints only), the rerun continues and ends where an uninterrupted run ends."""
+    import peft_repro.train as train_module
+
+    task = CopyTask()
+    cfg = TrainConfig(epochs=4, batch_size=2, lr=1e-2, warmup_steps=2, precision="fp32", log_every=1, seed=0,
+                      save_checkpoint=False)
+    decode = DecodeConfig(max_new_tokens=6)
+
+    def run(resume_file=None):
+        model = apply_method(tiny_model("llama"), method)
+        out = train(model, tokenizer, task, task.cfg, cfg, decode, decode, tmp_path, resume_file=resume_file,
+                    checkpoint_every=every)
+        return out, model.trainable_state_dict()
+
+    whole, whole_state = run()
+    resume_file = tmp_path / "run.resume.pt"
+    real_collate, calls = train_module.collate_train, []
+
+    def killed_at_step_7(*args):  # batch 7 of 16: epoch 1 (4 batches an epoch), after the checkpoint at step 6
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return real_collate(*args)
+
+    monkeypatch.setattr(train_module, "collate_train", killed_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        run(resume_file)
+    assert resume_file.exists()
+    saved_step = torch.load(resume_file, weights_only=False)["step"]
+    assert saved_step == (6 if every else 4)
+    monkeypatch.setattr(train_module, "collate_train", real_collate)
+    resumed, resumed_state = run(resume_file)
+    assert [h for h in resumed["history"] if "loss" in h] == [h for h in whole["history"] if "loss" in h]
+    assert resumed["dev"] == whole["dev"] and resumed["test"] == whole["test"] and resumed["steps"] == whole["steps"]
+    assert all(torch.equal(resumed_state[k], whole_state[k]) for k in whole_state)

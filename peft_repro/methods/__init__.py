@@ -5,8 +5,7 @@ model (BART, T5) dispatches to `prefix_seq2seq`.
 """
 from __future__ import annotations
 
-import dataclasses
-
+from ..checks import typed
 from . import discrete_prompt, embedding_only, full, infix, lora, prefix, zero_shot
 from .base import Adapted
 
@@ -22,17 +21,13 @@ METHODS = {
 
 
 def method_config(cfg: dict):
-    """Build the dataclass of `cfg["name"]` from a `conf/method/*.yaml` mapping; unknown keys are an error."""
+    """Build the dataclass of `cfg["name"]` from a `conf/method/*.yaml` mapping; unknown keys and values of the wrong
+    type are an error."""
     cfg = dict(cfg)
     name = cfg.pop("name")
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}")
-    config_cls, _ = METHODS[name]
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    extra = set(cfg) - known
-    if extra:
-        raise ValueError(f"method {name!r} has no options {sorted(extra)}; it takes {sorted(known)}")
-    return name, config_cls(**cfg)
+    return name, typed(METHODS[name][0], cfg, f"method {name}")
 
 
 def apply_method(model, cfg: dict) -> Adapted:

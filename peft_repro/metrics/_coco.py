@@ -69,13 +69,28 @@ def _compiled_launcher() -> Path:
     return folder
 
 
+TMP_PREFIX = "peft-repro-e2e-"  # + the owning pid: a run killed while scoring leaves its folder, the next one removes it
+
+
+def remove_stale_dirs() -> None:
+    for folder in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"):
+        pid = folder.name[len(TMP_PREFIX):].split("-")[0]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours to judge
+            pass
+
+
 class CocoScorer:
     """Starts the JVM at construction, so the caller can compute other metrics meanwhile; `scores` collects."""
 
     def __init__(self, hypotheses: list[str], references: list[list[str]], metrics=METRICS):
         self.metrics = [m for m in METRICS if m in metrics]
         self.group_sizes = [len(refs) for refs in references]
-        self.tmp = tempfile.TemporaryDirectory(prefix="peft-repro-e2e-")
+        remove_stale_dirs()
+        self.tmp = tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-")
         # pycocoevalcap replaces "\n" by " "; Java also ends lines at \r, \f, \v, \x85, \u2028 and \u2029,
         # which would shift every later sentence, so all of Python's line boundaries become spaces
         sentences = [" ".join(s.splitlines()) for refs in references for s in refs]

@@ -52,6 +52,53 @@ def require(path: Path, what: str) -> Path:
     return path
 
 
+def _complete(path: Path, data: bytes) -> None:
+    if data and not data.endswith(b"\n"):  # every shipped data file ends with a newline: a cut file does not
+        line = data.count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: the file ends in the middle of a line (truncated?)")
+
+
+def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    """Rows of a CSV file with a header; every row needs the header's number of fields and the `columns` filled.
+    Errors name the file and line."""
+    import csv
+    import io
+
+    data = path.read_bytes()
+    _complete(path, data)
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
+    if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
+        raise ValueError(f"{path}: expected columns {','.join(columns)}, found {reader.fieldnames}")
+    rows = []
+    for row in reader:
+        if None in row or None in row.values() or any(not row[c].strip() for c in columns):
+            raise ValueError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames)} fields with "
+                             f"{', '.join(columns)} filled, found {[v for k, v in row.items() if k is not None]}")
+        rows.append(row)
+    return rows
+
+
+def read_jsonl(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """Records of a JSON-lines file (plain or .gz), each with `keys`; errors name the file and line."""
+    import gzip
+    import json
+
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    _complete(path, data)
+    rows = []
+    for line_no, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_no}: not a JSON record ({err.msg})") from None
+        if missing := [k for k in keys if row.get(k) in (None, "")]:
+            raise ValueError(f"{path}:{line_no}: missing {', '.join(missing)}")
+        rows.append(row)
+    return rows
+
+
 def subset(items: list, n: int | None, seed: int) -> list:
     """A fixed random subset of size n (all items if n is None or too large), in the original order."""
     if n is None or n >= len(items):
@@ -147,6 +194,17 @@ class Task:
         else:
             rows = subset(self.rows("train"), self.cfg.get("max_train_examples"), self.cfg.get("subset_seed", 0))
         return [self.example(r) for r in rows]
+
+    def fingerprint(self) -> str:
+        """A hash of the data a run uses (training pairs, dev and test items): a run on other data files is another
+        run, never "already done" (`results.find_done`)."""
+        digest = hashlib.sha1()
+        for ex in self.train_examples():
+            digest.update(f"{ex.source}\x1f{ex.target}\x1e".encode())
+        for split in ("dev", "test"):
+            for it in self.eval_items(split):
+                digest.update(f"{split}\x1f{it.source}\x1f{it.references}\x1f{it.label}\x1e".encode())
+        return digest.hexdigest()[:16]
 
     def eval_items(self, split: str) -> list[EvalItem]:
         rows = self._low_data("dev") if split == "dev" and self.cfg.get("low_data") else self.rows(split)

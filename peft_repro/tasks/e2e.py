@@ -1,9 +1,7 @@
 """E2E NLG (Novikova et al. 2017): meaning representation -> restaurant description, scored by e2e-metrics."""
 from __future__ import annotations
 
-import csv
-
-from . import EvalItem, Example, Task, require
+from . import EvalItem, Example, Task, read_csv, require
 
 FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
 HUB_ID = "GEM/e2e_nlg"  # fields meaning_representation / target; splits train / validation / test
@@ -18,11 +16,7 @@ class E2ETask(Task):
     def rows(self, split: str) -> list[tuple[str, str]]:
         def local():
             path = require(self.root / self.cfg.folder / FILES[split], f"E2E {split} split")
-            with open(path, encoding="utf-8", newline="") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames is None or not {"mr", "ref"} <= set(reader.fieldnames):
-                    raise ValueError(f"{path}: expected columns 'mr,ref', found {reader.fieldnames}")
-                return [(r["mr"], r["ref"]) for r in reader]
+            return [(r["mr"], r["ref"]) for r in read_csv(path, ("mr", "ref"))]
 
         def hub():
             import datasets

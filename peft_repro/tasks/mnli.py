@@ -9,10 +9,8 @@ held out as the dev split for model selection; dev_matched is reported as the te
 """
 from __future__ import annotations
 
-import gzip
-import json
 
-from . import EvalItem, Example, Task, require, subset
+from . import EvalItem, Example, Task, read_jsonl, require, subset
 
 LABELS = ["entailment", "neutral", "contradiction"]  # GLUE's label order
 FILES = {"train": "train_subset.jsonl.gz", "test": "dev_matched.jsonl", "test_mismatched": "dev_mismatched.jsonl"}
@@ -32,15 +30,10 @@ class MNLITask(Task):
     def _read(self, file_split: str) -> list[tuple[str, str, int]]:
         def local():
             path = require(self.root / self.cfg.folder / FILES[file_split], f"MNLI {file_split} file")
-            opener = gzip.open if path.suffix == ".gz" else open
-            rows = []
-            with opener(path, "rt", encoding="utf-8") as f:
-                for line_no, line in enumerate(f, 1):
-                    r = json.loads(line)
-                    if r.get("label") not in LABELS:
-                        raise ValueError(f"{path}:{line_no}: label {r.get('label')!r} is not one of {LABELS}")
-                    rows.append((r["premise"], r["hypothesis"], LABELS.index(r["label"])))
-            return rows
+            rows = read_jsonl(path, ("premise", "hypothesis", "label"))
+            if bad := next((n for n, r in enumerate(rows, 1) if r["label"] not in LABELS), None):
+                raise ValueError(f"{path}: record {bad}: label {rows[bad - 1]['label']!r} is not one of {LABELS}")
+            return [(r["premise"], r["hypothesis"], LABELS.index(r["label"])) for r in rows]
 
         def hub():
             import datasets

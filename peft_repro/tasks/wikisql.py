@@ -10,11 +10,10 @@ the human-readable form of WikiSQL's lib/query.py with the table called `table`.
 """
 from __future__ import annotations
 
-import json
 import re
 import zlib
 
-from . import EvalItem, Example, Task, require
+from . import EvalItem, Example, Task, read_jsonl, require
 
 AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
 COND_OPS = ["=", ">", "<", "OP"]
@@ -45,16 +44,14 @@ class WikiSQLTask(Task):
 
     def _tables(self, name: str) -> dict[str, list[str]]:
         path = require(self.root / self.cfg.folder / name, f"WikiSQL tables file {name}")
-        with open(path, encoding="utf-8") as f:
-            return {t["id"]: t["header"] for t in map(json.loads, f)}
+        return {t["id"]: t["header"] for t in read_jsonl(path, ("id", "header"))}
 
     def rows(self, split: str) -> list[tuple[list[str], str, str]]:
         """(header, question, sql) for the split."""
         def local():
             tables = self._tables("dev.tables.jsonl")
             path = require(self.root / self.cfg.folder / "dev.jsonl", "WikiSQL dev file")
-            with open(path, encoding="utf-8") as f:
-                dev = [json.loads(line) for line in f if line.strip()]
+            dev = read_jsonl(path, ("table_id", "question", "sql"))
             rows = [(tables[r["table_id"]], r["question"].strip(), to_sql(tables[r["table_id"]], r["sql"]))
                     for r in dev if zlib.crc32(r["table_id"].encode()) % 10 in BUCKETS[split]]
             if split == "train":
@@ -74,13 +71,12 @@ class WikiSQLTask(Task):
         tables = self._tables("train.tables.first1000q.jsonl")
         path = require(self.root / self.cfg.folder / "mlx_lora_subset" / "train.jsonl", "WikiSQL train subset")
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                m = _MLX.fullmatch(json.loads(line)["text"])
-                if not m:
-                    raise ValueError(f"{path}:{line_no}: not in the MLX 'table/columns/Q/A' format")
-                header = tables[m["table"]]
-                rows.append((header, m["question"].strip(), mlx_to_sql(header, m["select"], m["where"])))
+        for n, record in enumerate(read_jsonl(path, ("text",)), 1):
+            m = _MLX.fullmatch(record["text"])
+            if not m:
+                raise ValueError(f"{path}: record {n}: not in the MLX 'table/columns/Q/A' format")
+            header = tables[m["table"]]
+            rows.append((header, m["question"].strip(), mlx_to_sql(header, m["select"], m["where"])))
         return rows
 
     def source(self, header: list[str], question: str) -> tuple[str, tuple[int, int]]:

@@ -7,9 +7,8 @@ uses it must say "trained on XSum test-split articles"; users with the hub get t
 """
 from __future__ import annotations
 
-import json
 
-from . import EvalItem, Example, Task, require, subset
+from . import EvalItem, Example, Task, read_jsonl, require, subset
 
 POOL, EVAL = "llm_decoding", "Lookback-Lens"
 HUB_SPLIT = {"train": "train", "dev": "validation", "test": "test"}
@@ -24,8 +23,7 @@ class XSumTask(Task):
     def rows(self, split: str) -> list[tuple[str, str]]:
         def local():
             path = require(self.root / self.cfg.folder / "test.jsonl", "XSum offline test-split file")
-            with open(path, encoding="utf-8") as f:
-                rows = [json.loads(line) for line in f]
+            rows = read_jsonl(path, ("document", "summary", "source_repo"))
             pool = [(r["document"], r["summary"]) for r in rows if r["source_repo"] == POOL]
             if split == "test":
                 return [(r["document"], r["summary"]) for r in rows if r["source_repo"] == EVAL]

@@ -1,0 +1,89 @@
+"""Checks of user input that run before anything slow starts, each failing with one clear line (a ValueError, which
+`python -m peft_repro` prints as `error: ...` with exit code 2): typed config sections and the context length."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+SCALARS = (bool, int, float, str)
+
+
+def typed(cls, values: dict, section: str):
+    """`cls(**values)` for a config dataclass, with unknown keys and values of the wrong type named, e.g.
+    `trainer.batch_size must be int, not 'abc'` instead of a TypeError deep in the run."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{section} has no option {', '.join(unknown)}; it takes {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        allowed = _allowed(hints[name])
+        if allowed and not _fits(value, allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"{section}.{name} must be {names}, not {value!r}")
+    return cls(**values)
+
+
+def _allowed(hint) -> tuple | None:
+    """The scalar types a field takes (None: not checked, e.g. lists and mappings)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if all(a in SCALARS or a is type(None) for a in args):
+        return args
+    return None
+
+
+def _fits(value, allowed: tuple) -> bool:
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):  # bool is an int in Python; an int option given true/false is a mistake
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    return type(value) in allowed
+
+
+def check_context(max_positions: int | None, virtual_tokens: int, max_source: int | None, max_target: int | None,
+                  max_new_tokens: int = 0) -> None:
+    """Virtual tokens + source + target (or generated tokens) must fit the model's context; checked before
+    training, not found at the first long batch."""
+    if not max_positions:
+        return
+    need = virtual_tokens + (max_source or 0) + max(max_target or 0, max_new_tokens)
+    if need > max_positions:
+        raise ValueError(f"{virtual_tokens} virtual tokens + {max_source} source + {max(max_target or 0, max_new_tokens)}"
+                         f" target tokens = {need} exceed the model's context of {max_positions} positions: "
+                         "lower method.num_virtual_tokens or task.max_source_tokens")
+
+
+# run-level and task keys read as numbers or switches, with what each takes
+RUN_KEYS = {"seed": (int,), "threads": (int, type(None)), "record_samples": (int,), "resume": (bool,),
+            "zero_shot": (bool,)}
+TASK_SIZES = ("max_train_examples", "max_eval_examples", "max_dev_examples", "max_source_tokens", "max_target_tokens",
+              "subset_seed")
+
+
+def check_run_config(cfg) -> None:
+    """The keys outside the dataclass-typed sections (trainer, method, decoding): the run's own switches, the task's
+    sizes and the lr grid. Reads only these keys (`method=zero_shot` leaves others unresolvable)."""
+    from omegaconf import OmegaConf
+
+    grid = OmegaConf.select(cfg, "lr_search.grid", default=None)
+    cfg = {**{k: cfg.get(k) for k in RUN_KEYS if k in cfg},
+           "task": {k: cfg.task.get(k) for k in TASK_SIZES if k in cfg.task},
+           "lr_search": {"grid": OmegaConf.to_container(grid) if OmegaConf.is_config(grid) else grid}}
+    for key, allowed in RUN_KEYS.items():
+        if key in cfg and not _fits(cfg[key], allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"{key} must be {names}, not {cfg[key]!r}")
+    if (cfg.get("threads") is not None and cfg["threads"] < 1) or cfg.get("record_samples", 0) < 0:
+        raise ValueError("threads must be >= 1 (or null) and record_samples >= 0")
+    task = cfg.get("task") or {}
+    for key in TASK_SIZES:
+        value = task.get(key)
+        if value is not None and (not _fits(value, (int,)) or value < (0 if key == "subset_seed" else 1)):
+            raise ValueError(f"task.{key} must be a positive integer or null (all), not {value!r}")
+    grid = (cfg.get("lr_search") or {}).get("grid")
+    if grid is not None and (not isinstance(grid, list) or not grid
+                             or not all(_fits(lr, (float,)) and lr > 0 for lr in grid)):
+        raise ValueError(f"lr_search.grid must be a list of positive learning rates, not {grid!r}")
