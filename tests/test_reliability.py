@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from peft_repro.results import load_records
 
@@ -90,6 +91,8 @@ def test_bad_input_corpus_gives_clear_errors_and_changes_no_record(tmp_path: Pat
     (broken / "runs" / "e2e_main" / "smoke").mkdir(parents=True)  # and one where the tables read
     (broken / "runs" / "e2e_main" / "smoke" / "cut.json").write_text('{"status": "ok", "conf')
     cases.append(([f"results_dir={broken}", "seed=1"], 2, "malformed record"))
+    # a rerun (resume=false) that fails keeps the record it would replace
+    cases.append((["resume=false", "data_root=/nonexistent/data"], 2, "E2E train split not found"))
     empty = tmp_path / "empty"
     empty.mkdir()
     tables_cases = [
@@ -202,3 +205,47 @@ def test_two_identical_sweeps_started_together_train_each_cell_once(tmp_path: Pa
     assert logs.count("already done") == 15  # the other found it done, at once or after waiting for it
     assert all("table written" in o[0] for o in outs)
     assert not list(folder.glob("*.lock"))
+
+
+def test_the_end_of_sweep_table_fails_the_sweep_on_a_cut_record(tmp_path: Path, capsys):
+    """Hydra turns a callback's exception into a warning (exit 0): the callback exits 2 itself."""
+    from omegaconf import OmegaConf
+
+    from peft_repro.results import TableCallback
+
+    folder = tmp_path / "runs" / "e2e_main" / "smoke"
+    folder.mkdir(parents=True)
+    (folder / "cut.json").write_text('{"status": "ok", "conf')
+    config = OmegaConf.create({"table": {"rows": "config.method.name", "value": "test.BLEU"}, "experiment": "e2e_main",
+                               "results_dir": str(tmp_path), "scale_name": "smoke"})
+    with pytest.raises(SystemExit) as exit_info:
+        TableCallback().on_multirun_end(config)
+    assert exit_info.value.code == 2 and "error: no table written: malformed record" in capsys.readouterr().err
+
+
+def test_a_model_cache_that_does_not_load_is_converted_again(tmp_path: Path, monkeypatch):
+    import peft_repro.models as models
+    from peft_repro.models import load_model
+
+    cache = tmp_path / "cache" / "SmolLM2"
+    cache.mkdir(parents=True)
+    (cache / "model.safetensors").write_bytes(b"cut")
+    conversions, loads = [], []
+
+    def convert(cache_dir):
+        conversions.append(cache.exists())
+        cache.mkdir(parents=True, exist_ok=True)
+        return cache
+
+    def load(path):
+        loads.append(path)
+        if len(loads) == 1:
+            raise OSError("Error while deserializing header: incomplete metadata")
+        return models._random_model("llama", {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+                                              "num_attention_heads": 2, "num_key_value_heads": 1}, 0), \
+            models.byte_tokenizer()
+
+    monkeypatch.setattr(models, "_converted_smollm2", convert)
+    monkeypatch.setattr(models, "_load_pretrained", load)
+    load_model(OmegaConf.create({"source": "smollm2_wheel", "cache_dir": str(tmp_path / "cache")}))
+    assert conversions == [True, False] and len(loads) == 2  # the broken folder was removed, then converted again
