@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,8 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import save_file
 
+from peft_repro.batching import left_pad, positions
 from peft_repro.models import _random_model, byte_tokenizer, repo_root
+from peft_repro.results import load_records
+from peft_repro.tasks import EvalItem, Example, Task
 
 REPO = repo_root()
 SHARED = Path(os.environ.get("PEFT_REPRO_SHARED", REPO.parent / "shared"))
@@ -100,3 +105,126 @@ def run_cli_cases(cases: list[list[str]], env_extra=None, timeout=900) -> list[t
     line = next((l for l in out.stdout.splitlines() if l.startswith("ANSWERS ")), None)
     assert line, out.stderr[-3000:]
     return [tuple(a) for a in json.loads(line[len("ANSWERS "):])]
+
+
+# ------------------------------------------------------------------ helpers shared by test modules
+
+EOS, PAD = 2, 0  # the byte tokenizer's
+LOGIT_TOL = 1e-5
+SEQS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 200]]  # a left-padded batch of three lengths
+
+
+class CopyTask(Task):
+    """A toy generation task: the target repeats the source word."""
+    kind, primary_metric = "generation", "exact"
+
+    def __init__(self):
+        super().__init__(OmegaConf.create({"stop_at_newline": False}))
+        self.words = ["cat", "dog", "sun", "hat", "red", "map", "cup", "pen"]
+
+    def train_examples(self):
+        return [Example(f"{w}:", f" {w}") for w in self.words]
+
+    def eval_items(self, split):
+        return [EvalItem(f"{w}:", [w]) for w in self.words]
+
+    def score(self, predictions, items, full=True):
+        return {"exact": sum(p == it.references[0] for p, it in zip(predictions, items)) / len(items)}
+
+
+class ConstantTask(CopyTask):
+    """Every target is " ok": a frozen random model can learn it through a handful of virtual tokens."""
+
+    def train_examples(self):
+        return [Example(f"{w}:", " ok") for w in self.words]
+
+
+def ids(batch=2, length=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 259, (batch, length), generator=g)
+
+
+def greedy_reference(adapted, sources, steps):
+    """Recompute the whole sequence at every step, no cache, one row at a time."""
+    outs = []
+    for src in sources:
+        seq = list(src)
+        for _ in range(steps):
+            t = torch.tensor([seq])
+            logits = adapted(t, torch.ones_like(t), source_lens=torch.tensor([len(src)])).logits[0, -1]
+            seq.append(int(logits.argmax()))
+            if seq[-1] == EOS:
+                break
+        gen = seq[len(src):]
+        outs.append(gen[: gen.index(EOS)] if EOS in gen else gen)
+    return outs
+
+
+def randomize(adapted):
+    """Move every trainable weight off its init (LoRA's B starts at zero)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in adapted.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+
+
+def save_checkpoint(adapted, path: Path) -> None:
+    """What the trainer writes: <run dir>/trainable.safetensors."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in adapted.trainable_state_dict().items()}, str(path))
+
+
+def peft_logits(theirs, x, mask, k):
+    """PEFT's logits of the real tokens. LoRA and prefix tuning take our position ids (PEFT offsets them by k for
+    the prefix); prompt tuning drops position ids, so each row runs alone, unpadded (as tests/test_prefix.py)."""
+    import peft
+
+    if isinstance(theirs.active_peft_config, peft.PromptTuningConfig):
+        rows = []
+        for row, m in zip(x, mask):
+            real = row[m.bool()][None]
+            out = theirs(input_ids=real, attention_mask=torch.ones_like(real)).logits[0, k:]
+            rows.append(torch.cat([out.new_zeros(len(row) - out.shape[0], out.shape[1]), out]))
+        return torch.stack(rows)
+    return theirs(input_ids=x, attention_mask=mask, position_ids=positions(mask)).logits
+
+
+def max_diff_vs_peft(adapted, out_dir: Path, fresh_base) -> float:
+    """Max |logit difference| over the real tokens of a left-padded batch, ours vs PEFT loading `out_dir`."""
+    import peft
+
+    theirs = peft.PeftModel.from_pretrained(fresh_base, out_dir).eval()
+    adapted.eval()
+    x, mask = left_pad(SEQS, PAD)
+    with torch.no_grad():
+        ours = adapted(x, mask).logits
+        ref = peft_logits(theirs, x, mask, adapted.num_virtual_tokens)
+    real = mask.bool()
+    return (ours[real] - ref[real]).abs().max().item()
+
+
+def pivot_rows(table: str) -> list[str]:
+    rows = [line for line in table.split("## Runs")[0].splitlines() if line.startswith("| ")]
+    assert len(rows) >= 2
+    return rows[1:]
+
+
+def run_smoke(tmp_path: Path, experiment: str, extra: list[str]):
+    args = [f"+experiment={experiment}", "scale=smoke", f"results_dir={tmp_path}",
+            f"hydra.sweep.dir={tmp_path}/multirun", *extra]
+    out = run_main(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = load_records(tmp_path, experiment, "smoke")
+    assert records and all(r["status"] == "ok" for r in records)
+    [table] = (tmp_path / "tables" / experiment).glob("*.md")
+    return records, table.read_text()
+
+
+def render_module():
+    """scripts/render_notebooks.py as a module."""
+    spec = importlib.util.spec_from_file_location("render_notebooks", REPO / "scripts" / "render_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+

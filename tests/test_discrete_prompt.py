@@ -10,8 +10,7 @@ from peft_repro.methods import discrete_prompt
 from peft_repro.tasks import build_task
 from peft_repro.train import Evaluator
 
-from .conftest import DATA, conf, needs_data, tiny_model
-from .test_trainer import CopyTask
+from .conftest import DATA, CopyTask, conf, needs_data, tiny_model
 
 DECODE = DecodeConfig(max_new_tokens=4)
 CANDIDATES = list(conf("experiment/prompt_vs_emb_vs_prefix.yaml").prompt_candidates)

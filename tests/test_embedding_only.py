@@ -17,9 +17,8 @@ from peft_repro.export import export_from_checkpoint, export_peft
 from peft_repro.methods import apply_method, embedding_only
 from peft_repro.train import TrainConfig, lm_loss, train
 
-from .conftest import DATA, conf, needs_data, tiny_model
-from .test_export import LOGIT_TOL, max_diff_vs_peft, randomize, save_checkpoint
-from .test_prefix import ConstantTask, ids
+from .conftest import (
+    DATA, LOGIT_TOL, ConstantTask, conf, ids, max_diff_vs_peft, needs_data, randomize, save_checkpoint, tiny_model)
 
 K, MID = 5, 16
 

@@ -4,22 +4,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from peft_repro.batching import left_pad, positions
 from peft_repro.export import export_from_checkpoint, export_peft, main as export_main
 from peft_repro.methods import apply_method
 from peft_repro.models import load_model
 
-from .conftest import conf, tiny_model
+from .conftest import LOGIT_TOL, conf, max_diff_vs_peft, randomize, save_checkpoint, tiny_model
 
 peft = pytest.importorskip("peft")
 
-PAD = 0
-LOGIT_TOL = 1e-5
-SEQS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 200]]
 
 METHODS = {
     "lora_qv": {"name": "lora", "r": 4, "alpha": 8, "targets": ["q", "v"]},
@@ -28,46 +23,6 @@ METHODS = {
     "prefix_mlp": {"name": "prefix", "num_virtual_tokens": 3, "projection": True, "mid_dim": 16},
     "embedding_only": {"name": "embedding_only", "num_virtual_tokens": 4},
 }
-
-
-def randomize(adapted):
-    """Move every trainable weight off its init (LoRA's B starts at zero)."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in adapted.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.5)
-
-
-def save_checkpoint(adapted, path: Path) -> None:
-    """What the trainer writes: <run dir>/trainable.safetensors."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in adapted.trainable_state_dict().items()}, str(path))
-
-
-def peft_logits(theirs, x, mask, k):
-    """PEFT's logits of the real tokens. LoRA and prefix tuning take our position ids (PEFT offsets them by k for
-    the prefix); prompt tuning drops position ids, so each row runs alone, unpadded (as tests/test_prefix.py)."""
-    if isinstance(theirs.active_peft_config, peft.PromptTuningConfig):
-        rows = []
-        for row, m in zip(x, mask):
-            real = row[m.bool()][None]
-            out = theirs(input_ids=real, attention_mask=torch.ones_like(real)).logits[0, k:]
-            rows.append(torch.cat([out.new_zeros(len(row) - out.shape[0], out.shape[1]), out]))
-        return torch.stack(rows)
-    return theirs(input_ids=x, attention_mask=mask, position_ids=positions(mask)).logits
-
-
-def max_diff_vs_peft(adapted, out_dir: Path, fresh_base) -> float:
-    """Max |logit difference| over the real tokens of a left-padded batch, ours vs PEFT loading `out_dir`."""
-    theirs = peft.PeftModel.from_pretrained(fresh_base, out_dir).eval()
-    adapted.eval()
-    x, mask = left_pad(SEQS, PAD)
-    with torch.no_grad():
-        ours = adapted(x, mask).logits
-        ref = peft_logits(theirs, x, mask, adapted.num_virtual_tokens)
-    real = mask.bool()
-    return (ours[real] - ref[real]).abs().max().item()
 
 
 @pytest.mark.parametrize("method", list(METHODS))

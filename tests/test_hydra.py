@@ -3,8 +3,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from peft_repro.checks import typed
+from peft_repro.decoding import DecodeConfig
 from peft_repro.methods import method_config
 from peft_repro.results import load_records
+from peft_repro.train import TrainConfig
 
 from .conftest import REPO, run_main
 
@@ -21,9 +24,27 @@ def composed(overrides):
 
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
 def test_every_group_option_composes(group, option):
+    from omegaconf import OmegaConf
+
     cfg = composed([f"{group}={option}"])
+    own = OmegaConf.load(CONF / group / f"{option}.yaml")
+    for key in own:  # the option's own keys arrive as written (an option that builds on another may add keys)
+        if key != "defaults":
+            assert OmegaConf.to_container(cfg[group], resolve=False)[key] == \
+                OmegaConf.to_container(own, resolve=False)[key], (group, option, key)
     if group == "method":
         method_config(dict(cfg.method))  # the method's dataclass accepts every key
+    elif group == "trainer":
+        typed(TrainConfig, OmegaConf.to_container(cfg.trainer, resolve=True), "trainer")
+    elif group == "task":  # generation tasks decode; MNLI scores label words
+        parts = [part for part in ("decode", "dev_decode") if part in cfg.task]
+        assert parts == ["decode", "dev_decode"] or (not parts and cfg.task.label_words)
+        for part in parts:
+            typed(DecodeConfig, OmegaConf.to_container(cfg.task[part], resolve=True), f"task.{part}")
+    elif group == "model":
+        assert cfg.model.source in ("smollm2_wheel", "pretrained", "random")
+    elif group == "logger":
+        assert cfg.logger.enabled == (option != "none")
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -93,7 +114,7 @@ def test_missing_data_is_a_one_line_error(tmp_path: Path):
     assert "error: MNLI train file not found" in out.stderr
 
 
-def test_changed_settings_are_rerun_and_the_old_record_kept(tmp_path: Path):
+def test_settings_identity_and_a_superseded_record_is_kept_aside(tmp_path: Path):
     from peft_repro.results import same_settings, supersede, write_record
 
     base = {"trainer": {"lr": 1e-3}, "results_dir": "/a", "threads": 1, "logger": {"enabled": True}}

@@ -7,8 +7,7 @@ import pytest
 
 from peft_repro.results import load_records, eval_setting
 
-from .conftest import REPO, needs_data, run_main
-from .test_prefix_experiments import pivot_rows
+from .conftest import REPO, needs_data, pivot_rows, render_module, run_main
 
 # experiment -> (data folders it reads, runs in its smoke sweep)
 SWEEPS = {
@@ -70,7 +69,7 @@ def test_joblib_launcher_runs_two_cells_in_parallel(tmp_path: Path):
 def paper_tables_and_figure_from(results_dir: Path):
     from peft_repro.tables import main as tables_main
 
-    from .test_notebooks import render
+    render = render_module()
 
     assert tables_main(["--results-dir", str(results_dir), "--scale", "smoke"]) == 0
     [report] = (results_dir / "reports" / "smoke").iterdir()

@@ -61,11 +61,17 @@ def test_only_lora_parameters_get_gradients(arch):
 @pytest.mark.parametrize("targets", ROLE_SETS)
 @pytest.mark.parametrize("r", [1, 4])
 def test_parameter_count_is_closed_form(arch, targets, r):
+    """r * (d_in + d_out) per adapted matrix, the shapes written out by hand (tests/conftest.py's TINY): llama has
+    GQA (k, v: 32 -> 16) and a gated MLP; GPT-2's fused c_attn gives each of q, k, v a 32 x 32 third."""
+    shapes = {"llama": {"q": [(32, 32)], "k": [(32, 16)], "v": [(32, 16)], "o": [(32, 32)],
+                        "mlp": [(32, 64), (32, 64), (64, 32)]},
+              "gpt2": {"q": [(32, 32)], "k": [(32, 32)], "v": [(32, 32)], "o": [(32, 32)],
+                       "mlp": [(32, 128), (128, 32)]}}[arch]
+    by_hand = 2 * sum(r * (d_in + d_out) for role in targets for d_in, d_out in shapes[role])  # 2 layers
     model = tiny_model(arch)
     cfg = lora.LoRAConfig(r=r, targets=targets)
-    expected = lora.expected_parameter_count(model, cfg)
-    adapted = lora.apply(model, cfg)
-    assert adapted.parameter_counts()["trainable"] == expected
+    assert lora.expected_parameter_count(model, cfg) == by_hand
+    assert lora.apply(model, cfg).parameter_counts()["trainable"] == by_hand
 
 
 def test_closed_form_by_hand_for_gqa_llama():

@@ -8,11 +8,9 @@ import torch
 from peft_repro.batching import left_pad
 from peft_repro.decoding import DecodeConfig, generate
 from peft_repro.methods import apply_method, embedding_only, prefix
-from peft_repro.tasks import Example
 from peft_repro.train import TrainConfig, train
 
-from .conftest import tiny_model
-from .test_trainer import CopyTask
+from .conftest import ConstantTask, CopyTask, greedy_reference, ids, tiny_model
 
 peft = pytest.importorskip("peft")
 
@@ -20,11 +18,6 @@ EOS, PAD = 2, 0
 PROMPTS = ["hello world", "a", "the quick brown fox", "E2E", "name[The Vaults], eatType[pub]", "xyz xyz"]
 LOGIT_TOL = 1e-5
 GRAD_TOL = 1e-5
-
-
-def ids(batch=2, length=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, 259, (batch, length), generator=g)
 
 
 # ---------------------------------------------------------------- parity with HF PEFT
@@ -218,22 +211,6 @@ def test_infix_training_loss_sees_the_same_logits_as_decoding(tokenizer):
 # ---------------------------------------------------------------- decoding vs a no-cache reference
 
 
-def greedy_reference(adapted, sources, steps):
-    """Recompute the whole sequence at every step, no cache, one row at a time."""
-    outs = []
-    for src in sources:
-        seq = list(src)
-        for _ in range(steps):
-            t = torch.tensor([seq])
-            logits = adapted(t, torch.ones_like(t), source_lens=torch.tensor([len(src)])).logits[0, -1]
-            seq.append(int(logits.argmax()))
-            if seq[-1] == EOS:
-                break
-        gen = seq[len(src):]
-        outs.append(gen[: gen.index(EOS)] if EOS in gen else gen)
-    return outs
-
-
 METHOD_CFGS = {
     "prefix": {"name": "prefix", "num_virtual_tokens": 4},
     "prefix_mlp": {"name": "prefix", "num_virtual_tokens": 4, "projection": True, "mid_dim": 16},
@@ -338,13 +315,6 @@ def test_bf16_autocast_runs(arch):
 # ---------------------------------------------------------------- training end to end
 
 
-class ConstantTask(CopyTask):
-    """Every target is " ok": a frozen random model can learn it through a handful of virtual tokens."""
-
-    def train_examples(self):
-        return [Example(f"{w}:", " ok") for w in self.words]
-
-
 @pytest.mark.parametrize("method", ["prefix", "prefix_mlp", "embedding_only", "infix"])
 def test_training_decreases_the_loss(tokenizer, tmp_path: Path, method):
     task = ConstantTask()
@@ -383,13 +353,17 @@ def test_smollm2_prefix_family():
     assert prefix.kv_geometry(model.config) == (30, 3, 64)
     stops = stop_token_ids(tok, True)
     src = [tok(" France is", add_special_tokens=False).input_ids]
+    [plain] = generate(apply_method(model, {"name": "zero_shot"}), src, DecodeConfig(max_new_tokens=4), stops,
+                       tok.pad_token_id)
     for cfg in [{"name": "prefix", "init_text": "The capital of"}, {"name": "infix", "init_text": "The capital of",
                                                                      "projection": False},
                 {"name": "discrete_prompt", "prompt": "The capital of"}]:
         adapted = apply_method(model, cfg)
         [out] = generate(adapted, src, DecodeConfig(max_new_tokens=4), stops, tok.pad_token_id)
-        if cfg["name"] != "infix":  # infix: the words' activations sit after the source, not a prompt
+        if cfg["name"] != "infix":
             assert "Paris" in tok.decode(out), (cfg, tok.decode(out))
+        else:  # the words' activations sit after the source, not a prompt: they change what follows, not to Paris
+            assert out != plain and "Paris" not in tok.decode(out), (tok.decode(out), tok.decode(plain))
     ours = apply_method(model, {"name": "prefix", "num_virtual_tokens": 3})
     base2, _ = load_model(conf("model/smollm2_135m.yaml"))
     theirs = peft.get_peft_model(base2, peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))

@@ -8,7 +8,7 @@ import pytest
 
 from peft_repro.results import load_records
 
-from .conftest import needs_data, run_main
+from .conftest import needs_data, pivot_rows, run_main, run_smoke
 
 CASES = {
     "prefix_length_sweep": (["method.num_virtual_tokens=1,5"], ("config.method.num_virtual_tokens", {1, 5})),
@@ -24,23 +24,6 @@ def lookup(record, dotted):
     for part in dotted.split("."):
         node = node[part]
     return node
-
-
-def pivot_rows(table: str) -> list[str]:
-    rows = [line for line in table.split("## Runs")[0].splitlines() if line.startswith("| ")]
-    assert len(rows) >= 2
-    return rows[1:]
-
-
-def run_smoke(tmp_path: Path, experiment: str, extra: list[str]):
-    args = [f"+experiment={experiment}", "scale=smoke", f"results_dir={tmp_path}",
-            f"hydra.sweep.dir={tmp_path}/multirun", *extra]
-    out = run_main(*args)
-    assert out.returncode == 0, out.stderr[-3000:]
-    records = load_records(tmp_path, experiment, "smoke")
-    assert records and all(r["status"] == "ok" for r in records)
-    [table] = (tmp_path / "tables" / experiment).glob("*.md")
-    return records, table.read_text()
 
 
 @needs_data("e2e")

@@ -11,7 +11,7 @@ from peft_repro.methods import apply_method, prefix, prefix_seq2seq
 from peft_repro.models import _random_model
 from peft_repro.train import TrainConfig, train
 
-from .test_prefix import ConstantTask, greedy_reference
+from .conftest import ConstantTask, greedy_reference
 
 peft = pytest.importorskip("peft")
 

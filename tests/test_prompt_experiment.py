@@ -3,8 +3,7 @@ discrete prompt is the best of the configured candidates on dev (each one's scor
 all three rows."""
 from pathlib import Path
 
-from .conftest import conf, needs_data
-from .test_prefix_experiments import pivot_rows, run_smoke
+from .conftest import conf, needs_data, pivot_rows, run_smoke
 
 CANDIDATES = list(conf("experiment/prompt_vs_emb_vs_prefix.yaml").prompt_candidates)
 

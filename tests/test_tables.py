@@ -291,11 +291,19 @@ def test_smoke_results_live_in_results_smoke(monkeypatch):
 
 
 def test_committed_lora_rank_results_render():
+    """The committed records render; the Wq (mnli) r=1 cell is the mean of its records, computed here."""
+    from peft_repro.results import load_records
+
+    records = [r for r in load_records(repo_root() / "results", "lora_rank_sweep", "default")
+               if r.get("status") == "ok" and r["config"]["task"]["name"] == "mnli"
+               and r["config"]["method"]["targets"] == ["q"] and r["config"]["method"]["r"] == 1]
+    if not records:
+        pytest.skip("no committed lora_rank_sweep records for Wq (mnli) at r=1")
     specs, _ = tables.load_specs(repo_root() / "experiments")
     built = tables.build_tables({"lora_rank_sweep": specs["lora_rank_sweep"]}, repo_root() / "results", "default")
     md = tables.render_markdown(built, "default")
-    assert re.search(r"^\| Wq \(mnli\) \| ours \| 33\.5 \| ", md, re.M)
-    assert "smollm2_135m; mnli: 480 train / 400 test examples" in md
+    mean = 100 * sum(r["test"]["accuracy"] for r in records) / len(records)
+    assert re.search(rf"^\| Wq \(mnli\) \| ours \| {mean:.1f}( ± [0-9.]+ \(n={len(records)}\))? \| ", md, re.M), md
 
 
 def test_accuracy_tables_get_zero_shot_and_majority_rows_and_marks():

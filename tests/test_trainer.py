@@ -2,15 +2,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from peft_repro.batching import IGNORE, Encoded, collate_train, encode_examples, length_grouped_batches
 from peft_repro.decoding import DecodeConfig
 from peft_repro.methods import apply_method
-from peft_repro.tasks import EvalItem, Example, Task
+from peft_repro.tasks import Example
 from peft_repro.train import TrainConfig, lm_loss, train
 
-from .conftest import tiny_model
+from .conftest import CopyTask, tiny_model
 
 
 def test_labels_cover_exactly_the_target_tokens():
@@ -52,24 +51,6 @@ def test_length_grouped_batches_are_a_partition_with_similar_lengths():
     spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
     assert spread < 5
     assert batches != length_grouped_batches(lengths, 8, seed=1)
-
-
-class CopyTask(Task):
-    """A toy generation task: the target repeats the source word."""
-    kind, primary_metric = "generation", "exact"
-
-    def __init__(self):
-        super().__init__(OmegaConf.create({"stop_at_newline": False}))
-        self.words = ["cat", "dog", "sun", "hat", "red", "map", "cup", "pen"]
-
-    def train_examples(self):
-        return [Example(f"{w}:", f" {w}") for w in self.words]
-
-    def eval_items(self, split):
-        return [EvalItem(f"{w}:", [w]) for w in self.words]
-
-    def score(self, predictions, items, full=True):
-        return {"exact": sum(p == it.references[0] for p, it in zip(predictions, items)) / len(items)}
 
 
 def test_training_decreases_the_loss_and_selects_on_dev(tokenizer, tmp_path: Path):

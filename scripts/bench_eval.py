@@ -1,0 +1,172 @@
+"""Evaluation time of one default-scale run, before and after issue 16's changes, measured in one run.
+
+Each side is a source tree: `--before REV` (default 2b14382, the last commit before the changes) is checked out into
+a temporary git worktree, `after` is this checkout. Both sides evaluate the same trained adapter in their own
+subprocess (one torch thread), interleaved (before, after, before, after, ...):
+- e2e_main: dev (50 MRs, greedy, the per-epoch selection) and test (200 MRs, beam 5, all five metrics), with a LoRA
+  (r=4 on Wq,Wv) trained here once (`--train-steps`) so that the outputs have their real lengths; the before side
+  decodes at batch 8 as e2e_main did, the after side at e2e_main's batch 32;
+- lora_rank_sweep on MNLI: label scoring of dev (100 pairs) and test (400 pairs) at eval batch 32.
+The predictions of the two sides must be identical. Prints JSON (median seconds per side and phase, ratios, the
+hardware); `--out FILE` also writes it. Not a test: run it on an otherwise idle machine where possible.
+
+    python scripts/bench_eval.py [--repeat 2] [--out results/bench/eval_<host>.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys, time
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+from peft_repro.methods import apply_method
+from peft_repro.models import load_model
+from peft_repro.tasks import build_task
+from peft_repro.train import Evaluator
+from peft_repro.decoding import DecodeConfig
+
+spec = json.loads(sys.argv[1])
+torch.set_num_threads(1)
+model, tok = load_model(OmegaConf.create(spec["model"]))
+adapted = apply_method(model, spec["method"])
+if spec["state"]:
+    adapted.load_trainable_state_dict(load_file(spec["state"]))
+adapted.eval()
+out = {}
+for phase in spec["phases"]:
+    task_cfg = OmegaConf.create(phase["task"])
+    evaluator = Evaluator(build_task(task_cfg, spec["data_root"]), tok, task_cfg, phase["eval_batch_size"])
+    decode = DecodeConfig(**phase["decode"]) if phase["decode"] else None
+    start = time.perf_counter()
+    scores, preds, items = evaluator.evaluate(adapted, phase["split"], decode, full=phase["full"], desc=phase["name"])
+    out[phase["name"]] = {"seconds": time.perf_counter() - start, "predictions": preds, "scores": scores}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def conf(path: str) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(REPO / "conf" / path), resolve=True)
+
+
+def phases(side: str, args) -> list[dict]:
+    e2e = conf("task/e2e.yaml") | {"max_train_examples": 200, "max_eval_examples": args.test_items,
+                                   "max_dev_examples": args.dev_items}
+    mnli = conf("task/mnli.yaml") | {"max_eval_examples": args.mnli_test_items, "max_dev_examples": args.mnli_dev_items}
+    beam_batch = 8 if side == "before" else 32  # e2e_main's test decoding batch before and after
+    return [
+        {"name": "e2e dev", "task": e2e, "split": "dev", "full": False, "eval_batch_size": 32,
+         "decode": {"num_beams": 1, "max_new_tokens": 64, "batch_size": 16 if side == "before" else 32}},
+        {"name": "e2e test", "task": e2e, "split": "test", "full": True, "eval_batch_size": 32,
+         "decode": {"num_beams": 5, "max_new_tokens": 64, "batch_size": beam_batch}},
+        {"name": "mnli dev", "task": mnli, "split": "dev", "full": False, "eval_batch_size": 32, "decode": None},
+        {"name": "mnli test", "task": mnli, "split": "test", "full": True, "eval_batch_size": 32, "decode": None},
+    ]
+
+
+def train_adapter(args, out: Path) -> Path:
+    """A LoRA trained briefly on E2E with this checkout's trainer: outputs of realistic length to decode."""
+    import torch
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    from peft_repro.decoding import DecodeConfig
+    from peft_repro.methods import apply_method
+    from peft_repro.models import load_model
+    from peft_repro.tasks import build_task
+    from peft_repro.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    model, tok = load_model(OmegaConf.create(conf("model/smollm2_135m.yaml")))
+    adapted = apply_method(model, METHOD)
+    task_cfg = OmegaConf.create(conf("task/e2e.yaml") | {"max_train_examples": 8 * args.train_steps,
+                                                          "max_eval_examples": 4})
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=2e-3, warmup_steps=5, precision="fp32", save_checkpoint=False)
+    out_state = train(adapted, tok, build_task(task_cfg, args.data_root), task_cfg, cfg,
+                      DecodeConfig(max_new_tokens=8), None, out, evaluate_test=False)["state"]
+    path = out / "lora.safetensors"
+    save_file({k: v.contiguous() for k, v in out_state.items()}, str(path))
+    return path
+
+
+METHOD = {"name": "lora", "r": 4, "targets": ["q", "v"]}
+
+
+def run_side(tree: Path, side: str, state: Path, args) -> dict:
+    spec = {"model": conf("model/smollm2_135m.yaml"), "method": METHOD, "state": str(state),
+            "data_root": args.data_root, "phases": phases(side, args)}
+    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", WORKER, json.dumps(spec)], cwd=tree, env=env, capture_output=True,
+                          text=True)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if done.returncode or not line:
+        sys.exit(f"error: the {side} side failed:\n{done.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", default="2b14382", help="git revision of the before side")
+    parser.add_argument("--repeat", type=int, default=2, help="interleaved runs of each side")
+    parser.add_argument("--train-steps", type=int, default=25)
+    parser.add_argument("--test-items", type=int, default=200)
+    parser.add_argument("--dev-items", type=int, default=50)
+    parser.add_argument("--mnli-test-items", type=int, default=400)
+    parser.add_argument("--mnli-dev-items", type=int, default=100)
+    parser.add_argument("--data-root", default=os.environ.get("PEFT_REPRO_DATA_ROOT", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from peft_repro.results import git_state, hardware
+
+    with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
+        before = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before], cwd=REPO, check=True,
+                       capture_output=True)
+        try:
+            state = train_adapter(args, Path(tmp))
+            runs: dict[str, list[dict]] = {"before": [], "after": []}
+            for _ in range(args.repeat):
+                for side, tree in (("before", before), ("after", REPO)):
+                    runs[side].append(run_side(tree, side, state, args))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=REPO, capture_output=True)
+
+    names = list(runs["after"][0])
+    seconds = {side: {n: statistics.median(r[n]["seconds"] for r in runs[side]) for n in names} for side in runs}
+    identical = {n: all(r[n]["predictions"] == runs["before"][0][n]["predictions"] for side in runs for r in runs[side])
+                 for n in names}
+    totals = {side: sum(seconds[side].values()) for side in seconds}
+    report = {
+        "benchmark": "evaluation of one default-scale e2e_main run (dev + test) and of lora_rank_sweep on MNLI",
+        "before": args.before, "after": git_state(), "hardware": hardware(), "threads": 1, "repeat": args.repeat,
+        "measured": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "sizes": {"e2e dev": args.dev_items, "e2e test": args.test_items, "mnli dev": args.mnli_dev_items,
+                  "mnli test": args.mnli_test_items},
+        "seconds": seconds, "identical_predictions": identical,
+        "speedup": {n: seconds["before"][n] / seconds["after"][n] for n in names},
+        "speedup_total": totals["before"] / totals["after"],
+        "scores": {n: runs["after"][0][n]["scores"] for n in names},
+    }
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
