@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 
 def lr_search_cell(config: dict) -> tuple[str, dict] | None:
     """(group, search point) of a run under `lr_search`: the group is its settings without the learning rate, the
-    seed and the `reference` keys (so every seed and, e.g., every low-data subset shares one choice); the search
+    seed, the `reference` keys (so every seed and, e.g., every low-data subset shares one choice) and the experiment's
+    name (experiments that share runs share the choice); the search
     point is the seed and reference values whose runs, one per grid lr, make the choice. None without a search."""
     search = config.get("lr_search")
     if not search:
         return None
     varying = {"trainer.lr": None, "seed": search.get("seed", 0), **(search.get("reference") or {})}
-    group = json.loads(json.dumps(results.identity(config)))
+    group = json.loads(json.dumps(results.identity({**config, "experiment": None})))  # shared across experiments
     for dotted in varying:
         *parents, leaf = dotted.split(".")
         node = group

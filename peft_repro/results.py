@@ -59,7 +59,7 @@ def peak_memory_mb() -> float:
 
 # overrides that change where or how fast a run goes, not what it computes
 NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "data_root=", "threads=", "record_samples=",
-                   "zero_shot=", "lr_search=", "checkpoint_every_steps=")
+                   "zero_shot=", "lr_search=", "checkpoint_every_steps=", "shares_runs_with=")
 
 
 # task settings that change only training or model selection, not the test items, prompt or decoding
@@ -98,8 +98,11 @@ def identity(config: dict) -> dict:
                        and k not in ("logger", "hydra", "table", *EXPERIMENT_INPUTS)})
 
 
-def same_settings(a: dict, b: dict) -> bool:
-    """Whether two resolved configs compute the same thing (`identity`)."""
+def same_settings(a: dict, b: dict, any_experiment: bool = False) -> bool:
+    """Whether two resolved configs compute the same thing (`identity`); `any_experiment`: the experiment's name
+    aside (two experiments of one setting, `shares_runs_with`, make the same runs)."""
+    if any_experiment:
+        a, b = {**a, "experiment": None}, {**b, "experiment": None}
     return identity(a) == identity(b)
 
 
@@ -108,8 +111,9 @@ def latest_per_setting(records: list[dict]) -> list[dict]:
     settings come from a rerun under other code (e.g. a record made before a new option existed); the tables count
     the run once, as the newer code made it."""
     latest: dict[str, dict] = {}
-    for record in records:
-        key = json.dumps([identity(record["config"]), record.get("seed")], sort_keys=True, default=str)
+    for record in records:  # the experiment's name aside: a table may pool experiments that share runs
+        key = json.dumps([identity({**record["config"], "experiment": None}), record.get("seed")], sort_keys=True,
+                         default=str)
         if key not in latest or str(record.get("finished", "")) > str(latest[key].get("finished", "")):
             latest[key] = record
     return [r for r in records if any(r is kept for kept in latest.values())]
@@ -124,14 +128,19 @@ def supersede(path: Path) -> Path:
 
 def find_done(path: Path, config: dict, data_fingerprint: str | None = None) -> Path | None:
     """The finished record of these settings: the run's own file, or one under another name in the same folder
-    (a sweep that now lists a value explicitly, e.g. `task=mnli`, still finds the runs made with the default).
+    (a sweep that now lists a value explicitly, e.g. `task=mnli`, still finds the runs made with the default), or
+    one in the folder of an experiment this one shares runs with (`shares_runs_with`: same setting, same runs).
     With `data_fingerprint`, only a record of the same data counts (records made before fingerprints are trusted)."""
-    candidates = [path] + [p for p in sorted(path.parent.glob("*.json")) if p != path]
+    runs, own, scale = path.parents[2], path.parents[1].name, path.parent.name  # <runs>/<experiment>/<scale>/
+    shared = [runs / name / scale for name in config.get("shares_runs_with") or [] if name != own]
+    candidates = [path] + [p for p in sorted(path.parent.glob("*.json")) if p != path] + \
+        [p for folder in shared for p in sorted(folder.glob("*.json"))]
     for candidate in candidates:
         if candidate.exists():
             done = load_json(candidate)
             # a diverged run is a result too: the same settings diverge again
-            if done.get("status") in ("ok", "diverged") and same_settings(done["config"], config) and \
+            if done.get("status") in ("ok", "diverged") and \
+                    same_settings(done["config"], config, any_experiment=candidate.parent != path.parent) and \
                     done.get("data_fingerprint", data_fingerprint) == data_fingerprint:
                 return candidate
     return None
@@ -142,6 +151,15 @@ def resume_path(record_path: Path, config: dict, data_fingerprint: str | None) -
     data, so a run with other settings under the same name never continues from it."""
     tag = hashlib.sha1(json.dumps([identity(config), data_fingerprint], sort_keys=True, default=str).encode())
     return record_path.with_name(f"{record_path.stem}.{tag.hexdigest()[:8]}.resume.pt")
+
+
+def portable_path(path) -> str | None:
+    """A path as a record keeps it: relative to the repository when inside it, else omitted (None): no machine's
+    absolute paths in committed records."""
+    try:
+        return str(Path(path).resolve().relative_to(repo_root().resolve()))
+    except ValueError:
+        return None
 
 
 def state_path(record_path: Path) -> Path:

@@ -128,7 +128,9 @@ def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: 
         "hardware": results.hardware(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": time.time() - started,
         "peak_memory_mb": results.peak_memory_mb(), "params": params,
-        "run_dir": str(run_dir), "wandb_dir": logger.dir if logger else None, "prompt_selection": selection,
+        "run_dir": results.portable_path(run_dir), "wandb_dir": results.portable_path(logger.dir) if logger else None,
+        "num_virtual_tokens": adapted.num_virtual_tokens,  # the real k (init words may set it), 0 without a prefix
+        "prompt_selection": selection,
         "lr_selection": lr_selection,
         **{k: v for k, v in out.items() if k not in ("samples", "state")},
         "samples": out["samples"][: cfg.record_samples],
@@ -145,7 +147,7 @@ def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: 
         summary |= {f"params/{k}": v for k, v in params.items()}
         summary |= {"selected_epoch": out["selected_epoch"], "wall_seconds": record["wall_seconds"]}
         logger.finish(summary, out["samples"], cfg.logger.max_samples)
-    log.info("test %s -> %s", out["test"], path)
+    log.info("test %s -> %s", out["test"] if not defer_test else "deferred until this lr is chosen", path)
     return record
 
 

@@ -129,7 +129,8 @@ def _cell(records: list[dict], ours: dict, row: dict, column) -> Cell:
         where[ours["column_key"]] = column
     metric = _first("metric", col, row, ours)
     if metric is None:
-        raise SpecError(f"ours of table {ours['experiment']}: no metric for row {row_label(row)!r}, column {column}")
+        raise SpecError(f"ours of table {', '.join(experiments_of(ours))}: no metric for row {row_label(row)!r}, "
+                        f"column {column}")
     factor = _first("factor", col, row, ours, default=1)
     runs = []
     for record in records:
@@ -241,15 +242,23 @@ def mark(cell: Cell, zero_shot: Run, majority: float | None) -> str:
     return out
 
 
+def experiments_of(ours: dict) -> list[str]:
+    """`ours.experiment`: one experiment, or a list of experiments that share runs (conf/setting/), own one first."""
+    experiment = ours.get("experiment")
+    return [experiment] if isinstance(experiment, str) else list(experiment or [])
+
+
 def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[str, Table]:
     cache: dict[str, list[dict]] = {}
     zero_shots = load_runs(results_dir, "zero_shot", scale)
     tables = {}
     for tid, spec in specs.items():
-        experiment = (spec.get("ours") or {}).get("experiment")
-        if experiment and experiment not in cache:
-            cache[experiment] = load_records(results_dir, experiment, scale)
-        records = cache.get(experiment, [])
+        records = []
+        for experiment in experiments_of(spec.get("ours") or {}):
+            if experiment not in cache:
+                cache[experiment] = load_records(results_dir, experiment, scale)
+            records += cache[experiment]
+        # a run that two of the experiments made counts once (the latest), whichever folder holds it
         tables[tid] = build_table(spec, latest_per_setting([r for r in records if r.get("status") == "ok"]),
                                   zero_shots)
         tables[tid].diverged = [r["record"] for r in records if r.get("status") == "diverged"]
@@ -329,7 +338,7 @@ def caption(table: Table, scale: str) -> list[str]:
     if not spec.get("rows"):
         paper += f" ({spec.get('source', '?')}: no numbers in the paper)"
     metrics = ", ".join(dict.fromkeys(c.metric for row in table.rows for c in row.cells.values() if c.metric))
-    mine = (f"Ours: experiment `{ours['experiment']}`, scale `{scale}`"
+    mine = (f"Ours: experiment `{'`, `'.join(experiments_of(ours))}`, scale `{scale}`"
             + (f", columns = `{ours['column_key']}`" if ours.get("column_key") else "")
             + f", values {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
             if ours else "Ours: no experiment mapped.")
@@ -353,7 +362,8 @@ def render_markdown(tables: dict[str, Table], scale: str) -> str:
             out += ["", "Learning rates tried on dev (dev score x100 of the primary metric at the search point; "
                         "the cells use the chosen one):", *choices]
         if table.diverged:
-            out += ["", f"Left out: {len(table.diverged)} run(s) of `{table.spec['ours']['experiment']}` whose training "
+            names = "`, `".join(experiments_of(table.spec["ours"]))
+            out += ["", f"Left out: {len(table.diverged)} run(s) of `{names}` whose training "
                         "diverged: " + ", ".join(f"`{name}`" for name in table.diverged)]
         out += ["", "Our runs:"]
         for text, rows in groups.items():

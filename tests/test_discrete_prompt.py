@@ -120,11 +120,11 @@ def test_the_selected_prompt_scores_above_zero_on_smollm2():
     """The degenerate baseline this replaces scored 0.0 dev BLEU with every candidate (empty outputs)."""
     from peft_repro.models import load_model
 
-    experiment = conf("experiment/prompt_vs_emb_vs_prefix.yaml")
+    setting = conf("setting/e2e.yaml")  # the experiment's default-scale setting
     task_cfg = OmegaConf.merge(conf("task/e2e.yaml"), {"max_eval_examples": 4})
     model, tok = load_model(conf("model/smollm2_135m.yaml"))
     evaluator = Evaluator(build_task(task_cfg, str(DATA)), tok, task_cfg, eval_batch_size=4)
     out = discrete_prompt.select_prompt(lambda: model, CANDIDATES, evaluator,
-                                        DecodeConfig(**experiment.task.dev_decode))
+                                        DecodeConfig(**setting.task.dev_decode))
     assert out["score"] > 0.1, out
     assert out["candidates"][-1]["empty_predictions"] == 0

@@ -9,7 +9,7 @@ from peft_repro.methods import method_config
 from peft_repro.results import load_records
 from peft_repro.train import TrainConfig
 
-from .conftest import REPO, run_main
+from .conftest import REPO, needs_data, run_main
 
 CONF = REPO / "conf"
 GROUPS = ["model", "task", "method", "trainer", "logger"]
@@ -127,3 +127,31 @@ def test_settings_identity_and_a_superseded_record_is_kept_aside(tmp_path: Path)
     moved = supersede(path)
     assert not path.exists() and moved.name.startswith("cell.json.superseded-")
     assert load_records(tmp_path, "x", "default") == []
+
+
+@needs_data("e2e")
+def test_experiments_of_one_setting_share_runs_and_tables_read_them(tmp_path: Path):
+    """conf/setting/e2e.yaml: e2e_main's lr-grid points of PREFIX-10 serve emb_vs_infix's search too, its chosen
+    point is emb_vs_infix's PREFIX-10 seed-0 cell (neither is trained again), and the emb_vs_infix paper table shows
+    it. Only PREFIX-1 is new."""
+    from peft_repro import tables
+
+    common = ["scale=smoke", "method=prefix_mlp", "seed=0", "task.test_metrics=[BLEU]", "logger=none",
+              f"results_dir={tmp_path}"]
+    search = "lr_search={grid: [0.001, 0.05], seed: 0, reference: {method.num_virtual_tokens: 10}}"
+    first = run_main("+experiment=e2e_main", *common, search, f"hydra.sweep.dir={tmp_path}/a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_main("+experiment=emb_vs_infix", "method.num_virtual_tokens=1,10", *common, search,
+                      f"hydra.sweep.dir={tmp_path}/b")
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = second.stdout + second.stderr
+    assert log.count("trainable parameters") == 1 and "/e2e_main/smoke/" in log  # PREFIX-1 only
+    assert len(load_records(tmp_path, "e2e_main", "smoke")) == 2  # the two grid points
+    [own] = load_records(tmp_path, "emb_vs_infix", "smoke")
+    assert own["config"]["method"]["num_virtual_tokens"] == 1
+    assert own["lr_selection"]["points"] == [p for r in load_records(tmp_path, "e2e_main", "smoke")
+                                              for p in [{"lr": r["config"]["trainer"]["lr"], "dev": r["dev"]["BLEU"]}]]
+    specs, _ = tables.load_specs(REPO / "experiments")
+    built = tables.build_tables({"emb_vs_infix": specs["emb_vs_infix"]}, tmp_path, "smoke")
+    rows = {row.label: len(row.cells["BLEU"].runs) for row in built["emb_vs_infix"].rows}
+    assert rows["PREFIX"] == rows["PREFIX-1"] == 1

@@ -249,3 +249,11 @@ def test_a_model_cache_that_does_not_load_is_converted_again(tmp_path: Path, mon
     monkeypatch.setattr(models, "_load_pretrained", load)
     load_model(OmegaConf.create({"source": "smollm2_wheel", "cache_dir": str(tmp_path / "cache")}))
     assert conversions == [True, False] and len(loads) == 2  # the broken folder was removed, then converted again
+
+
+def test_records_keep_no_machine_paths(tmp_path: Path):
+    from peft_repro.models import repo_root
+    from peft_repro.results import portable_path
+
+    assert portable_path(repo_root() / "multirun" / "x" / "0") == "multirun/x/0"
+    assert portable_path(tmp_path / "elsewhere") is None
