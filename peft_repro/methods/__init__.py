@@ -6,18 +6,23 @@ model (BART, T5) dispatches to `prefix_seq2seq`.
 from __future__ import annotations
 
 from ..checks import typed
-from . import discrete_prompt, embedding_only, full, infix, lora, prefix, zero_shot
+from . import discrete_prompt, embedding_only, full, infix, lora, prefix, prefix_seq2seq, zero_shot
 from .base import Adapted
 
 METHODS = {
     "lora": (lora.LoRAConfig, lora.apply),
     "full": (full.FullConfig, full.apply),
-    "prefix": (prefix.PrefixConfig, prefix.apply),
+    "prefix": (prefix.PrefixConfig, lambda model, cfg: _prefix_module(model).apply(model, cfg)),
     "embedding_only": (embedding_only.EmbeddingOnlyConfig, embedding_only.apply),
     "infix": (infix.InfixConfig, infix.apply),
     "discrete_prompt": (discrete_prompt.DiscretePromptConfig, discrete_prompt.apply),
     "zero_shot": (zero_shot.ZeroShotConfig, zero_shot.apply),
 }
+
+
+def _prefix_module(model):
+    """prefix_seq2seq for encoder-decoder models (BART, T5), prefix for decoder-only ones."""
+    return prefix_seq2seq if model.config.is_encoder_decoder else prefix
 
 
 def method_config(cfg: dict):

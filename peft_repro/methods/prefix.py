@@ -232,11 +232,8 @@ def freeze_base(model: nn.Module) -> None:
 
 
 def apply(model: nn.Module, cfg: PrefixConfig) -> Adapted:
+    """Decoder-only models; the registry (methods/__init__.py) sends encoder-decoder ones to prefix_seq2seq."""
     freeze_base(model)
-    if model.config.is_encoder_decoder:
-        from .prefix_seq2seq import Seq2SeqPrefixAdapted
-
-        return Seq2SeqPrefixAdapted(model, cfg)
     return PrefixAdapted(model, cfg)
 
 

@@ -27,7 +27,7 @@ from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from .base import Adapted
-from .prefix import PrefixEncoder, cache_from_kv, model_dtype
+from .prefix import PrefixEncoder, cache_from_kv, freeze_base, model_dtype
 
 PARTS = ("encoder", "decoder", "cross")
 
@@ -181,3 +181,8 @@ def expected_parameter_count(model, cfg) -> int:
     enc_layers, dec_layers, heads, head_dim, _ = seq2seq_geometry(model.config)
     layers = {"encoder": enc_layers, "decoder": dec_layers, "cross": dec_layers}
     return sum(cfg.num_virtual_tokens * layers[p] * 2 * heads * head_dim for p in cfg.seq2seq_parts)
+
+
+def apply(model: nn.Module, cfg) -> Adapted:
+    freeze_base(model)
+    return Seq2SeqPrefixAdapted(model, cfg)
