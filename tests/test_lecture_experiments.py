@@ -13,7 +13,7 @@ from .conftest import REPO, needs_data, pivot_rows, render_module, run_main
 SWEEPS = {
     "lora_weight_type": (("mnli", "wikisql"), 14),
     "lora_rank_sweep_e2e": (("e2e",), 7),
-    "e2e_main": (("e2e",), 15),  # 5 methods x 3 seeds
+    "e2e_main": (("e2e",), 5),  # 5 methods, at seed 0 (its 3 seeds would triple the Java scoring in CI)
     "xsum_main": (("xsum",), 2),
     "low_data_e2e": (("e2e",), 12),
     "low_data_xsum": (("xsum",), 12),
@@ -34,7 +34,7 @@ def smoke_sweep(tmp_path: Path, experiment: str, *extra: str):
                                         for name, (folders, _) in SWEEPS.items()])
 def test_lecture_experiment_smoke_sweep_writes_its_table(tmp_path: Path, experiment):
     runs = SWEEPS[experiment][1]
-    _, records, table = smoke_sweep(tmp_path, experiment)
+    _, records, table = smoke_sweep(tmp_path, experiment, *(["seed=0"] if experiment == "e2e_main" else []))
     assert len(records) == runs and all(r["status"] == "ok" for r in records)
     assert len({r["record"] for r in records}) == runs
     assert all("–" not in line for line in pivot_rows(table))
