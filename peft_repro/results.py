@@ -336,7 +336,8 @@ def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]
 
 
 def write_table(results_dir: Path, experiment: str, scale: str, spec: dict, title: str) -> Path:
-    """Render from the records on disk into a new versioned file pair; returns the Markdown path."""
+    """Render from the records on disk into a new versioned file pair (none when the newest one says the same);
+    returns the Markdown path."""
     from .lr_search import dev_selected  # lr_search reads records through this module
 
     records = load_records(results_dir, experiment, scale)
@@ -344,10 +345,14 @@ def write_table(results_dir: Path, experiment: str, scale: str, spec: dict, titl
     records = dev_selected(latest_per_setting([r for r in records if r.get("status") == "ok"])) + [r for r in records
                                                                              if r.get("status") != "ok"]
     markdown, table_csv = render_table(records, spec, f"{title} — {experiment}, scale={scale}")
+    folder = Path(results_dir) / "tables" / experiment
+    versions = sorted(folder.glob(f"{experiment}_{scale}_*.md"))
+    if versions and versions[-1].read_text().split("\n", 1)[-1] == markdown and \
+            versions[-1].with_suffix(".csv").read_bytes() == table_csv.encode():
+        return versions[-1]  # a rerun that changes nothing adds no version
     git = git_state()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     version = f"{stamp}_{git['commit']}{'-dirty' if git['dirty'] else ''}"
-    folder = Path(results_dir) / "tables" / experiment
     folder.mkdir(parents=True, exist_ok=True)
     md_path = folder / f"{experiment}_{scale}_{version}.md"
     header = f"<!-- version {version}, rendered {time.strftime('%Y-%m-%d %H:%M:%S')} from {len(records)} records -->\n"

@@ -414,7 +414,8 @@ def version_dir(parent: Path) -> Path:
 
 
 def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list[Path]:
-    """Render every table and the claims into a new version folder; returns the files written."""
+    """Render every table and the claims into a new version folder; returns the files written (or those of the newest
+    version, when nothing changed)."""
     from . import claims as claims_mod
 
     specs, claims = load_specs(repo_root() / "experiments")
@@ -428,10 +429,26 @@ def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list
                                    + render_markdown(tables, scale),
              "tables.tex": render_latex(tables, scale),
              "claims.md": header + claims_md, "claims.csv": claims_csv}
-    folder = version_dir(out or Path(results_dir) / "reports" / scale)  # only once everything rendered
+    parent = out or Path(results_dir) / "reports" / scale
+    if (same := unchanged_version(parent, files)) is not None:  # a rerun that changes nothing adds no version
+        return [same / name for name in files]
+    folder = version_dir(parent)  # only once everything rendered
     for name, text in files.items():
         write_atomic(folder / name, text)
     return [folder / name for name in files]
+
+
+def unchanged_version(parent: Path, files: dict[str, str]) -> Path | None:
+    """The newest version folder under `parent` whose files say what `files` say (the rendering time, commit and
+    results folder in the first line of the Markdown files aside), else None."""
+    def body(name: str, text: str) -> str:
+        return text.split("\n", 1)[-1] if name.endswith(".md") else text
+
+    versions = sorted(p for p in Path(parent).glob("*_*") if p.is_dir()) if Path(parent).is_dir() else []
+    if versions and all((versions[-1] / name).exists() and body(name, (versions[-1] / name).read_bytes().decode())
+                        == body(name, text) for name, text in files.items()):  # bytes: the CSV ends lines in \r\n
+        return versions[-1]
+    return None
 
 
 def default_results_dir(scale: str) -> Path:

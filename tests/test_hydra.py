@@ -87,10 +87,10 @@ def test_smoke_sweep_writes_a_30_cell_table_and_resumes(tmp_path: Path):
         assert [row.split(" | ")[0] for row in rows] == ["| Wq", "| Wq,Wv", "| Wq,Wk,Wv,Wo"]
         assert all("–" not in row for row in rows)
 
-    again = run_main(*args)  # every cell is done: skipped, and a new table version sits beside the old one
+    again = run_main(*args)  # every cell is done: skipped, and the table, unchanged, gets no new version
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skipping") + again.stderr.count("skipping") == 30
-    assert len(list((tmp_path / "tables" / "lora_rank_sweep").glob("*.md"))) == 2
+    assert len(list((tmp_path / "tables" / "lora_rank_sweep").glob("*.md"))) == 1
 
 
 def test_resume_finds_a_record_by_its_settings_under_another_name(tmp_path: Path):

@@ -252,9 +252,12 @@ def test_latex_is_well_formed(demo):
     assert not re.search(r"(?<!\\)%", tex.split("\n", 1)[1])  # only the first line is a comment
 
 
-def test_cli_writes_a_new_version_each_time(tmp_path, capsys):
+def test_cli_writes_a_new_version_only_when_something_changed(tmp_path, capsys):
     write_records(tmp_path, "e2e_main", [record("e2e_main", "full", {"BLEU": 0.6, "NIST": 8.0})])
     assert tables.main(["--results-dir", str(tmp_path)]) == 0
+    assert tables.main(["--results-dir", str(tmp_path)]) == 0  # nothing changed: no new version
+    assert len(list((tmp_path / "reports" / "default").iterdir())) == 1
+    write_records(tmp_path, "e2e_main", [record("e2e_main", "full", {"BLEU": 0.62, "NIST": 8.1}, seed=1)])
     assert tables.main(["--results-dir", str(tmp_path)]) == 0
     versions = sorted((tmp_path / "reports" / "default").iterdir())
     assert len(versions) == 2
@@ -262,7 +265,8 @@ def test_cli_writes_a_new_version_each_time(tmp_path, capsys):
     for folder in versions:
         assert sorted(p.name for p in folder.iterdir()) == ["claims.csv", "claims.md", "tables.md", "tables.tex"]
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 8 and all(p.startswith(str(tmp_path / "reports" / "default")) for p in printed)
+    assert len(printed) == 12 and all(p.startswith(str(tmp_path / "reports" / "default")) for p in printed)
+    assert len(set(printed[:4]) & set(printed[4:8])) == 4  # the unchanged rerun names the first version's files
 
 
 def test_cli_malformed_record_exits_2(tmp_path, capsys):
