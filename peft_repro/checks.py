@@ -20,8 +20,7 @@ def typed(cls, values: dict, section: str):
     for name, value in values.items():
         allowed = _allowed(hints[name])
         if allowed and not _fits(value, allowed):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise ValueError(f"{section}.{name} must be {names}, not {value!r}")
+            raise ValueError(f"{section}.{name} must be {_names(allowed)}, not {value!r}")
     return cls(**values)
 
 
@@ -31,6 +30,10 @@ def _allowed(hint) -> tuple | None:
     if all(a in SCALARS or a is type(None) for a in args):
         return args
     return None
+
+
+def _names(allowed: tuple) -> str:
+    return " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
 
 
 def _fits(value, allowed: tuple) -> bool:
@@ -49,9 +52,10 @@ def check_context(max_positions: int | None, virtual_tokens: int, max_source: in
     training, not found at the first long batch."""
     if not max_positions:
         return
-    need = virtual_tokens + (max_source or 0) + max(max_target or 0, max_new_tokens)
+    target = max(max_target or 0, max_new_tokens)
+    need = virtual_tokens + (max_source or 0) + target
     if need > max_positions:
-        raise ValueError(f"{virtual_tokens} virtual tokens + {max_source} source + {max(max_target or 0, max_new_tokens)}"
+        raise ValueError(f"{virtual_tokens} virtual tokens + {max_source} source + {target}"
                          f" target tokens = {need} exceed the model's context of {max_positions} positions: "
                          "lower method.num_virtual_tokens or task.max_source_tokens")
 
@@ -68,22 +72,17 @@ def check_run_config(cfg) -> None:
     sizes and the lr grid. Reads only these keys (`method=zero_shot` leaves others unresolvable)."""
     from omegaconf import OmegaConf
 
-    grid = OmegaConf.select(cfg, "lr_search.grid", default=None)
-    cfg = {**{k: cfg.get(k) for k in RUN_KEYS if k in cfg},
-           "task": {k: cfg.task.get(k) for k in TASK_SIZES if k in cfg.task},
-           "lr_search": {"grid": OmegaConf.to_container(grid) if OmegaConf.is_config(grid) else grid}}
     for key, allowed in RUN_KEYS.items():
         if key in cfg and not _fits(cfg[key], allowed):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise ValueError(f"{key} must be {names}, not {cfg[key]!r}")
-    if (cfg.get("threads") is not None and cfg["threads"] < 1) or cfg.get("record_samples", 0) < 0:
+            raise ValueError(f"{key} must be {_names(allowed)}, not {cfg[key]!r}")
+    if (cfg.get("threads") is not None and cfg.threads < 1) or cfg.get("record_samples", 0) < 0:
         raise ValueError("threads must be >= 1 (or null) and record_samples >= 0")
-    task = cfg.get("task") or {}
     for key in TASK_SIZES:
-        value = task.get(key)
+        value = cfg.task.get(key)
         if value is not None and (not _fits(value, (int,)) or value < (0 if key == "subset_seed" else 1)):
             raise ValueError(f"task.{key} must be a positive integer or null (all), not {value!r}")
-    grid = (cfg.get("lr_search") or {}).get("grid")
+    grid = OmegaConf.select(cfg, "lr_search.grid", default=None)
+    grid = OmegaConf.to_container(grid) if OmegaConf.is_config(grid) else grid
     if grid is not None and (not isinstance(grid, list) or not grid
                              or not all(_fits(lr, (float,)) and lr > 0 for lr in grid)):
         raise ValueError(f"lr_search.grid must be a list of positive learning rates, not {grid!r}")

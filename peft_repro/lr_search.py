@@ -93,13 +93,13 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
     at_point = copy.deepcopy(cfg)
     for dotted, value in point_settings.items():
         OmegaConf.update(at_point, dotted, value, merge=False)
-    fingerprint = build_task(at_point.task, at_point.data_root).fingerprint()
+    point_task = build_task(at_point.task, at_point.data_root)
+    fingerprint = point_task.fingerprint()
     pending = list(search.grid)
     while pending:
         for lr in list(pending):
-            point = copy.deepcopy(cfg)
-            for dotted, value in {**point_settings, "trainer.lr": lr}.items():
-                OmegaConf.update(point, dotted, value, merge=False)
+            point = copy.deepcopy(at_point)
+            OmegaConf.update(point, "trainer.lr", lr, merge=False)
             point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in point_settings)
                                                                         + ("trainer.lr=",))]
             point_overrides += [f"{k}={v}" for k, v in {**point_settings, "trainer.lr": lr}.items()]
@@ -116,7 +116,7 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
                 done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
             if done:
                 point_record = results.load_json(done)
-                dev[lr] = point_record["dev"][build_task(cfg.task, cfg.data_root).primary_metric] \
+                dev[lr] = point_record["dev"][point_task.primary_metric] \
                     if point_record["status"] == "ok" else float("-inf")  # a diverged rate is never chosen
                 pending.remove(lr)
         if pending:

@@ -29,7 +29,7 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
     if cfg.method.name == "zero_shot":  # an experiment's zero-shot row on its own (its method options do not apply)
         task = build_task(cfg.task, cfg.data_root)
         model, tokenizer = load_model(cfg.model)
-        decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode, resolve=True)) if "decode" in cfg.task else None
+        decode = task_decode(cfg, "decode")
         # only what evaluation reads: an experiment's lr may interpolate per-method settings that zero_shot lacks
         trainer = TrainConfig(eval_batch_size=cfg.trainer.eval_batch_size, precision=cfg.trainer.precision)
         return results.load_json(record_zero_shot(cfg, model, tokenizer, task, decode, trainer))
@@ -49,7 +49,7 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
         if not record.get("test_deferred") or defer_test:
             log.info("skipping %s: already done (%s); resume=false reruns it", key, done)
             return record
-        if (completed := complete_test(cfg, done, record)) is not None:
+        if (completed := complete_test(cfg, task, done, record)) is not None:
             return completed
         log.info("%s: the trained state of this lr-grid point is gone; training it again", done)
     lock = path.with_suffix(".lock")
@@ -69,12 +69,8 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
 def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: str, path: Path, config: dict, task,
                      fingerprint: str, lr_selection: dict | None, defer_test: bool) -> dict:
     # validate every config section before the slow parts start
-    def plain(node):
-        return OmegaConf.to_container(node, resolve=True)
-
-    trainer_cfg = typed(TrainConfig, {**plain(cfg.trainer), "seed": cfg.seed}, "trainer")
-    dev_decode = typed(DecodeConfig, plain(cfg.task.dev_decode), "task.dev_decode") if "dev_decode" in cfg.task else None
-    test_decode = typed(DecodeConfig, plain(cfg.task.decode), "task.decode") if "decode" in cfg.task else None
+    trainer_cfg = typed(TrainConfig, {**OmegaConf.to_container(cfg.trainer, resolve=True), "seed": cfg.seed}, "trainer")
+    dev_decode, test_decode = task_decode(cfg, "dev_decode"), task_decode(cfg, "decode")
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
 
     started = time.time()
@@ -82,7 +78,8 @@ def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: 
     model, tokenizer = load_model(cfg.model)
     check_context(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None),
                   method_cfg.get("num_virtual_tokens") or 0, cfg.task.get("max_source_tokens"),
-                  cfg.task.get("max_target_tokens"), max([d.max_new_tokens for d in (dev_decode, test_decode) if d] or [0]))
+                  cfg.task.get("max_target_tokens"),
+                  max([d.max_new_tokens for d in (dev_decode, test_decode) if d] or [0]))
     # zero-shot decoding goes through the decoder-only Adapted; encoder-decoder models have no such path yet
     if cfg.get("zero_shot") and method_cfg["name"] != "zero_shot" and not model.config.is_encoder_decoder:
         record_zero_shot(cfg, model, tokenizer, task, test_decode, trainer_cfg)
@@ -113,7 +110,8 @@ def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: 
         log.error("%s", err)
         record = {"status": "diverged", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name,
                   "seed": cfg.seed, "overrides": overrides, "config": config, "data_fingerprint": fingerprint,
-                  "git": results.git_state(), "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "git": results.git_state(), "hardware": results.hardware(),
+                  "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "wall_seconds": time.time() - started, "params": params, "diverged_at_step": err.step,
                   "lr_selection": lr_selection}
         write_new_record(path, record)
@@ -160,7 +158,14 @@ def write_new_record(path: Path, record: dict) -> None:
     results.resume_path(path, record["config"], record.get("data_fingerprint")).unlink(missing_ok=True)
 
 
-def complete_test(cfg: DictConfig, path: Path, record: dict) -> dict | None:
+def task_decode(cfg: DictConfig, part: str) -> DecodeConfig | None:
+    """The task's `decode` (test) or `dev_decode` settings, checked; None for tasks that score labels."""
+    if part not in cfg.task:
+        return None
+    return typed(DecodeConfig, OmegaConf.to_container(cfg.task[part], resolve=True), f"task.{part}")
+
+
+def complete_test(cfg: DictConfig, task, path: Path, record: dict) -> dict | None:
     """Evaluate on test the lr-grid point whose rate was chosen, from its saved trained state; None if the state is
     gone (the caller trains it again)."""
     from safetensors.torch import load_file
@@ -169,15 +174,13 @@ def complete_test(cfg: DictConfig, path: Path, record: dict) -> dict | None:
     if not state.exists():
         return None
     started = time.time()
-    task = build_task(cfg.task, cfg.data_root)
     model, tokenizer = load_model(cfg.model)
     adapted = apply_method(model, OmegaConf.to_container(cfg.method, resolve=True))
     adapted.load_trainable_state_dict(load_file(str(state)))
     evaluator = Evaluator(task, tokenizer, cfg.task, cfg.trainer.eval_batch_size)
-    decode = DecodeConfig(**OmegaConf.to_container(cfg.task.decode, resolve=True)) if "decode" in cfg.task else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.autocast(device, torch.bfloat16, enabled=bool(record.get("bf16"))):  # the precision it trained in
-        out = test_results(adapted.eval(), evaluator, decode)
+        out = test_results(adapted.eval(), evaluator, task_decode(cfg, "decode"))
     record = {k: v for k, v in record.items() if k != "test_deferred"} | out | {
         "samples": out["samples"][: cfg.record_samples], "wall_seconds": record["wall_seconds"] + time.time() - started,
         "test_completed": time.strftime("%Y-%m-%d %H:%M:%S"), "test_git": results.git_state()}
@@ -192,7 +195,8 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     `runs/zero_shot/<scale>/` (every table's zero-shot row); a run that finds it, or finds another run making it,
     goes on. Returns the record's path."""
     items = task.eval_items("test")
-    setting = results.eval_setting({part: OmegaConf.to_container(cfg[part], resolve=True) for part in ("model", "task")})
+    setting = results.eval_setting({part: OmegaConf.to_container(cfg[part], resolve=True)
+                                    for part in ("model", "task")})
     setting["items"] = [item_id(it) for it in items]
     key = "zero_shot-" + hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12]
     path = results.record_path(Path(cfg.results_dir), "zero_shot", cfg.scale_name, key)
