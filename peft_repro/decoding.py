@@ -56,13 +56,16 @@ def _process(log_probs: torch.Tensor, generated: torch.Tensor, step: int, cfg: D
 
 
 class _Stepper:
-    """Feeds tokens through the model, keeping cache, attention mask and positions in step."""
+    """Feeds tokens through the model, keeping cache, attention mask and positions in step; `rows` (a fused sweep's
+    cell of each row, see peft_repro/fused.py) follows the rows too."""
 
-    def __init__(self, model, input_ids: torch.Tensor, mask: torch.Tensor):
-        self.model = model
+    def __init__(self, model, input_ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None):
+        self.model, self.rows = model, rows
         n_virtual = model.num_virtual_tokens
         self.mask = torch.cat([mask.new_ones(mask.shape[0], n_virtual), mask], dim=1)
         self.pos = positions(mask, n_virtual)[:, -1:]
+        if rows is not None:
+            model.use_rows(rows)
         out = model(input_ids, mask, logits_to_keep=1, use_cache=True)
         self.cache, self.logits = out.past_key_values, out.logits[:, -1, :].float()
 
@@ -77,10 +80,13 @@ class _Stepper:
         self.cache.reorder_cache(index)
         self.mask = self.mask[index]
         self.pos = self.pos[index]
+        if self.rows is not None:
+            self.rows = self.rows[index]
+            self.model.use_rows(self.rows)
 
 
-def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) -> torch.Tensor:
-    stepper = _Stepper(model, ids, mask)
+def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int, rows=None) -> torch.Tensor:
+    stepper = _Stepper(model, ids, mask, rows)
     out = ids.new_full((ids.shape[0], cfg.max_new_tokens), pad_id)
     alive = torch.arange(ids.shape[0])  # the batch rows still being decoded, as indices into `out`
     for step in range(cfg.max_new_tokens):
@@ -97,9 +103,10 @@ def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int
     return out[:, : step + 1]
 
 
-def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) -> torch.Tensor:
+def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int, rows=None) -> torch.Tensor:
     batch, k, steps = ids.shape[0], cfg.num_beams, cfg.max_new_tokens
-    stepper = _Stepper(model, ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0))
+    stepper = _Stepper(model, ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
+                       None if rows is None else rows.repeat_interleave(k, 0))
     vocab = stepper.logits.shape[-1]
     keep = max(2, 1 + len(stop)) * k  # enough candidates that `k` of them are still running
     running_seqs = ids.new_full((batch, k, steps), pad_id)
@@ -164,17 +171,19 @@ def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int) 
 
 @torch.no_grad()
 def generate(model, sources: list[list[int]], cfg: DecodeConfig, stop_ids: list[int], pad_id: int,
-             progress=None) -> list[list[int]]:
-    """Token ids generated for each source, cut before the first stop token."""
+             progress=None, rows: list[int] | None = None) -> list[list[int]]:
+    """Token ids generated for each source, cut before the first stop token. `rows`: the fused sweep's cell of each
+    source (peft_repro/fused.py); a batch then holds the sources of few cells, each cell's together."""
     stop = torch.tensor(sorted(set(stop_ids)))
     search = _greedy if cfg.num_beams == 1 else _beam
     # similar lengths together: less padding; results are put back in input order
-    order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
+    order = sorted(range(len(sources)), key=lambda i: (rows[i] if rows else 0, -len(sources[i])))
     results: list[list[int]] = [[] for _ in sources]
     for start in range(0, len(order), cfg.batch_size):
         chunk = order[start:start + cfg.batch_size]
         ids, mask = left_pad([sources[i] for i in chunk], pad_id)
-        out = search(model, ids, mask, cfg, stop, pad_id).tolist()
+        chunk_rows = torch.tensor([rows[i] for i in chunk]) if rows else None
+        out = search(model, ids, mask, cfg, stop, pad_id, chunk_rows).tolist()
         for i, tokens in zip(chunk, out):
             cut = next((j for j, t in enumerate(tokens) if t in set(stop_ids)), len(tokens))
             results[i] = tokens[:cut]

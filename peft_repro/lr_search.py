@@ -81,6 +81,26 @@ def record_primary(record: dict) -> str:
     return task.primary_metric if task else ""
 
 
+def grid_points(cfg: DictConfig, overrides: list[str]):
+    """The search point's task and, per grid rate, (lr, the point's config, its overrides, its record path)."""
+    search = cfg.lr_search
+    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
+    at_point = copy.deepcopy(cfg)
+    for dotted, value in point_settings.items():
+        OmegaConf.update(at_point, dotted, value, merge=False)
+    points = []
+    for lr in search.grid:
+        point = copy.deepcopy(at_point)
+        OmegaConf.update(point, "trainer.lr", lr, merge=False)
+        point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in point_settings)
+                                                                    + ("trainer.lr=",))]
+        point_overrides += [f"{k}={v}" for k, v in {**point_settings, "trainer.lr": lr}.items()]
+        path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name,
+                                   results.run_key(point_overrides))
+        points.append((lr, point, point_overrides, path))
+    return build_task(at_point.task, at_point.data_root), points
+
+
 def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -> dict:
     """The learning rate of `lr_search.grid` with the best dev score at the search point (`lr_search.seed` and the
     `reference` settings, e.g. low-data subset 0): each grid point is an ordinary run with its own record, made once
@@ -88,24 +108,12 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
     them (a lock file per point) and wait for the ones another run is making. Test scores are never looked at.
     `run_point(cfg, overrides, run_dir)` makes one point's run."""
     search = cfg.lr_search
-    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
-    dev, paths = {}, {}
-    at_point = copy.deepcopy(cfg)
-    for dotted, value in point_settings.items():
-        OmegaConf.update(at_point, dotted, value, merge=False)
-    point_task = build_task(at_point.task, at_point.data_root)
+    point_task, points = grid_points(cfg, overrides)
     fingerprint = point_task.fingerprint()
-    pending = list(search.grid)
+    dev, paths = {}, {lr: path for lr, _, _, path in points}
+    pending = {lr: (point, point_overrides, path) for lr, point, point_overrides, path in points}
     while pending:
-        for lr in list(pending):
-            point = copy.deepcopy(at_point)
-            OmegaConf.update(point, "trainer.lr", lr, merge=False)
-            point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in point_settings)
-                                                                        + ("trainer.lr=",))]
-            point_overrides += [f"{k}={v}" for k, v in {**point_settings, "trainer.lr": lr}.items()]
-            path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name,
-                                       results.run_key(point_overrides))
-            paths[lr] = path
+        for lr, (point, point_overrides, path) in list(pending.items()):
             done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
             if not done and claim(path.with_suffix(".lock")):
                 try:
@@ -118,7 +126,7 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
                 point_record = results.load_json(done)
                 dev[lr] = point_record["dev"][point_task.primary_metric] \
                     if point_record["status"] == "ok" else float("-inf")  # a diverged rate is never chosen
-                pending.remove(lr)
+                del pending[lr]
         if pending:
             time.sleep(20)  # another run is making these points
     if all(score == float("-inf") for score in dev.values()):
@@ -128,6 +136,7 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
     for lr, path in paths.items():  # the trained states of the rates not chosen are never tested
         if lr != selected:
             results.state_path(path).unlink(missing_ok=True)
+    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
     return {"points": [{"lr": lr, "dev": dev[lr] if dev[lr] > float("-inf") else "diverged"} for lr in search.grid],
             "selected": selected, "at": point_settings,
             "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr"}

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +25,23 @@ from .train import Diverged, Evaluator, TrainConfig, seed_everything, test_resul
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class RunCell:
+    """One run of a sweep, resolved: its settings (the chosen lr in place), record path and data."""
+    cfg: DictConfig
+    overrides: list[str]
+    run_dir: Path
+    key: str
+    path: Path
+    config: dict
+    task: object
+    fingerprint: str
+    lr_selection: dict | None = None
+    defer_test: bool = False  # an lr-grid point: its test waits until its rate is chosen (`complete_test`)
+
+
 def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = True, defer_test: bool = False) -> dict:
-    """`defer_test`: an lr-grid point; its test evaluation waits until its rate is chosen (`complete_test`)."""
+    """Train, select, test and record one run, or return its record if it is done."""
     if cfg.method.name == "zero_shot":  # an experiment's zero-shot row on its own (its method options do not apply)
         task = build_task(cfg.task, cfg.data_root)
         model, tokenizer = load_model(cfg.model)
@@ -33,60 +49,84 @@ def run(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = Tru
         # only what evaluation reads: an experiment's lr may interpolate per-method settings that zero_shot lacks
         trainer = TrainConfig(eval_batch_size=cfg.trainer.eval_batch_size, precision=cfg.trainer.precision)
         return results.load_json(record_zero_shot(cfg, model, tokenizer, task, decode, trainer))
+    cell = resolve_cell(cfg, overrides, run_dir, search, defer_test)
+    if (record := finished_record(cell)) is not None:
+        return record
+    lock = cell.path.with_suffix(".lock")
+    if not claim(lock):  # an identical sweep runs this cell now: wait for its record instead of training it twice
+        log.info("%s is being run by another process (%s); waiting for it", cell.key, lock)
+        while not claim(lock):
+            time.sleep(15)
+        lock.unlink()
+        return run(cfg, overrides, run_dir, search=False, defer_test=defer_test)  # done now, or the other failed
+    try:
+        return train_and_record(cell)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def resolve_cell(cfg: DictConfig, overrides: list[str], run_dir: Path, search: bool = True,
+                 defer_test: bool = False) -> RunCell:
+    """The run's cell: with `search`, its lr is chosen on dev first (the grid points are made here if missing)."""
     lr_selection = None
     if search and cfg.get("lr_search") and cfg.lr_search.get("grid"):
         lr_selection = search_lr(cfg, overrides, run_dir, lambda *point: run(*point, search=False, defer_test=True))
         cfg.trainer.lr = lr_selection["selected"]
         overrides = [o for o in overrides if not o.startswith("trainer.lr=")] + [f"trainer.lr={cfg.trainer.lr}"]
     key = results.run_key(overrides)
-    path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name, key)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    task = build_task(cfg.task, cfg.data_root)
-    fingerprint = task.fingerprint()  # reads and checks the data files before anything slow starts
-    done = results.find_done(path, config, fingerprint) if cfg.resume else None
-    if done:
-        record = results.load_json(done)
-        if not record.get("test_deferred") or defer_test:
-            log.info("skipping %s: already done (%s); resume=false reruns it", key, done)
-            return record
-        if (completed := complete_test(cfg, task, done, record)) is not None:
-            return completed
-        log.info("%s: the trained state of this lr-grid point is gone; training it again", done)
-    lock = path.with_suffix(".lock")
-    if not claim(lock):  # an identical sweep runs this cell now: wait for its record instead of training it twice
-        log.info("%s is being run by another process (%s); waiting for it", key, lock)
-        while not claim(lock):
-            time.sleep(15)
-        lock.unlink()
-        return run(cfg, overrides, run_dir, search=False, defer_test=defer_test)  # done now, or the other failed
-    try:
-        return train_and_record(cfg, overrides, run_dir, key, path, config, task, fingerprint, lr_selection,
-                                defer_test)
-    finally:
-        lock.unlink(missing_ok=True)
+    task, fingerprint = task_of(cfg)
+    return RunCell(cfg, overrides, run_dir, key, results.record_path(Path(cfg.results_dir), cfg.experiment,
+                                                                    cfg.scale_name, key),
+                   OmegaConf.to_container(cfg, resolve=True), task, fingerprint, lr_selection, defer_test)
 
 
-def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: str, path: Path, config: dict, task,
-                     fingerprint: str, lr_selection: dict | None, defer_test: bool) -> dict:
+_TASKS: dict[str, tuple] = {}
+
+
+def task_of(cfg: DictConfig) -> tuple:
+    """The run's task and its data fingerprint (which reads and checks the data files before anything slow starts);
+    built once per process for each task setting, as the cells of a sweep share it."""
+    key = json.dumps([OmegaConf.to_container(cfg.task, resolve=True), cfg.data_root], sort_keys=True, default=str)
+    if key not in _TASKS:
+        task = build_task(cfg.task, cfg.data_root)
+        _TASKS[key] = (task, task.fingerprint())
+    return _TASKS[key]
+
+
+def finished_record(cell: RunCell) -> dict | None:
+    """The cell's record if the run is done (a chosen lr-grid point's test is completed now), else None."""
+    done = results.find_done(cell.path, cell.config, cell.fingerprint) if cell.cfg.resume else None
+    if not done:
+        return None
+    record = results.load_json(done)
+    if not record.get("test_deferred") or cell.defer_test:
+        log.info("skipping %s: already done (%s); resume=false reruns it", cell.key, done)
+        return record
+    if (completed := complete_test(cell.cfg, cell.task, done, record)) is not None:
+        return completed
+    log.info("%s: the trained state of this lr-grid point is gone; training it again", done)
+    return None
+
+
+def train_and_record(cell: RunCell) -> dict:
+    cfg = cell.cfg
     # validate every config section before the slow parts start
-    trainer_cfg = typed(TrainConfig, {**OmegaConf.to_container(cfg.trainer, resolve=True), "seed": cfg.seed}, "trainer")
+    trainer_cfg = trainer_config(cfg)
     dev_decode, test_decode = task_decode(cfg, "dev_decode"), task_decode(cfg, "decode")
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
 
     started = time.time()
     seed_everything(cfg.seed)
     model, tokenizer = load_model(cfg.model)
-    check_context(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None),
-                  method_cfg.get("num_virtual_tokens") or 0, cfg.task.get("max_source_tokens"),
-                  cfg.task.get("max_target_tokens"),
-                  max([d.max_new_tokens for d in (dev_decode, test_decode) if d] or [0]))
+    check_model_fits(cfg, model, method_cfg.get("num_virtual_tokens") or 0, dev_decode, test_decode)
     # zero-shot decoding goes through the decoder-only Adapted; encoder-decoder models have no such path yet
     if cfg.get("zero_shot") and method_cfg["name"] != "zero_shot" and not model.config.is_encoder_decoder:
-        record_zero_shot(cfg, model, tokenizer, task, test_decode, trainer_cfg)
-        seed_everything(cfg.seed)  # the method's initialization draws the same numbers as without it
+        record_zero_shot(cfg, model, tokenizer, cell.task, test_decode, trainer_cfg)
+    seed_everything(cfg.seed)  # the method's initialization draws the same numbers whatever ran before (a random
+    # model's own seed, the zero-shot run)
     selection = None
     if method_cfg.get("candidates"):  # discrete prompts: the best candidate on dev becomes the prompt
-        evaluator = Evaluator(task, tokenizer, cfg.task, trainer_cfg.eval_batch_size)
+        evaluator = Evaluator(cell.task, tokenizer, cfg.task, trainer_cfg.eval_batch_size)
         selection = select_prompt(lambda: model, method_cfg["candidates"], evaluator, dev_decode)
         method_cfg["prompt"] = selection["prompt"]
         log.info("prompt %r selected by %s: %s %.4f", selection["prompt"], selection["rule"], selection["metric"],
@@ -95,57 +135,85 @@ def train_and_record(cfg: DictConfig, overrides: list[str], run_dir: Path, key: 
     params = adapted.parameter_counts()
     log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,
              params["trainable"], params["trainable_pct"], params["base"])
-    resume_file = results.resume_path(path, config, fingerprint)
+    resume_file = results.resume_path(cell.path, cell.config, cell.fingerprint)
     if not cfg.resume:  # resume=false: start over, not from a killed run's checkpoint
         resume_file.unlink(missing_ok=True)
-    logger = make_logger(cfg.logger, name=key, group=f"{cfg.experiment}/{cfg.scale_name}", config=config,
-                         run_dir=str(run_dir))
+    logger = cell_logger(cell)
     try:
-        out = train(adapted, tokenizer, task, cfg.task, trainer_cfg, dev_decode, test_decode, run_dir, logger,
-                    evaluate_test=not defer_test, resume_file=resume_file,
+        out = train(adapted, tokenizer, cell.task, cfg.task, trainer_cfg, dev_decode, test_decode, cell.run_dir,
+                    logger, evaluate_test=not cell.defer_test, resume_file=resume_file,
                     checkpoint_every=cfg.get("checkpoint_every_steps"))
     except Diverged as err:  # a result of its own: recorded (no metrics), left out of tables, the sweep goes on
         if logger:
             logger.abort()
-        log.error("%s", err)
-        record = {"status": "diverged", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name,
-                  "seed": cfg.seed, "overrides": overrides, "config": config, "data_fingerprint": fingerprint,
-                  "git": results.git_state(), "hardware": results.hardware(),
-                  "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "wall_seconds": time.time() - started, "params": params, "diverged_at_step": err.step,
-                  "lr_selection": lr_selection}
-        write_new_record(path, record)
-        return record
+        return record_diverged(cell, err, params, started)
     except BaseException:
         if logger:
             logger.abort()
         raise
+    return record_result(cell, out, params, started, logger,
+                         {"num_virtual_tokens": adapted.num_virtual_tokens,  # the real k (init words may set it)
+                          "prompt_selection": selection})
+
+
+def trainer_config(cfg: DictConfig) -> TrainConfig:
+    return typed(TrainConfig, {**OmegaConf.to_container(cfg.trainer, resolve=True), "seed": cfg.seed}, "trainer")
+
+
+def check_model_fits(cfg: DictConfig, model, num_virtual_tokens: int, *decodes: DecodeConfig | None) -> None:
+    check_context(getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None),
+                  num_virtual_tokens, cfg.task.get("max_source_tokens"), cfg.task.get("max_target_tokens"),
+                  max([d.max_new_tokens for d in decodes if d] or [0]))
+
+
+def cell_logger(cell: RunCell, concurrent: bool = False):
+    return make_logger(cell.cfg.logger, name=cell.key, group=f"{cell.cfg.experiment}/{cell.cfg.scale_name}",
+                       config=cell.config, run_dir=str(cell.run_dir), concurrent=concurrent)
+
+
+def record_diverged(cell: RunCell, err: Diverged, params: dict, started: float) -> dict:
+    log.error("%s: %s", cell.key, err)
+    cfg = cell.cfg
+    record = {"status": "diverged", "record": cell.key, "experiment": cfg.experiment, "scale": cfg.scale_name,
+              "seed": cfg.seed, "overrides": cell.overrides, "config": cell.config,
+              "data_fingerprint": cell.fingerprint, "git": results.git_state(), "hardware": results.hardware(),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "wall_seconds": time.time() - started, "params": params, "diverged_at_step": err.step,
+              "lr_selection": cell.lr_selection}
+    write_new_record(cell.path, record)
+    return record
+
+
+def record_result(cell: RunCell, out: dict, params: dict, started: float, logger, extra: dict) -> dict:
+    """Write the record of a trained run (`out`: what `train` returns) and close its W&B run."""
+    cfg = cell.cfg
     record = {
-        "status": "ok", "record": key, "experiment": cfg.experiment, "scale": cfg.scale_name, "seed": cfg.seed,
-        "overrides": overrides, "config": config, "data_fingerprint": fingerprint, "git": results.git_state(),
-        "hardware": results.hardware(),
+        "status": "ok", "record": cell.key, "experiment": cfg.experiment, "scale": cfg.scale_name, "seed": cfg.seed,
+        "overrides": cell.overrides, "config": cell.config, "data_fingerprint": cell.fingerprint,
+        "git": results.git_state(), "hardware": results.hardware(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": time.time() - started,
         "peak_memory_mb": results.peak_memory_mb(), "params": params,
-        "run_dir": results.portable_path(run_dir), "wandb_dir": results.portable_path(logger.dir) if logger else None,
-        "num_virtual_tokens": adapted.num_virtual_tokens,  # the real k (init words may set it), 0 without a prefix
-        "prompt_selection": selection,
-        "lr_selection": lr_selection,
+        "run_dir": results.portable_path(cell.run_dir),
+        "wandb_dir": results.portable_path(logger.dir) if logger else None,
+        **extra,
+        "lr_selection": cell.lr_selection,
         **{k: v for k, v in out.items() if k not in ("samples", "state")},
         "samples": out["samples"][: cfg.record_samples],
     }
-    if defer_test:
+    if cell.defer_test:
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in out["state"].items()}, str(results.state_path(path)))
+        save_file({k: v.contiguous() for k, v in out["state"].items()}, str(results.state_path(cell.path)))
         record["test_deferred"] = True
-    write_new_record(path, record)
+    write_new_record(cell.path, record)
     if logger:
         summary = {f"test/{k}": v for k, v in (out["test"] or {}).items()}
         summary |= {f"dev/{k}": v for k, v in (out["dev"] or {}).items()}  # the selected epoch's
         summary |= {f"params/{k}": v for k, v in params.items()}
         summary |= {"selected_epoch": out["selected_epoch"], "wall_seconds": record["wall_seconds"]}
         logger.finish(summary, out["samples"], cfg.logger.max_samples)
-    log.info("test %s -> %s", out["test"] if not defer_test else "deferred until this lr is chosen", path)
+    log.info("%s: test %s -> %s", cell.key, out["test"] if not cell.defer_test else
+             "deferred until this lr is chosen", cell.path)
     return record
 
 

@@ -35,7 +35,7 @@ def run_tags(config: dict) -> list[str]:
 
 
 class WandbLogger:
-    def __init__(self, cfg, name: str, group: str, config: dict, run_dir: str):
+    def __init__(self, cfg, name: str, group: str, config: dict, run_dir: str, concurrent: bool = False):
         import wandb
 
         os.environ.setdefault("WANDB_MODE", cfg.mode)
@@ -43,7 +43,8 @@ class WandbLogger:
         self.wandb = wandb
         self.run = wandb.init(project=cfg.project, entity=cfg.get("entity"), group=group, name=name,
                               job_type=config.get("experiment"), tags=run_tags(config),
-                              config={**config, **table_cell(config)}, dir=run_dir, reinit="finish_previous")
+                              config={**config, **table_cell(config)}, dir=run_dir,
+                              reinit="create_new" if concurrent else "finish_previous")  # fused cells: open together
 
     def log(self, values: dict, step: int | None = None) -> None:
         self.run.log(values, step=step)
@@ -68,10 +69,10 @@ class WandbLogger:
         self.run.finish()
 
 
-def make_logger(cfg, name: str, group: str, config: dict, run_dir: str):
+def make_logger(cfg, name: str, group: str, config: dict, run_dir: str, concurrent: bool = False):
     if not cfg.get("enabled", False):
         return None
-    return WandbLogger(cfg, name, group, config, run_dir)
+    return WandbLogger(cfg, name, group, config, run_dir, concurrent)
 
 
 def _merge(into: dict, update: dict) -> None:

@@ -96,23 +96,28 @@ class Evaluator:
         self.label_ids = [tokenizer(w, add_special_tokens=False).input_ids for w in task.label_words]
 
     @torch.no_grad()
-    def predict(self, model, items, decode: DecodeConfig | None = None, desc: str = "eval"):
+    def predict(self, model, items, decode: DecodeConfig | None = None, desc: str = "eval",
+                cells: list[int] | None = None):
+        """Predictions in item order. `cells`: a fused model's cell of each item (peft_repro/fused.py)."""
         sources = [encode_source(self.tok, it.source, self.cfg.get("max_source_tokens"), it.span) for it in items]
         with tqdm(total=len(items), desc=desc, leave=False) as bar:
             if self.task.kind == "generation":
-                outs = generate(model, sources, decode, self.stops, self.tok.pad_token_id, progress=bar)
+                outs = generate(model, sources, decode, self.stops, self.tok.pad_token_id, progress=bar, rows=cells)
                 return [self.tok.decode(o, skip_special_tokens=True).strip() for o in outs]
-            return self._classify(model, sources, bar)
+            return self._classify(model, sources, bar, cells)
 
-    def _classify(self, model, sources, bar) -> list[int]:
+    def _classify(self, model, sources, bar, cells: list[int] | None = None) -> list[int]:
         """Argmax over labels of log p(label word | source); one forward per batch when every word is one token.
         Batches hold sources of similar length (less padding); predictions come back in input order."""
         single = all(len(ids) == 1 for ids in self.label_ids)
-        order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))
+        order = sorted(range(len(sources)), key=lambda i: (cells[i] if cells else 0, -len(sources[i])))
         preds = [0] * len(sources)
         for start in range(0, len(order), self.eval_batch_size):
             rows = order[start:start + self.eval_batch_size]
             chunk = [sources[i] for i in rows]
+            if cells:
+                model.use_rows(torch.tensor([cells[i] for i in rows]).repeat_interleave(
+                    1 if single else len(self.label_ids)))
             if single:
                 ids, mask = left_pad(chunk, self.tok.pad_token_id)
                 logits = model(ids, mask, logits_to_keep=1).logits[:, -1].float()
@@ -293,8 +298,17 @@ def save_resume(path: Path, state: dict) -> None:
 def test_results(model, evaluator: Evaluator, decode: DecodeConfig | None) -> dict:
     """The test scores of a trained model, each item's additive metric statistics (the claims resample test items
     with them) and the samples."""
-    t0 = time.time()
-    test, preds, items = evaluator.evaluate(model, "test", decode, full=True, desc="test")
-    return {"test": test, "test_seconds": time.time() - t0, "test_items": evaluator.task.test_items(preds, items),
+    started = time.time()
+    items = evaluator.task.eval_items("test")
+    preds = evaluator.predict(model, items, decode, desc="test")
+    return test_record(evaluator.task, preds, items, time.time() - started)
+
+
+def test_record(task, preds: list, items: list, decode_seconds: float) -> dict:
+    """`test_results` from predictions (`test_seconds` counts their decoding and the scoring)."""
+    started = time.time()
+    test = task.score(preds, items, full=True)
+    return {"test": test, "test_seconds": decode_seconds + time.time() - started,
+            "test_items": task.test_items(preds, items),
             "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
                         for it, p in zip(items, preds)]}

@@ -62,9 +62,11 @@ def test_smoke_scale_uses_a_tiny_model_and_user_overrides_win():
 
 
 def test_smoke_sweep_writes_a_30_cell_table_and_resumes(tmp_path: Path):
+    """The 30 cells train fused (hydra/launcher=fused, tests/test_fused.py has its equality with the local
+    launcher); the rerun with the default launcher finds every record."""
     args = ["+experiment=lora_rank_sweep", "scale=smoke", f"results_dir={tmp_path}",
             f"hydra.sweep.dir={tmp_path}/multirun"]
-    first = run_main(*args)
+    first = run_main(*args, "hydra/launcher=fused")
     assert first.returncode == 0, first.stderr[-3000:]
     records = load_records(tmp_path, "lora_rank_sweep", "smoke")
     assert len(records) == 30 and all(r["status"] == "ok" for r in records)
@@ -74,7 +76,7 @@ def test_smoke_sweep_writes_a_30_cell_table_and_resumes(tmp_path: Path):
     for r in records:
         metric = "accuracy" if r["config"]["task"]["name"] == "mnli" else "logical_form_accuracy"
         assert r["params"]["trainable"] > 0 and 0 <= r["test"][metric] <= 1
-        assert r["git"]["commit"] and r["hardware"] and r["wall_seconds"] > 0
+        assert r["git"]["commit"] and r["hardware"] and r["wall_seconds"] > 0 and r["fused_cells"] == 15
     [table] = (tmp_path / "tables" / "lora_rank_sweep").glob("*.md")
     text = table.read_text()
     assert text.index("## name = wikisql") < text.index("## name = mnli")  # one panel per task, in panel_order

@@ -68,17 +68,19 @@ class LoRALayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        if self.merged:
-            return out
+        return out if self.merged else out + self.delta(x).to(out.dtype)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        """(alpha / r) B A x on the adapted output columns (zeros on a fused projection's other thirds)."""
         h = self.dropout(x).to(self.lora_A.dtype)
         low = torch.einsum("...i,pri->...pr", h, self.lora_A)
         delta = torch.einsum("...pr,por->...po", low, self.lora_B) * self.scale
         if self.parts == [None]:
-            return out + delta[..., 0, :].to(out.dtype)
-        pieces = [torch.zeros_like(out[..., : self.part_size])] * 3
+            return delta[..., 0, :]
+        pieces = [torch.zeros_like(delta[..., 0, :])] * 3
         for i, part in enumerate(self.parts):
-            pieces[part] = delta[..., i, :].to(out.dtype)
-        return out + torch.cat(pieces, dim=-1)
+            pieces[part] = delta[..., i, :]
+        return torch.cat(pieces, dim=-1)
 
     @torch.no_grad()
     def _apply_delta(self, sign: int) -> None:
@@ -106,15 +108,20 @@ def apply(model: nn.Module, cfg: LoRAConfig) -> Adapted:
     """Freeze `model` and put LoRA layers on every module of the target roles."""
     for p in model.parameters():
         p.requires_grad_(False)
+    for name, layer in new_layers(model, cfg).items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer)
+    return Adapted(model, "lora")
+
+
+def new_layers(model: nn.Module, cfg: LoRAConfig) -> dict[str, LoRALayer]:
+    """A LoRA layer per module of the target roles, by module name, initialized in model order (the fused sweep
+    builds each cell's layers with this too, so a cell draws the same initial A as when run alone)."""
     parts_of = defaultdict(list)
     for target in role_targets(model, cfg.targets):
         parts_of[target.name].append(target.part)
-    for name, parts in parts_of.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        parts = parts if parts == [None] else sorted(parts)
-        setattr(parent, child, LoRALayer(getattr(parent, child), parts, cfg))
-    return Adapted(model, "lora")
+    return {name: LoRALayer(model.get_submodule(name), parts if parts == [None] else sorted(parts), cfg)
+            for name, parts in parts_of.items()}
 
 
 def lora_layers(model: nn.Module) -> list[LoRALayer]:

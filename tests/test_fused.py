@@ -1,0 +1,93 @@
+"""Fused training (peft_repro/fused.py): a cell trained in a fused group ends where it ends when trained alone."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from peft_repro.decoding import DecodeConfig
+from peft_repro.fused import FusedLoRA, train_fused, training_plan
+from peft_repro.methods import apply_method
+from peft_repro.methods.lora import LoRAConfig
+from peft_repro.train import TrainConfig, seed_everything, train
+
+from peft_repro.results import load_records
+
+from .conftest import CopyTask, needs_data, run_main, tiny_model
+
+# mixed ranks and target weights in one batch; batch sizes, accumulation, seeds, rates and dropout differ per cell
+CELLS = [
+    (dict(r=1, alpha=2, targets=["q"]), dict(seed=0, lr=1e-2, batch_size=2)),
+    (dict(r=64, alpha=64, targets=["q", "v"], dropout=0.1), dict(seed=1, lr=5e-3, batch_size=4)),
+    (dict(r=4, alpha=8, targets=["q", "k", "v", "o"], dropout=0.1), dict(seed=0, lr=1e-2, batch_size=3,
+                                                                          grad_accum=2)),
+    (dict(r=2, alpha=4, targets=["mlp"]), dict(seed=2, lr=2e-2, batch_size=4, epochs=2, max_grad_norm=0.0)),
+]
+BASE = dict(epochs=3, warmup_steps=2, precision="fp32", log_every=1, save_checkpoint=False)
+DEV, TEST = DecodeConfig(max_new_tokens=6), DecodeConfig(num_beams=2, max_new_tokens=6)
+
+
+def alone(tokenizer, task, lora: dict, trainer: TrainConfig, tmp_path: Path):
+    model = tiny_model("llama")
+    seed_everything(trainer.seed)  # run.train_and_record seeds right before the method
+    adapted = apply_method(model, {"name": "lora", **lora})
+    out = train(adapted, tokenizer, task, task.cfg, trainer, DEV, TEST, tmp_path)
+    return out, adapted.trainable_state_dict()
+
+
+def test_a_mixed_fused_group_trains_each_cell_as_it_trains_alone(tokenizer, tmp_path: Path):
+    task = CopyTask()
+    trainers = [TrainConfig(**{**BASE, **t}) for _, t in CELLS]
+    fused = FusedLoRA(tiny_model("llama"), [(LoRAConfig(**c), t.seed) for (c, _), t in zip(CELLS, trainers)])
+    outs = train_fused(fused, tokenizer, task, task.cfg, trainers, DEV, TEST, [True] * len(CELLS), max_rows=8)
+    for index, ((lora, _), trainer) in enumerate(zip(CELLS, trainers)):
+        expected, state = alone(tokenizer, task, lora, trainer, tmp_path)
+        out = outs[index]
+        losses = [h["loss"] for h in out["history"] if "loss" in h]
+        assert losses == pytest.approx([h["loss"] for h in expected["history"] if "loss" in h], abs=1e-5), index
+        assert [h["step"] for h in out["history"]] == [h["step"] for h in expected["history"]]
+        assert out["steps"] == expected["steps"] and out["selected_epoch"] == expected["selected_epoch"]
+        assert out["train_tokens"] == expected["train_tokens"]
+        assert out["dev"] == expected["dev"] and out["test"] == expected["test"], index
+        assert [s["prediction"] for s in out["samples"]] == [s["prediction"] for s in expected["samples"]]
+        for name, value in fused.cell_state(index).items():
+            torch.testing.assert_close(value, state[name], atol=1e-5, rtol=1e-4)
+
+
+def test_the_fused_plan_is_the_trainers_order_of_batches():
+    lengths = list(range(3, 13))
+    plan, total = training_plan(lengths, TrainConfig(epochs=3, batch_size=3, grad_accum=2, seed=5))
+    assert total == 6  # ceil(ceil(10 / 3) / 2) steps per epoch
+    assert sum(m.sync for m in plan) == 6 and plan[-1].sync
+    assert [m.epoch for m in plan if m.epoch_end] == [0, 1, 2]
+    capped, total = training_plan(lengths, TrainConfig(epochs=3, batch_size=3, max_steps=3, seed=5))
+    assert total == 3 and len(capped) == 3 and capped[-1].epoch_end and capped[-1].epoch == 0
+
+
+def test_rows_of_a_cell_must_be_adjacent():
+    fused = FusedLoRA(tiny_model("llama"), [(LoRAConfig(r=2), 0), (LoRAConfig(r=2), 1)])
+    with pytest.raises(ValueError, match="together"):
+        fused.use_rows([0, 1, 0])
+
+
+@needs_data("e2e")
+def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
+    """e2e_main's LoRA (dropout 0.1) at two seeds under an lr search: the grid points train as one fused group,
+    then the other seed; each record equals the default launcher's (the chosen point's deferred test included)."""
+    args = ["+experiment=e2e_main", "scale=smoke", "method=lora", "seed=0,1", "task.test_metrics=[BLEU]",
+            "lr_search={grid: [0.001, 0.05], seed: 0}", "logger=none"]
+    records = {}
+    for launcher in ("fused", "basic"):
+        out = run_main(*args, f"hydra/launcher={launcher}", f"results_dir={tmp_path / launcher}",
+                       f"hydra.sweep.dir={tmp_path / launcher}/multirun")
+        assert out.returncode == 0, out.stderr[-3000:]
+        records[launcher] = {r["record"]: r for r in load_records(tmp_path / launcher, "e2e_main", "smoke")}
+    assert len(records["fused"]) == 3 and records["fused"].keys() == records["basic"].keys()
+    for key, alone in records["basic"].items():
+        fused = records["fused"][key]
+        assert fused["fused_cells"] == (2 if fused["seed"] == 0 else 1) and "fused_cells" not in alone
+        assert fused["dev"] == alone["dev"] and fused["test"] == alone["test"], key
+        assert fused["lr_selection"] == alone["lr_selection"] and fused["params"] == alone["params"]
+        assert [h.get("loss") for h in fused["history"]] == pytest.approx([h.get("loss") for h in alone["history"]],
+                                                                            abs=1e-5)
+        assert fused["test_items"] == alone["test_items"]
+        assert {**fused["config"], "results_dir": None} == {**alone["config"], "results_dir": None}
