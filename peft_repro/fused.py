@@ -1,8 +1,7 @@
-"""Fused training (issue 13): many LoRA cells of one sweep train and evaluate together on one loaded base model.
+"""Fused training (issue 13): many LoRA cells of one sweep train and evaluate together on one loaded base model
+(peft_repro/methods/lora_fused.py).
 
-A fused batch is the cells' own batches one after the other. Every adapted projection runs its frozen weight once
-on the whole batch and each cell's (alpha / r) B A on that cell's rows only, so cells with different ranks and
-target weights share a batch. A cell keeps everything it has when run alone (`train.train`): its seed (the initial
+A fused batch is the cells' own batches one after the other. A cell keeps everything it has when run alone (`train.train`): its seed (the initial
 A; dropout masks from its own random stream, drawn at its own batch width), data order, batch size and
 accumulation, optimizer, lr schedule, gradient clipping over its own parameters, a dev evaluation after each epoch
 and the best-dev selection. Its loss is the mean over its own target tokens and cells share no parameter, so the
@@ -11,7 +10,6 @@ alone, up to float noise (tests/test_fused.py). The sweep side (which runs fuse,
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -22,127 +20,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import IGNORE, collate_train, encode_examples, length_grouped_batches
-from .methods import lora
-from .methods.base import Adapted
-from .train import Diverged, Evaluator, TrainConfig, _lr_lambda, seed_everything, test_record
+from .methods.lora_fused import FusedLoRA
+from .train import Diverged, Evaluator, TrainConfig, _lr_lambda, test_record
 
 log = logging.getLogger(__name__)
-
-
-class Layout:
-    """The rows of the next forward pass: runs of (cell, rows, width) in batch order, and each cell's random
-    stream for its dropout. `width`: the cell's own padded length (its tokens are the last `width` columns)."""
-
-    def __init__(self):
-        self.runs: list[tuple[str, int, int | None]] = []
-        self.streams: dict[str, torch.Tensor] = {}
-
-    @contextlib.contextmanager
-    def stream(self, cell: str, layer: lora.LoRALayer):
-        """Draw `layer`'s dropout mask from `cell`'s own stream, as the cell run alone draws it."""
-        if not (layer.training and isinstance(layer.dropout, nn.Dropout)):
-            yield
-            return
-        cuda = layer.lora_A.is_cuda
-        get, put = (torch.cuda.get_rng_state, torch.cuda.set_rng_state) if cuda else \
-            (torch.get_rng_state, torch.set_rng_state)
-        outer = get()
-        put(self.streams[cell])
-        try:
-            yield
-        finally:
-            self.streams[cell] = get()
-            put(outer)
-
-
-class FusedLoRALayer(nn.Module):
-    """A frozen projection shared by the cells, plus each cell's LoRA layer (by cell key) applied to its rows."""
-
-    def __init__(self, base: nn.Module, layout: Layout):
-        super().__init__()
-        self.base = base
-        self.cells = nn.ModuleDict()
-        self.layout = layout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.base(x)
-        pieces, start = [], 0
-        for cell, rows, width in self.layout.runs:
-            piece = out[start:start + rows]
-            if cell in self.cells:
-                layer = self.cells[cell]
-                h = x[start:start + rows]
-                width = width if width and width < h.shape[1] else None
-                with self.layout.stream(cell, layer):
-                    delta = layer.delta(h if width is None else h[:, -width:]).to(out.dtype)
-                piece = piece + delta if width is None else \
-                    torch.cat([piece[:, :-width], piece[:, -width:] + delta], dim=1)
-            pieces.append(piece)
-            start += rows
-        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-
-
-class FusedLoRA(Adapted):
-    """One frozen base model with the LoRA layers of several cells; `use_rows` says which rows are whose."""
-
-    def __init__(self, model: nn.Module, cells: list[tuple[lora.LoRAConfig, int]]):
-        super().__init__(model, "lora")
-        for p in model.parameters():
-            p.requires_grad_(False)
-        self.layout = Layout()
-        self.cell_count = len(cells)
-        device = next(model.parameters()).device
-        built = []
-        for index, (cfg, seed) in enumerate(cells):
-            seed_everything(seed)  # the draws of `lora.apply` in a run of this seed
-            built.append(lora.new_layers(model, cfg))
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(seed)  # a run's training starts from this state (train.train seeds again)
-                self.layout.streams[str(index)] = torch.cuda.get_rng_state() if device.type == "cuda" \
-                    else torch.get_rng_state()
-        names = [name for name, _ in model.named_modules() if any(name in layers for layers in built)]
-        # each cell's parameters under the names they have in a run of the cell alone (its saved adapter)
-        self.cell_params: list[dict[str, nn.Parameter]] = [{} for _ in cells]
-        for name in names:
-            fused = FusedLoRALayer(model.get_submodule(name), self.layout)
-            for index, layers in enumerate(built):
-                if name in layers:
-                    fused.cells[str(index)] = layers[name]
-                    self.cell_params[index][f"model.{name}.lora_A"] = layers[name].lora_A
-                    self.cell_params[index][f"model.{name}.lora_B"] = layers[name].lora_B
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, fused)
-
-    def use_rows(self, rows: torch.Tensor | list[int], widths: list[int] | None = None) -> None:
-        """The cell of each row of the next forward passes (rows of a cell must be adjacent)."""
-        keys, counts = torch.unique_consecutive(torch.as_tensor(rows), return_counts=True)
-        keys, counts = keys.tolist(), counts.tolist()
-        if len(set(keys)) != len(keys):
-            raise ValueError("a fused batch must hold each cell's rows together")
-        self.layout.runs = [(str(k), n, widths[i] if widths else None) for i, (k, n) in enumerate(zip(keys, counts))]
-
-    def cell_state(self, index: int) -> dict[str, torch.Tensor]:
-        return {name: p.detach().clone() for name, p in self.cell_params[index].items()}
-
-    def load_cell_state(self, index: int, state: dict[str, torch.Tensor]) -> None:
-        for name, p in self.cell_params[index].items():
-            p.data.copy_(state[name])
-
-    def cell_parameter_counts(self, index: int) -> dict:
-        """What `parameter_counts` gives for the cell run alone."""
-        trainable = sum(p.numel() for p in self.cell_params[index].values())
-        base = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" not in n)
-        return {"trainable": trainable, "base": base, "trainable_pct": 100.0 * trainable / base,
-                "stored": trainable, "stored_pct": 100.0 * trainable / base}
-
-
-def base_has_dropout(model: nn.Module) -> bool:
-    """Dropout in the frozen model itself draws one mask over the whole fused batch: such models run cell by cell."""
-    config = model.config
-    rates = [getattr(config, k, 0) or 0 for k in ("attention_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop",
-                                                   "hidden_dropout", "dropout")]
-    modules = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
-    return any(float(r) > 0 for r in rates + modules if isinstance(r, (int, float)))
 
 
 @dataclass
@@ -188,6 +69,7 @@ class _CellRun:
     tokens: int = 0
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
+    pending: list[tuple] = field(default_factory=list)  # (step, epoch, loss on the device, lr) not yet flushed
     best: dict | None = None
     diverged: Diverged | None = None
 
@@ -218,8 +100,10 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
     def autocast():
         return torch.autocast(device.type, torch.bfloat16, enabled=use_bf16)
 
-    bar = tqdm(total=max(len(r.plan) for r in runs), desc=f"train {len(runs)} fused lora cells")
-    for position in range(max(len(r.plan) for r in runs)):
+    positions = max(len(r.plan) for r in runs)
+    bar = tqdm(total=positions, desc=f"train {len(runs)} fused lora cells")
+    flush_every = min(cfg.log_every for cfg in cfgs)
+    for position in range(positions):
         active = [r for r in runs if position < len(r.plan) and r.diverged is None]
         if not active:
             break
@@ -229,15 +113,17 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
         for chunk in _chunks(active, position, max_rows):
             with autocast():
                 losses |= _forward_backward(model, chunk, position, data, tokenizer.pad_token_id, device)
-        values = dict(zip(losses, torch.stack(list(losses.values())).tolist()))  # one host sync per fused step
+        for r in active:
+            if r.plan[position].sync:
+                _optimizer_step(r, r.plan[position], losses[r.index])
+        ending = [r for r in active if r.plan[position].epoch_end]
+        if ending or (position + 1) % flush_every == 0 or position + 1 == positions:
+            _flush(active)  # the losses reach the host here only: no sync per step on a GPU
         seconds = time.time() - started
         for r in active:
-            micro = r.plan[position]
             r.train_seconds += seconds
-            if micro.sync:
-                _optimizer_step(r, micro, values[r.index])
         bar.update(1)
-        ending = [r for r in active if r.plan[position].epoch_end and r.diverged is None]
+        ending = [r for r in ending if r.diverged is None]
         if ending:
             model.eval()
             with autocast():
@@ -310,28 +196,45 @@ def _forward_backward(model: FusedLoRA, chunk: list[_CellRun], position: int, da
     return {k: v.detach() for k, v in losses.items()}
 
 
-def _optimizer_step(r: _CellRun, micro: _Micro, loss: float) -> None:
-    if not math.isfinite(loss):
-        r.diverged = Diverged(r.step + 1, loss)
-        return
+def _optimizer_step(r: _CellRun, micro: _Micro, loss: torch.Tensor) -> None:
+    """The cell's optimizer step; its loss waits in `pending` for `_flush` (a non-finite one stops the cell there)."""
     if r.cfg.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(r.params, r.cfg.max_grad_norm)
     r.optimizer.step()
     r.scheduler.step()
     r.optimizer.zero_grad()
     r.step += 1
-    if r.step % r.cfg.log_every == 0 or r.step == r.total_steps:
-        point = {"step": r.step, "epoch": micro.epoch, "loss": loss, "lr": r.scheduler.get_last_lr()[0]}
-        r.history.append(point)
-        if r.logger:
-            r.logger.log({"train/" + k: v for k, v in point.items()}, step=r.step)
+    r.pending.append((r.step, micro.epoch, loss, r.scheduler.get_last_lr()[0]))
+
+
+def _flush(active: list[_CellRun]) -> None:
+    """The cells' pending losses, copied to the host at once: the history's loss points, and the step at which a
+    cell's loss stopped being finite (it is `Diverged` there, as `train.train` stops; its later steps are void)."""
+    pending = [p for r in active for p in r.pending]
+    if not pending:
+        return
+    values = iter(torch.stack([p[2] for p in pending]).float().tolist())
+    for r in active:
+        for step, epoch, _, lr in r.pending:
+            loss = next(values)
+            if r.diverged is not None:
+                continue
+            if not math.isfinite(loss):
+                r.diverged = Diverged(step, loss)
+            elif step % r.cfg.log_every == 0 or step == r.total_steps:
+                point = {"step": step, "epoch": epoch, "loss": loss, "lr": lr}
+                r.history.append(point)
+                if r.logger:
+                    r.logger.log({"train/" + k: v for k, v in point.items()}, step=step)
+        r.pending = []
 
 
 def _evaluate_dev(model: FusedLoRA, evaluator: Evaluator, ending: list[_CellRun], position: int, decode) -> None:
     """The dev evaluation that ends an epoch of these cells, decoded together; then each cell's selection."""
     primary = evaluator.task.primary_metric
-    for r, (dev, _, _) in zip(ending, _predict_cells(model, evaluator, [r.index for r in ending], "dev", decode)):
-        epoch = r.plan[position].epoch
+    preds, items, _ = _predict_cells(model, evaluator, [r.index for r in ending], "dev", decode)
+    for r, own in zip(ending, preds):
+        dev, epoch = evaluator.task.score(own, items, full=False), r.plan[position].epoch
         log.info("cell %d epoch %d dev %s", r.index, epoch, dev)
         if r.logger:
             r.logger.log({f"dev/{k}": v for k, v in dev.items()} | {"epoch": epoch}, step=r.step)
@@ -341,23 +244,16 @@ def _evaluate_dev(model: FusedLoRA, evaluator: Evaluator, ending: list[_CellRun]
 
 
 def _predict_cells(model: FusedLoRA, evaluator: Evaluator, cells: list[int], split: str, decode):
-    """Each cell's (scores, predictions, items) on `split`, all cells' items in one decoding."""
-    items = evaluator.task.eval_items(split)
-    preds = evaluator.predict(model, items * len(cells), decode, desc=f"{split} x{len(cells)} cells",
-                              cells=[c for c in cells for _ in items])
-    out = []
-    for i in range(len(cells)):
-        own = preds[i * len(items):(i + 1) * len(items)]
-        out.append((evaluator.task.score(own, items, full=False), own, items))
-    return out
-
-
-def evaluate_cells(model: FusedLoRA, evaluator: Evaluator, cells: list[int], split: str, decode) -> list[dict]:
-    """Each cell's test results (`train.test_results`), all cells decoded together."""
+    """Each cell's predictions on `split` (all cells' items decoded together), the items and the seconds taken."""
     started = time.time()
     items = evaluator.task.eval_items(split)
     preds = evaluator.predict(model, items * len(cells), decode, desc=f"{split} x{len(cells)} cells",
                               cells=[c for c in cells for _ in items])
-    decoded = time.time() - started
-    return [test_record(evaluator.task, preds[i * len(items):(i + 1) * len(items)], items, decoded / len(cells))
-            for i in range(len(cells))]
+    n = len(items)
+    return [preds[i * n:(i + 1) * n] for i in range(len(cells))], items, time.time() - started
+
+
+def evaluate_cells(model: FusedLoRA, evaluator: Evaluator, cells: list[int], split: str, decode) -> list[dict]:
+    """Each cell's test results (`train.test_results`), all cells decoded together."""
+    preds, items, seconds = _predict_cells(model, evaluator, cells, split, decode)
+    return [test_record(evaluator.task, own, items, seconds / len(cells)) for own in preds]

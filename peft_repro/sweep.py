@@ -20,7 +20,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .fused import FusedLoRA, base_has_dropout, train_fused
+from .fused import train_fused
+from .methods.lora_fused import FusedLoRA, base_has_dropout
 from .lr_search import claim, grid_points
 from .methods import method_config
 from .models import load_model

@@ -52,7 +52,8 @@ def timed(step, n_warm: int, n: int, device) -> float:
 def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -> dict:
     from peft import LoraConfig, get_peft_model
 
-    from peft_repro.fused import FusedLoRA, _CellRun, _forward_backward, _Micro
+    from peft_repro.fused import _CellRun, _forward_backward, _Micro
+    from peft_repro.methods.lora_fused import FusedLoRA
     from peft_repro.methods import apply_method
     from peft_repro.methods.lora import LoRAConfig
     from peft_repro.models import load_model
@@ -87,7 +88,7 @@ def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -
     seconds = timed(peft_step, args.warmup, args.steps, device)
     out["hf_peft"] = {"seconds": seconds, "steps_per_s": args.steps / seconds,
                       "tokens_per_s": sum(tokens[args.warmup:total]) / seconds}
-    del theirs, opt, params
+    theirs = opt = params = None  # free the memory before the next model
     model, tok = load_model(model_cfg)
 
     # (b) ours, one cell
@@ -108,7 +109,7 @@ def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -
     seconds = timed(our_step, args.warmup, args.steps, device)
     out["ours"] = {"seconds": seconds, "steps_per_s": args.steps / seconds,
                    "tokens_per_s": sum(tokens[args.warmup:total]) / seconds}
-    del ours, opt, params
+    ours = opt = params = None
     model, tok = load_model(model_cfg)
 
     # (c) ours, fused: cell i takes batches i, i + N, ...

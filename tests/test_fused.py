@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from peft_repro.decoding import DecodeConfig
-from peft_repro.fused import FusedLoRA, train_fused, training_plan
+from peft_repro.fused import train_fused, training_plan
+from peft_repro.methods.lora_fused import FusedLoRA
 from peft_repro.methods import apply_method
 from peft_repro.methods.lora import LoRAConfig
 from peft_repro.train import TrainConfig, seed_everything, train
@@ -22,7 +23,7 @@ CELLS = [
                                                                           grad_accum=2)),
     (dict(r=2, alpha=4, targets=["mlp"]), dict(seed=2, lr=2e-2, batch_size=4, epochs=2, max_grad_norm=0.0)),
 ]
-BASE = dict(epochs=3, warmup_steps=2, precision="fp32", log_every=1, save_checkpoint=False)
+BASE = dict(epochs=3, warmup_steps=2, precision="fp32", save_checkpoint=False)
 DEV, TEST = DecodeConfig(max_new_tokens=6), DecodeConfig(num_beams=2, max_new_tokens=6)
 
 
@@ -36,7 +37,7 @@ def alone(tokenizer, task, lora: dict, trainer: TrainConfig, tmp_path: Path):
 
 def test_a_mixed_fused_group_trains_each_cell_as_it_trains_alone(tokenizer, tmp_path: Path):
     task = CopyTask()
-    trainers = [TrainConfig(**{**BASE, **t}) for _, t in CELLS]
+    trainers = [TrainConfig(**{**BASE, "log_every": 1, **t}) for _, t in CELLS]
     fused = FusedLoRA(tiny_model("llama"), [(LoRAConfig(**c), t.seed) for (c, _), t in zip(CELLS, trainers)])
     outs = train_fused(fused, tokenizer, task, task.cfg, trainers, DEV, TEST, [True] * len(CELLS), max_rows=8)
     for index, ((lora, _), trainer) in enumerate(zip(CELLS, trainers)):
@@ -91,3 +92,21 @@ def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
                                                                             abs=1e-5)
         assert fused["test_items"] == alone["test_items"]
         assert {**fused["config"], "results_dir": None} == {**alone["config"], "results_dir": None}
+
+
+def test_a_diverging_cell_stops_at_the_step_it_stops_alone_and_the_others_go_on(tokenizer, tmp_path: Path):
+    from peft_repro.train import Diverged
+
+    task = CopyTask()
+    lora = dict(r=2, alpha=4, targets=["q", "v"])
+    trainers = [TrainConfig(**BASE, seed=0, lr=1e-2, batch_size=2, log_every=3),
+                TrainConfig(**BASE, seed=0, lr=float("inf"), batch_size=2, log_every=3)]
+    fused = FusedLoRA(tiny_model("llama"), [(LoRAConfig(**lora), 0), (LoRAConfig(**lora), 0)])
+    healthy, diverged = train_fused(fused, tokenizer, task, task.cfg, trainers, DEV, TEST, [True, True])
+    with pytest.raises(Diverged) as alone_error:
+        alone(tokenizer, task, lora, trainers[1], tmp_path)
+    assert isinstance(diverged, Diverged) and diverged.step == alone_error.value.step
+    expected, _ = alone(tokenizer, task, lora, trainers[0], tmp_path)
+    assert healthy["test"] == expected["test"] and healthy["dev"] == expected["dev"]
+    assert [h.get("loss") for h in healthy["history"]] == pytest.approx(
+        [h.get("loss") for h in expected["history"]], abs=1e-5)
