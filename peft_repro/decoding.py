@@ -59,13 +59,12 @@ class _Stepper:
     """Feeds tokens through the model, keeping cache, attention mask and positions in step; `rows` (a fused sweep's
     cell of each row, see peft_repro/fused.py) follows the rows too."""
 
-    def __init__(self, model, input_ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None):
+    def __init__(self, model, input_ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor | None = None):
         self.model, self.rows = model, rows
-        n_virtual = model.num_virtual_tokens
-        self.mask = torch.cat([mask.new_ones(mask.shape[0], n_virtual), mask], dim=1)
-        self.pos = positions(mask, n_virtual)[:, -1:]
         if rows is not None:
             model.use_rows(rows)
+        self.mask = torch.cat([model.virtual_mask(mask), mask], dim=1)
+        self.pos = positions(mask, model.virtual_offsets())[:, -1:]
         out = model(input_ids, mask, logits_to_keep=1, use_cache=True)
         self.cache, self.logits = out.past_key_values, out.logits[:, -1, :].float()
 

@@ -1,6 +1,6 @@
 """What `hydra/launcher=fused` runs (the Hydra side: hydra_plugins/peft_repro_launcher): a sweep's jobs, with the
-LoRA cells that share a base model, task and evaluation trained together (peft_repro/fused.py) and every other job
-run one by one as the local launcher runs it (`run.run`).
+LoRA cells, and the prefix-tuning cells, that share a base model, task and evaluation trained together
+(peft_repro/fused.py) and every other job run one by one as the local launcher runs it (`run.run`).
 
 Records are the cells' own, written as each group ends: a killed sweep, run again, skips the finished cells and
 trains the others. Under `lr_search` the grid points of every fused job train first, as one group (tests wait for
@@ -21,7 +21,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .fused import train_fused
-from .methods.lora_fused import FusedLoRA, base_has_dropout
+from .methods.fused_cells import base_has_dropout
+from .methods.lora_fused import FusedLoRA
+from .methods.prefix_fused import FusedPrefix
 from .lr_search import claim, grid_points
 from .methods import method_config
 from .models import load_model
@@ -34,15 +36,19 @@ log = logging.getLogger(__name__)
 Job = tuple[DictConfig, list[str], Path]  # a job's config, its overrides, its output folder
 
 
+FUSED = {"lora": FusedLoRA, "prefix": FusedPrefix}  # full fine-tuning changes the base; embedding-only, infix and
+# discrete prompts run one by one
+
+
 def fusible(cfg: DictConfig) -> bool:
-    """LoRA cells fuse; full fine-tuning changes the base, the prefix family changes the cache (run one by one)."""
-    return cfg.method.name == "lora"
+    return cfg.method.name in FUSED
 
 
 def group_key(cfg: DictConfig) -> str:
     """Cells with equal keys share one loaded model and their evaluations."""
     config = OmegaConf.to_container(cfg, resolve=True)
     shared = {k: config.get(k) for k in ("model", "task", "data_root", "results_dir", "scale_name", "zero_shot")}
+    shared["method"] = config["method"]["name"]
     trainer = config["trainer"]
     return json.dumps(shared | {"precision": trainer["precision"], "eval_batch_size": trainer["eval_batch_size"]},
                       sort_keys=True, default=str)
@@ -135,12 +141,13 @@ def _train_claimed(cells: list[RunCell], max_rows: int, positions: list[int]) ->
         log.info("fused: %s has dropout in its base or an encoder; its %d cells run one by one", first.model.name,
                  len(cells))
         return {p: train_and_record(cell) for p, cell in zip(positions, cells)}
-    check_model_fits(first, model, 0, dev_decode, test_decode)
     if first.get("zero_shot"):
         record_zero_shot(first, model, tokenizer, cells[0].task, test_decode, trainers[0])
-    loras = [method_config(OmegaConf.to_container(cell.cfg.method, resolve=True))[1] for cell in cells]
-    fused = FusedLoRA(model, [(lora, cell.cfg.seed) for lora, cell in zip(loras, cells)])
-    log.info("fused: %d LoRA cells of %s on %s in one model", len(cells), first.task.name, first.model.name)
+    method_cfgs = [method_config(OmegaConf.to_container(cell.cfg.method, resolve=True))[1] for cell in cells]
+    fused = FUSED[first.method.name](model, [(m, cell.cfg.seed) for m, cell in zip(method_cfgs, cells)])
+    check_model_fits(first, model, fused.num_virtual_tokens, dev_decode, test_decode)
+    log.info("fused: %d %s cells of %s on %s in one model", len(cells), first.method.name, first.task.name,
+             first.model.name)
     loggers = [cell_logger(cell, concurrent=True) for cell in cells]
     try:
         outs = train_fused(fused, tokenizer, cells[0].task, first.task, trainers, dev_decode, test_decode,
@@ -165,5 +172,6 @@ def _train_claimed(cells: list[RunCell], max_rows: int, positions: list[int]) ->
             save_file({k: v.contiguous() for k, v in out["state"].items()},
                       str(cell.run_dir / "trainable.safetensors"))
         records[position] = record_result(cell, out, params, started, logger,
-                                          {"num_virtual_tokens": 0, "prompt_selection": None})
+                                          {"num_virtual_tokens": getattr(fused, "ks", [0] * len(cells))[index],
+                                           "prompt_selection": None})
     return records

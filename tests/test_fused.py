@@ -7,6 +7,8 @@ import torch
 from peft_repro.decoding import DecodeConfig
 from peft_repro.fused import train_fused, training_plan
 from peft_repro.methods.lora_fused import FusedLoRA
+from peft_repro.methods.prefix import PrefixConfig
+from peft_repro.methods.prefix_fused import FusedPrefix
 from peft_repro.methods import apply_method
 from peft_repro.methods.lora import LoRAConfig
 from peft_repro.train import TrainConfig, seed_everything, train
@@ -27,10 +29,10 @@ BASE = dict(epochs=3, warmup_steps=2, precision="fp32", save_checkpoint=False)
 DEV, TEST = DecodeConfig(max_new_tokens=6), DecodeConfig(num_beams=2, max_new_tokens=6)
 
 
-def alone(tokenizer, task, lora: dict, trainer: TrainConfig, tmp_path: Path):
+def alone(tokenizer, task, method: dict, trainer: TrainConfig, tmp_path: Path, name: str = "lora"):
     model = tiny_model("llama")
     seed_everything(trainer.seed)  # run.train_and_record seeds right before the method
-    adapted = apply_method(model, {"name": "lora", **lora})
+    adapted = apply_method(model, {"name": name, **method})
     out = train(adapted, tokenizer, task, task.cfg, trainer, DEV, TEST, tmp_path)
     return out, adapted.trainable_state_dict()
 
@@ -54,6 +56,36 @@ def test_a_mixed_fused_group_trains_each_cell_as_it_trains_alone(tokenizer, tmp_
             torch.testing.assert_close(value, state[name], atol=1e-5, rtol=1e-4)
 
 
+# prefix lengths 1, 5 (from init words), 10 and 20 in one batch; direct and through the MLP; with and without dropout
+PREFIX_CELLS = [
+    (dict(num_virtual_tokens=1), dict(seed=0, lr=1e-2, batch_size=2)),
+    (dict(num_virtual_tokens=10, dropout=0.1), dict(seed=1, lr=5e-3, batch_size=4)),
+    (dict(projection=True, mid_dim=16, init_text="copy:", fit_steps=20, fit_lr=1e-2), dict(seed=0, lr=1e-3,
+                                                                                            batch_size=3)),
+    (dict(num_virtual_tokens=20, projection=True, mid_dim=8, dropout=0.2), dict(seed=2, lr=1e-3, batch_size=4,
+                                                                                grad_accum=2)),
+]
+
+
+def test_a_mixed_fused_prefix_group_trains_each_cell_as_it_trains_alone(tokenizer, tmp_path: Path):
+    task = CopyTask()
+    trainers = [TrainConfig(**{**BASE, "log_every": 1, **t}) for _, t in PREFIX_CELLS]
+    fused = FusedPrefix(tiny_model("llama"), [(PrefixConfig(**c), t.seed) for (c, _), t in zip(PREFIX_CELLS,
+                                                                                                 trainers)])
+    assert fused.ks == [1, 10, len("copy:"), 20]  # the byte tokenizer: one token per character
+    outs = train_fused(fused, tokenizer, task, task.cfg, trainers, DEV, TEST, [True] * len(PREFIX_CELLS))
+    for index, ((prefix, _), trainer) in enumerate(zip(PREFIX_CELLS, trainers)):
+        expected, state = alone(tokenizer, task, prefix, trainer, tmp_path, name="prefix")
+        out = outs[index]
+        assert [h.get("loss") for h in out["history"]] == pytest.approx(
+            [h.get("loss") for h in expected["history"]], abs=1e-5), index
+        assert out["dev"] == expected["dev"] and out["test"] == expected["test"], index
+        assert [s["prediction"] for s in out["samples"]] == [s["prediction"] for s in expected["samples"]]
+        assert fused.cell_state(index).keys() == state.keys()
+        for name, value in fused.cell_state(index).items():
+            torch.testing.assert_close(value, state[name], atol=1e-5, rtol=1e-4)
+
+
 def test_the_fused_plan_is_the_trainers_order_of_batches():
     lengths = list(range(3, 13))
     plan, total = training_plan(lengths, TrainConfig(epochs=3, batch_size=3, grad_accum=2, seed=5))
@@ -72,9 +104,10 @@ def test_rows_of_a_cell_must_be_adjacent():
 
 @needs_data("e2e")
 def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
-    """e2e_main's LoRA (dropout 0.1) at two seeds under an lr search: the grid points train as one fused group,
-    then the other seed; each record equals the default launcher's (the chosen point's deferred test included)."""
-    args = ["+experiment=e2e_main", "scale=smoke", "method=lora", "seed=0,1", "task.test_metrics=[BLEU]",
+    """e2e_main's LoRA (dropout 0.1) and prefix (MLP) at two seeds under an lr search: each method's grid points
+    train as one fused group, then the other seed; each record equals the default launcher's (the chosen point's
+    deferred test included)."""
+    args = ["+experiment=e2e_main", "scale=smoke", "method=lora,prefix_mlp", "seed=0,1", "task.test_metrics=[BLEU]",
             "lr_search={grid: [0.001, 0.05], seed: 0}", "logger=none"]
     records = {}
     for launcher in ("fused", "basic"):
@@ -82,7 +115,7 @@ def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
                        f"hydra.sweep.dir={tmp_path / launcher}/multirun")
         assert out.returncode == 0, out.stderr[-3000:]
         records[launcher] = {r["record"]: r for r in load_records(tmp_path / launcher, "e2e_main", "smoke")}
-    assert len(records["fused"]) == 3 and records["fused"].keys() == records["basic"].keys()
+    assert len(records["fused"]) == 6 and records["fused"].keys() == records["basic"].keys()
     for key, alone in records["basic"].items():
         fused = records["fused"][key]
         assert fused["fused_cells"] == (2 if fused["seed"] == 0 else 1) and "fused_cells" not in alone

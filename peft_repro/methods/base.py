@@ -35,11 +35,20 @@ class Adapted(nn.Module):
         `source_lens` (tokens of each row that are source; None: the whole row is source, as in decoding and scoring)
         only matters to methods that act between source and target (infix); the others ignore it.
         """
-        n = self.num_virtual_tokens
-        mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], n), attention_mask], dim=1)
-        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions(attention_mask, n),
+        mask = torch.cat([self.virtual_mask(attention_mask), attention_mask], dim=1)
+        return self.model(input_ids=input_ids, attention_mask=mask,
+                          position_ids=positions(attention_mask, self.virtual_offsets()),
                           past_key_values=self.initial_cache(input_ids.shape[0]), use_cache=use_cache,
                           logits_to_keep=logits_to_keep)
+
+    def virtual_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The attention mask of the `num_virtual_tokens` cache positions of each row (a fused model whose cells
+        have fewer virtual tokens masks the rest)."""
+        return attention_mask.new_ones(attention_mask.shape[0], self.num_virtual_tokens)
+
+    def virtual_offsets(self) -> int | torch.Tensor:
+        """The position of each row's first real token: after its virtual ones (per row, (batch, 1), when fused)."""
+        return self.num_virtual_tokens
 
     def step(self, input_ids, attention_mask, position_ids, cache):
         """Continue sequences whose keys/values are in `cache`; `attention_mask` covers the cache too."""
