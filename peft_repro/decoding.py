@@ -79,6 +79,7 @@ class _Stepper:
         self.cache.reorder_cache(index)
         self.mask = self.mask[index]
         self.pos = self.pos[index]
+        self.logits = self.logits[index]
         if self.rows is not None:
             self.rows = self.rows[index]
             self.model.use_rows(self.rows)
@@ -104,8 +105,8 @@ def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int
 
 def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int, rows=None) -> torch.Tensor:
     batch, k, steps = ids.shape[0], cfg.num_beams, cfg.max_new_tokens
-    stepper = _Stepper(model, ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
-                       None if rows is None else rows.repeat_interleave(k, 0))
+    stepper = _Stepper(model, ids, mask, rows)  # the source once per element, then its cache k times
+    stepper.reorder(torch.arange(batch).repeat_interleave(k))
     vocab = stepper.logits.shape[-1]
     keep = max(2, 1 + len(stop)) * k  # enough candidates that `k` of them are still running
     running_seqs = ids.new_full((batch, k, steps), pad_id)
