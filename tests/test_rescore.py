@@ -1,0 +1,29 @@
+"""`python -m peft_repro.rescore`: the Java metrics of a run decoded without Java, from the outputs its record keeps."""
+import json
+from pathlib import Path
+
+from peft_repro import rescore
+from peft_repro.results import load_records
+
+from .conftest import needs_data, run_main
+
+
+@needs_data("e2e")
+def test_rescoring_a_record_without_the_java_metrics_gives_the_full_runs_scores(tmp_path: Path):
+    out = run_main("+scale=smoke", "method=lora", "logger=none", "record_samples=1000", "zero_shot=false",
+                   f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 0, out.stderr[-3000:]
+    [full] = load_records(tmp_path, "adhoc", "smoke")
+    assert set(full["test"]) == {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
+    [path] = (tmp_path / "runs" / "adhoc" / "smoke").glob("*.json")
+    partial = {**full, "test": {k: full["test"][k] for k in ("BLEU", "NIST")}}  # as a GPU run without Java writes
+    path.write_text(json.dumps(partial))
+    assert rescore.main([str(path.parent)]) == 0
+    again = json.loads(path.read_text())
+    assert again["test"] == full["test"] and again["rescored"]["metrics"] == sorted(full["test"])
+    assert again["test_items"] == full["test_items"]
+
+    cut = {**full, "samples": full["samples"][:1]}  # a record that kept fewer outputs than its test items
+    path.write_text(json.dumps(cut))
+    assert rescore.main([str(path)]) == 2
+    assert json.loads(path.read_text()) == cut
