@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from .batching import IGNORE, collate_train, encode_examples, length_grouped_batches
 from .methods.lora_fused import FusedLoRA
-from .train import Diverged, Evaluator, TrainConfig, _lr_lambda, test_record
+from .evaluation import Evaluator, test_record
+from .train import Diverged, TrainConfig, lr_schedule
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         plan, total = training_plan(lengths, cfg)
         runs.append(_CellRun(index, cfg, plan, total, optimizer,
-                             torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps, total)), params,
+                             torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.warmup_steps, total)), params,
                              loggers[index] if loggers else None))
     evaluator = Evaluator(task, tokenizer, task_cfg, cfgs[0].eval_batch_size)
 

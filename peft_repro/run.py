@@ -14,13 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from . import results
 from .checks import check_context, typed
 from .decoding import DecodeConfig
+from .evaluation import Evaluator, test_record, test_results
+from .lr_search import claim, search_lr
 from .methods import Adapted, apply_method
 from .methods.discrete_prompt import select_prompt
-from .lr_search import claim, search_lr
 from .models import load_model
 from .tasks import build_task, item_id
 from .tracking import make_logger
-from .train import Diverged, Evaluator, TrainConfig, seed_everything, test_results, train
+from .train import Diverged, TrainConfig, seed_everything, train
 
 log = logging.getLogger(__name__)
 
@@ -281,21 +282,19 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
         device = "cuda" if torch.cuda.is_available() else "cpu"
         with torch.autocast(device, torch.bfloat16, enabled=trainer.uses_bf16()):  # the trained runs' test precision
             preds = evaluator.predict(base, items, decode, desc="zero-shot test")
-        test = task.score(preds, items, full=True)
+        out = test_record(task, preds, items, 0.0)
         if task.kind == "classification":  # the rate to beat when every answer is the most frequent label
             labels = [it.label for it in items]
-            test["majority_rate"] = max(labels.count(y) for y in set(labels)) / len(labels)
+            out["test"]["majority_rate"] = max(labels.count(y) for y in set(labels)) / len(labels)
         results.write_record(path, {
             "status": "ok", "record": key, "experiment": "zero_shot", "scale": cfg.scale_name, "seed": None,
             "first_needed_by": cfg.experiment, "config": {"model": setting["model"], "task": setting["task"],
                                                           "method": {"name": "zero_shot"}},
             "git": results.git_state(), "hardware": results.hardware(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "wall_seconds": time.time() - started, "params": {"trainable": 0, "trainable_pct": 0.0},
-            "train_examples": 0, "test": test,
-            "test_items": task.test_items(preds, items),
-            "samples": [{"source": it.source, "prediction": p, "references": it.references, "label": it.label}
-                        for it, p in zip(items, preds)][: cfg.record_samples]})
-        log.info("zero-shot test %s -> %s", test, path)
+            "train_examples": 0, "test": out["test"], "test_items": out["test_items"],
+            "samples": out["samples"][: cfg.record_samples]})
+        log.info("zero-shot test %s -> %s", out["test"], path)
     finally:
         lock.unlink(missing_ok=True)
     return path

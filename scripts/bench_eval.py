@@ -34,7 +34,10 @@ from safetensors.torch import load_file
 from peft_repro.methods import apply_method
 from peft_repro.models import load_model
 from peft_repro.tasks import build_task
-from peft_repro.train import Evaluator
+try:
+    from peft_repro.evaluation import Evaluator
+except ImportError:  # a side older than peft_repro/evaluation.py
+    from peft_repro.train import Evaluator
 from peft_repro.decoding import DecodeConfig
 
 spec = json.loads(sys.argv[1])

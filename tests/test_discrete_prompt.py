@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from peft_repro.decoding import DecodeConfig
 from peft_repro.methods import discrete_prompt
 from peft_repro.tasks import build_task
-from peft_repro.train import Evaluator
+from peft_repro.evaluation import Evaluator
 
 from .conftest import DATA, CopyTask, conf, needs_data, tiny_model
 

@@ -7,7 +7,7 @@ from peft_repro.decoding import DecodeConfig, generate
 from peft_repro.methods import apply_method
 from peft_repro.models import load_model, role_targets, smollm2_gguf
 from peft_repro.tasks import DataMissing, build_task
-from peft_repro.train import Evaluator, stop_token_ids
+from peft_repro.evaluation import Evaluator, stop_token_ids
 
 from .conftest import DATA, conf, needs_data
 

@@ -345,7 +345,7 @@ def test_discrete_prompt_runs_through_the_trainer_without_training(tokenizer, tm
 def test_smollm2_prefix_family():
     """SmolLM2 (30 layers, 3 kv-heads of 64): PEFT parity, and a prefix from words = the frozen LM prompted."""
     from peft_repro.models import load_model
-    from peft_repro.train import stop_token_ids
+    from peft_repro.evaluation import stop_token_ids
 
     from .conftest import conf
 
