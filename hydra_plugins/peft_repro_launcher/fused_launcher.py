@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,9 @@ class FusedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        jobs = []
+        jobs, composed = [], {}
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            config = self._sweep_config(list(overrides), composed)
             with open_dict(config):
                 config.hydra.job.id = config.hydra.job.num = idx
             HydraConfig.instance().set_config(config)
@@ -69,3 +72,27 @@ class FusedLauncher(Launcher):
             ret.return_value = record.get("test")
             returns.append(ret)
         return returns
+
+    def _sweep_config(self, overrides: list[str], composed: dict) -> DictConfig:
+        """The job's config, as `load_sweep_config` composes it. Composing takes ~0.3 s a job, so jobs whose overrides
+        differ only in values (method.r=1 vs method.r=2, not a config group such as task=mnli) share one composition:
+        a copy of it gets the job's values by Hydra's own override step (values never change the defaults list)."""
+        loader = self.hydra_context.config_loader
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        values = [o for o in parsed if o.type == OverrideType.CHANGE and o.package is None
+                  and not o.is_hydra_override() and not loader.repository.group_exists(o.key_or_group)]
+        key = (tuple(o.input_line for o in parsed if o not in values), tuple(o.key_or_group for o in values))
+        if key not in composed:
+            config = loader.load_sweep_config(self.config, overrides)
+            composed[key] = copy.deepcopy(config)  # as composed: the launch marks the job's config read-only
+            return config
+        config = copy.deepcopy(composed[key])
+        OmegaConf.copy_cache(from_config=self.config, to_config=config)
+        ConfigLoaderImpl._apply_overrides_to_config(values, config)
+        task = [o for o in parsed if not o.is_hydra_override()]
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.task = [o.input_line for o in task]
+            job = config.hydra.job.config.override_dirname
+            config.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=task, kv_sep=job.kv_sep, item_sep=job.item_sep, exclude_keys=job.exclude_keys)
+        return config
