@@ -111,7 +111,7 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
         model.train()
         started = time.time()
         losses = {}
-        for chunk in _chunks(active, position, max_rows):
+        for chunk in _chunks(active, position, max_rows, lengths):
             with autocast():
                 losses |= _forward_backward(model, chunk, position, data, tokenizer.pad_token_id, device)
         for r in active:
@@ -153,11 +153,15 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
     return outs
 
 
-def _chunks(active: list[_CellRun], position: int, max_rows: int):
+def _chunks(active: list[_CellRun], position: int, max_rows: int, lengths: list[int], slack: float = 1.25):
+    """The cells' micro-batches of one fused step, in forward passes of at most `max_rows` rows. A pass pads every
+    row to its widest cell, so cells of similar width go together: a cell `slack` times narrower than the pass's
+    widest starts a new pass (a cell's rows are never split)."""
+    width = {r.index: max(lengths[i] for i in r.plan[position].batch) for r in active}
     chunk, rows = [], 0
-    for r in active:
+    for r in sorted(active, key=lambda r: -width[r.index]):
         n = len(r.plan[position].batch)
-        if chunk and rows + n > max_rows:
+        if chunk and (rows + n > max_rows or width[chunk[0].index] > slack * width[r.index]):
             yield chunk
             chunk, rows = [], 0
         chunk.append(r)

@@ -52,7 +52,7 @@ def timed(step, n_warm: int, n: int, device) -> float:
 def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -> dict:
     from peft import LoraConfig, get_peft_model
 
-    from peft_repro.fused import _CellRun, _forward_backward, _Micro
+    from peft_repro.fused import _CellRun, _chunks, _forward_backward, _Micro
     from peft_repro.methods.lora_fused import FusedLoRA
     from peft_repro.methods import apply_method
     from peft_repro.methods.lora import LoRAConfig
@@ -125,6 +125,7 @@ def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -
         plan = [_Micro(0, list(range(j * batch_size, (j + 1) * batch_size)), True) for j in range(total)]
         runs.append(_CellRun(i, cfg, plan, total, opt, None, params))
     flat = [row for b in data for row in _rows(b)]  # every row of the cells' batches, for _forward_backward
+    lengths = [len(row) for row in flat]
     position = iter(range(10**9))
 
     def fused_step():
@@ -132,7 +133,7 @@ def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -
         for r in runs:  # cell i's batch at step p is batch p * N + i: the same rows as (a) and (b) take in turn
             r.plan[p].batch = list(range((p * n + r.index) * batch_size, (p * n + r.index + 1) * batch_size))
         with autocast():
-            for chunk in _chunks(runs, max_rows, batch_size):
+            for chunk in _chunks(runs, p, max_rows, lengths):
                 _forward_backward(fused, chunk, p, flat, tok.pad_token_id, device)
         for r in runs:
             torch.nn.utils.clip_grad_norm_(r.params, 1.0)
@@ -158,12 +159,6 @@ def _rows(batch: dict):
         yield Encoded(real[:len(real) - target], real[len(real) - target:])
 
 
-def _chunks(runs, max_rows: int, batch_size: int):
-    per = max(1, max_rows // batch_size)
-    for start in range(0, len(runs), per):
-        yield runs[start:start + per]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2_135m", help="conf/model/<name>.yaml")
@@ -171,7 +166,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on a GPU, 3 on a CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 3 GPU, 1 CPU)")
-    parser.add_argument("--max-rows", type=int, default=None, help="rows per fused forward (default: all cells)")
+    parser.add_argument("--max-rows", type=int, default=None, help="rows per fused forward (default: all cells; "
+                        "cells of unlike batch widths still go in separate passes, as in fused training)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--data-root", default=os.environ.get("PEFT_REPRO_DATA_ROOT", str(REPO.parent / "shared" / "data")))
     parser.add_argument("--out", type=Path)
