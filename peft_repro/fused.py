@@ -27,6 +27,9 @@ from .train import Diverged, TrainConfig, lr_schedule
 log = logging.getLogger(__name__)
 
 
+PAD_SLACK = {"cpu": 1.0, "cuda": 1.5}  # how much narrower than a pass's widest cell a cell may be and still join it
+
+
 @dataclass
 class _Micro:
     """One micro-batch of a cell's training, in the order `train.train` takes them."""
@@ -111,7 +114,7 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
         model.train()
         started = time.time()
         losses = {}
-        for chunk in _chunks(active, position, max_rows, lengths):
+        for chunk in _chunks(active, position, max_rows, lengths, PAD_SLACK[device.type]):
             with autocast():
                 losses |= _forward_backward(model, chunk, position, data, tokenizer.pad_token_id, device)
         for r in active:
@@ -153,10 +156,11 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
     return outs
 
 
-def _chunks(active: list[_CellRun], position: int, max_rows: int, lengths: list[int], slack: float = 1.25):
+def _chunks(active: list[_CellRun], position: int, max_rows: int, lengths: list[int], slack: float):
     """The cells' micro-batches of one fused step, in forward passes of at most `max_rows` rows. A pass pads every
     row to its widest cell, so cells of similar width go together: a cell `slack` times narrower than the pass's
-    widest starts a new pass (a cell's rows are never split)."""
+    widest starts a new pass (a cell's rows are never split). On a CPU, where one pass of many rows costs what
+    separate passes cost, `PAD_SLACK` keeps only cells of equal width together; on a GPU a pass is cheap to widen."""
     width = {r.index: max(lengths[i] for i in r.plan[position].batch) for r in active}
     chunk, rows = [], 0
     for r in sorted(active, key=lambda r: -width[r.index]):

@@ -52,7 +52,7 @@ def timed(step, n_warm: int, n: int, device) -> float:
 def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -> dict:
     from peft import LoraConfig, get_peft_model
 
-    from peft_repro.fused import _CellRun, _chunks, _forward_backward, _Micro
+    from peft_repro.fused import PAD_SLACK, _CellRun, _chunks, _forward_backward, _Micro
     from peft_repro.methods.lora_fused import FusedLoRA
     from peft_repro.methods import apply_method
     from peft_repro.methods.lora import LoRAConfig
@@ -133,7 +133,7 @@ def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -
         for r in runs:  # cell i's batch at step p is batch p * N + i: the same rows as (a) and (b) take in turn
             r.plan[p].batch = list(range((p * n + r.index) * batch_size, (p * n + r.index + 1) * batch_size))
         with autocast():
-            for chunk in _chunks(runs, p, max_rows, lengths):
+            for chunk in _chunks(runs, p, max_rows, lengths, PAD_SLACK[device.type]):
                 _forward_backward(fused, chunk, p, flat, tok.pad_token_id, device)
         for r in runs:
             torch.nn.utils.clip_grad_norm_(r.params, 1.0)
