@@ -20,10 +20,14 @@ from . import results
 from .tasks import EvalItem, task_classes
 
 
+class NoTestResult(ValueError):
+    """A diverged run or an lr-grid point whose test waits: nothing to score again (skipped in a folder)."""
+
+
 def rescore(path: Path, metrics: list[str] | None) -> dict:
     record = results.load_json(path)
     if record.get("status") != "ok" or record.get("test") is None:
-        raise ValueError(f"{path}: no test result to score again")
+        raise NoTestResult(f"{path}: no test result to score again")
     samples, items = record.get("samples") or [], (record.get("test_items") or {}).get("ids") or []
     if len(samples) != len(items):
         raise ValueError(f"{path} keeps {len(samples)} of its {len(items)} test outputs; rescoring needs them all "
@@ -48,10 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, help="records, or folders of records")
     parser.add_argument("--metrics", nargs="+", help="only these metrics (default: all of the task's)")
     args = parser.parse_args(argv)
-    paths = [p for path in args.paths for p in (sorted(path.glob("*.json")) if path.is_dir() else [path])]
+    paths = [(p, path.is_dir()) for path in args.paths for p in (sorted(path.glob("*.json")) if path.is_dir()
+                                                                   else [path])]
     try:
-        for path in paths:
-            print(f"{path.name}: {rescore(path, args.metrics)}")
+        for path, in_folder in paths:
+            try:
+                print(f"{path.name}: {rescore(path, args.metrics)}")
+            except NoTestResult:
+                if not in_folder:
+                    raise
+                print(f"{path.name}: skipped (no test result)")
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

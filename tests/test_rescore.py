@@ -18,7 +18,11 @@ def test_rescoring_a_record_without_the_java_metrics_gives_the_full_runs_scores(
     [path] = (tmp_path / "runs" / "adhoc" / "smoke").glob("*.json")
     partial = {**full, "test": {k: full["test"][k] for k in ("BLEU", "NIST")}}  # as a GPU run without Java writes
     path.write_text(json.dumps(partial))
+    deferred = path.with_name("grid-point.json")  # an lr-grid point whose test waits: skipped in a folder
+    deferred.write_text(json.dumps({**full, "test": None, "test_deferred": True}))
     assert rescore.main([str(path.parent)]) == 0
+    assert json.loads(deferred.read_text())["test"] is None and rescore.main([str(deferred)]) == 2
+    deferred.unlink()
     again = json.loads(path.read_text())
     assert again["test"] == full["test"] and again["rescored"]["metrics"] == sorted(full["test"])
     assert again["test_items"] == full["test_items"]

