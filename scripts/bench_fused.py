@@ -68,48 +68,39 @@ def bench(args, batch_size: int, max_rows: int, model_cfg, device, bf16: bool) -
     tokens = [int(b["attention_mask"].sum()) for b in data]
     out = {}
 
+    def one_cell(adapted, loss_of) -> dict:
+        """Steps of one cell, batch after batch: `loss_of(batch)`, backward, clip, AdamW."""
+        adapted.to(device)
+        params = [p for p in adapted.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        it = iter(range(10**9))
+
+        def step():
+            b = data[next(it) % total]
+            with autocast():
+                loss = loss_of(b)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad()
+
+        seconds = timed(step, args.warmup, args.steps, device)
+        return {"seconds": seconds, "steps_per_s": args.steps / seconds,
+                "tokens_per_s": sum(tokens[args.warmup:total]) / seconds}
+
     # (a) HF PEFT, plain loop
     theirs = get_peft_model(model, LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"],
-                                              lora_dropout=0.0)).to(device)
-    params = [p for p in theirs.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    it = iter(range(10**9))
-
-    def peft_step():
-        b = data[next(it) % total]
-        with autocast():
-            loss = theirs(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                          labels=b["labels"].to(device)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad()
-
-    seconds = timed(peft_step, args.warmup, args.steps, device)
-    out["hf_peft"] = {"seconds": seconds, "steps_per_s": args.steps / seconds,
-                      "tokens_per_s": sum(tokens[args.warmup:total]) / seconds}
-    theirs = opt = params = None  # free the memory before the next model
+                                              lora_dropout=0.0))
+    out["hf_peft"] = one_cell(theirs, lambda b: theirs(input_ids=b["input_ids"].to(device),
+                                                       attention_mask=b["attention_mask"].to(device),
+                                                       labels=b["labels"].to(device)).loss)
+    theirs = None  # free the memory before the next model
     model, tok = load_model(model_cfg)
 
     # (b) ours, one cell
-    ours = apply_method(model, {"name": "lora", "r": 4, "alpha": 32, "dropout": 0.0, "targets": ["q", "v"]}).to(device)
-    params = [p for p in ours.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    it = iter(range(10**9))
-
-    def our_step():
-        b = data[next(it) % total]
-        with autocast():
-            loss = lm_loss(ours, b, device)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad()
-
-    seconds = timed(our_step, args.warmup, args.steps, device)
-    out["ours"] = {"seconds": seconds, "steps_per_s": args.steps / seconds,
-                   "tokens_per_s": sum(tokens[args.warmup:total]) / seconds}
-    ours = opt = params = None
+    ours = apply_method(model, {"name": "lora", "r": 4, "alpha": 32, "dropout": 0.0, "targets": ["q", "v"]})
+    out["ours"] = one_cell(ours, lambda b: lm_loss(ours, b, device))
+    ours = None
     model, tok = load_model(model_cfg)
 
     # (c) ours, fused: cell i takes batches i, i + N, ...
