@@ -24,34 +24,34 @@ import numpy as np
 
 from peft_repro import figures as F
 
-EXPERIMENT, NAME = "lora_rank_sweep", "lora_heatmap"
+TABLE, NAME = "lora_rank_sweep", "lora_heatmap"
 ROW_ORDER = ["Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"]
 METRIC_NAME = {"mnli": "accuracy (%)", "wikisql": "logical-form accuracy (%)"}
 RESULTS, SCALE = F.settings()
 out = F.figure_path(RESULTS, SCALE, NAME)
-runs = F.records_frame(RESULTS, EXPERIMENT, SCALE)
-print(f"{len(runs)} records for {EXPERIMENT} at scale {SCALE} in {RESULTS}")
+cells = F.table_frame(RESULTS, TABLE, SCALE)
+runs = cells[cells["kind"] == "ours"].assign(r=lambda f: f["col"].astype(int))
+print(f"{runs['record'].nunique()} runs in table {TABLE} at scale {SCALE} in {RESULTS}")
 
 # %%
 panels = {}
 for task in sorted(runs["task"].dropna().unique()):
-    metric = "test." + F.PRIMARY_METRIC.get(task, "accuracy")
-    stats = F.summarize(runs[runs["task"] == task], ["targets", "r"], metric, factor=100)
+    stats = F.summarize(runs[runs["task"] == task], ["method", "r"], "value")
     if not stats.empty:
         panels[task] = stats
 panels
 
 # %%
 if not panels:
-    F.no_records(EXPERIMENT, SCALE, out)
+    F.no_records(TABLE, SCALE, out)
 else:
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.8), squeeze=False)
     for ax, (task, stats) in zip(axes[0], panels.items()):
-        rows = [t for t in ROW_ORDER if t in set(stats["targets"])] + sorted(set(stats["targets"]) - set(ROW_ORDER))
+        rows = [t for t in ROW_ORDER if t in set(stats["method"])] + sorted(set(stats["method"]) - set(ROW_ORDER))
         cols = sorted(int(r) for r in stats["r"].unique())
         grid = np.full((len(rows), len(cols)), np.nan)
         count = np.zeros_like(grid, dtype=int)
-        for targets, r, mean, n in stats[["targets", "r", "mean", "n"]].itertuples(index=False):
+        for targets, r, mean, n in stats[["method", "r", "mean", "n"]].itertuples(index=False):
             grid[rows.index(targets), cols.index(int(r))] = mean
             count[rows.index(targets), cols.index(int(r))] = n
         cmap = plt.get_cmap("viridis").copy()
@@ -67,10 +67,10 @@ else:
         ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel("rank r")
         ax.set_ylabel("adapted weights")
-        ax.set_title(f"{task}: test {METRIC_NAME.get(task, F.PRIMARY_METRIC.get(task, 'accuracy'))}")
+        ax.set_title(f"{task}: test {METRIC_NAME.get(task, 'score')}")
         fig.colorbar(image, ax=ax)
     models = ", ".join(sorted(runs["model"].dropna().unique()))
-    fig.suptitle(f"LoRA weight types × rank — {EXPERIMENT}, scale={SCALE} ({models})")
+    fig.suptitle(f"LoRA weight types × rank — table {TABLE}, scale={SCALE} ({models})")
     fig.tight_layout()
     F.save(fig, out)
     plt.close(fig)

@@ -12,8 +12,8 @@
 # # Low-data regime (Li & Liang 2021, Figure 3)
 #
 # Test score against the number of training examples (50, 100, 200, 500; committed subsets in
-# `experiments/low_data/`), one line per method, from the run records of `low_data_e2e` (BLEU) and `low_data_xsum`
-# (ROUGE-2 F1). Points are the mean over runs (subsets × seeds), bars the Student-t 95% interval of that mean (no
+# `peft_repro/tasks/low_data/`), one line per method: the cells of the report's tables `low_data_e2e` (BLEU) and
+# `low_data_xsum` (its ROUGE-2 F1 rows). Points are the mean over runs (subsets × seeds), bars the Student-t 95% interval of that mean (no
 # bar for a single run). The paper: prefix-tuning beats fine-tuning with 50-500 examples. Nothing is trained here.
 
 # %%
@@ -25,40 +25,42 @@ import matplotlib.pyplot as plt
 from peft_repro import figures as F
 
 NAME = "low_data"
-PANELS = {"low_data_e2e": ("test.BLEU", "E2E test BLEU"), "low_data_xsum": ("test.rouge2", "XSum test ROUGE-2")}
-METHOD_ORDER = ["prefix", "full", "lora"]
+PANELS = {"low_data_e2e": ("E2E test BLEU", ""), "low_data_xsum": ("XSum test ROUGE-2", " R-2")}  # row suffix drawn
+METHOD_ORDER = ["Prefix", "FT", "LoRA"]
 RESULTS, SCALE = F.settings()
 out = F.figure_path(RESULTS, SCALE, NAME)
-runs = {experiment: F.records_frame(RESULTS, experiment, SCALE) for experiment in PANELS}
-for experiment, frame in runs.items():
-    print(f"{len(frame)} records for {experiment} at scale {SCALE} in {RESULTS}")
+runs = {}
+for table, (_, suffix) in PANELS.items():
+    cells = F.table_frame(RESULTS, table, SCALE)
+    ours = cells[(cells["kind"] == "ours") & cells["row"].str.contains(suffix, regex=False)]
+    runs[table] = ours.assign(line=ours["row"].str.replace(suffix, "", regex=False), size=ours["col"].astype(int))
+    print(f"{runs[table]['record'].nunique()} runs in table {table} at scale {SCALE} in {RESULTS}")
 
 # %%
-stats = {experiment: F.summarize(runs[experiment], ["method", "low_data_size"], metric, factor=100, interval="ci95")
-         for experiment, (metric, _) in PANELS.items()}
+stats = {table: F.summarize(frame, ["line", "size"], "value", interval="ci95") for table, frame in runs.items()}
 stats
 
 # %%
 present = {experiment: s for experiment, s in stats.items() if not s.empty}
-for experiment in PANELS.keys() - present.keys():
-    print(f"no records for {experiment} at scale {SCALE}")
+for table in PANELS.keys() - present.keys():
+    print(f"no records for {table} at scale {SCALE}")
 if not present:
     F.no_records(list(PANELS), SCALE, out)
 else:
     fig, axes = plt.subplots(1, len(present), figsize=(6 * len(present), 4), squeeze=False)
-    for ax, (experiment, s) in zip(axes[0], present.items()):
-        methods = [m for m in METHOD_ORDER if m in set(s["method"])] + sorted(set(s["method"]) - set(METHOD_ORDER))
+    for ax, (table, s) in zip(axes[0], present.items()):
+        methods = [m for m in METHOD_ORDER if m in set(s["line"])] + sorted(set(s["line"]) - set(METHOD_ORDER))
         for method in methods:
-            line = s[s["method"] == method].sort_values("low_data_size")
-            ax.errorbar(line["low_data_size"], line["mean"], yerr=line["err"], marker="o", capsize=3, label=method)
-        sizes = sorted(s["low_data_size"].unique())
+            line = s[s["line"] == method].sort_values("size")
+            ax.errorbar(line["size"], line["mean"], yerr=line["err"], marker="o", capsize=3, label=method)
+        sizes = sorted(s["size"].unique())
         ax.set_xscale("log")
         ax.set_xticks(sizes, [str(int(n)) for n in sizes])
         ax.minorticks_off()
         ax.set_xlabel("training examples")
-        ax.set_ylabel(PANELS[experiment][1])
-        models = ", ".join(sorted(runs[experiment]["model"].dropna().unique()))
-        ax.set_title(f"{experiment}, scale={SCALE} ({models})\nmean ± 95% CI over subsets × seeds")
+        ax.set_ylabel(PANELS[table][0])
+        models = ", ".join(sorted(runs[table]["model"].dropna().unique()))
+        ax.set_title(f"table {table}, scale={SCALE} ({models})\nmean ± 95% CI over subsets × seeds")
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -1,10 +1,11 @@
 """peft_repro: reproduce the prefix-tuning and LoRA tables of the lecture "Efficient Fine-tuning for LLMs"."""
 from omegaconf import OmegaConf
 
-from .models import repo_root
+from .paths import repo_root, results_dir
 
-# conf/ paths are relative to the checkout, whatever the working directory
+# conf/ paths are relative to the checkout, whatever the working directory; peft_repro/paths.py decides where files are
 OmegaConf.register_new_resolver("repo_root", lambda: str(repo_root()), replace=True)
+OmegaConf.register_new_resolver("results_dir", lambda scale: str(results_dir(scale)), replace=True)
 
 
 def _rank_for_budget(budget, targets) -> int:

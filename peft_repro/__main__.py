@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .models import repo_root
+from .paths import repo_root
 
 log = logging.getLogger("peft_repro")
 

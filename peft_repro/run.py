@@ -78,7 +78,8 @@ def resolve_cell(cfg: DictConfig, overrides: list[str], run_dir: Path, search: b
     task, fingerprint = task_of(cfg)
     return RunCell(cfg, overrides, run_dir, key, results.record_path(Path(cfg.results_dir), cfg.experiment,
                                                                     cfg.scale_name, key),
-                   OmegaConf.to_container(cfg, resolve=True), task, fingerprint, lr_selection, defer_test)
+                   results.portable_config(OmegaConf.to_container(cfg, resolve=True)), task, fingerprint, lr_selection,
+                   defer_test)
 
 
 _TASKS: dict[str, tuple] = {}

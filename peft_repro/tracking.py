@@ -2,8 +2,8 @@
 
 Runs of one sweep share a group, `<experiment>/<scale>`, and the job type `<experiment>`; tags name the method,
 task, model, experiment and scale. Besides the resolved config, each run's config carries `table_row` and
-`table_col`: its cell of the experiment's table (the same labels as the Markdown table, e.g. "Wq,Wv" and "4"), so a
-W&B panel grouped by `table_row` with `table_col` on the x axis shows the lecture table (docs/wandb.md). The final
+`table_col`: its cell of the experiment's table (the labels of the report's table, e.g. "Wq,Wv (wikisql)" and "4"),
+so a W&B panel grouped by `table_row` with `table_col` on the x axis shows the lecture table (docs/wandb.md). The final
 metrics go to the summary under the record's keys (`test/BLEU` for the record's `test.BLEU`).
 """
 from __future__ import annotations
@@ -12,16 +12,17 @@ import os
 
 
 def table_cell(config: dict) -> dict:
-    """`table_row` / `table_col` of a run: the labels of its row and column in the experiment's table spec."""
-    from .results import cell_label, lookup
+    """`table_row` / `table_col` of a run: its cell of the experiment's table (`experiments/<experiment>.yaml`, placed
+    by the report's `cells_of`); nothing when the experiment has no table or the run fills no cell. A run that fills
+    several columns (a table whose columns are metrics) has no `table_col`."""
+    from .report.spec import cells_of, spec_of
 
-    spec = config.get("table") or {}
-    cell = {}
-    for axis, key in (("table_row", spec.get("rows")), ("table_col", spec.get("cols"))):
-        if isinstance(key, str) and key:
-            value = lookup({"config": config}, key)
-            cell[axis] = None if value is None else cell_label(value)
-    return cell
+    spec = spec_of(str(config.get("experiment")))
+    cells = cells_of({"config": config}, spec) if spec else []
+    if not cells:
+        return {}
+    rows, columns = {row for row, _ in cells}, {str(col) for _, col in cells}
+    return {"table_row": min(rows), **({"table_col": columns.pop()} if len(columns) == 1 else {})}
 
 
 def run_tags(config: dict) -> list[str]:

@@ -11,7 +11,8 @@ from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
 from peft_repro.batching import left_pad, positions
-from peft_repro.models import _random_model, byte_tokenizer, repo_root
+from peft_repro.models import _random_model, byte_tokenizer
+from peft_repro.paths import repo_root
 from peft_repro.results import load_records
 from peft_repro.tasks import EvalItem, Example, Task
 
@@ -74,15 +75,15 @@ CLI_DRIVER = """
 import contextlib, io, json, sys, traceback
 from hydra.core.global_hydra import GlobalHydra
 from peft_repro.__main__ import main
-from peft_repro import tables
+from peft_repro.report.__main__ import main as report_main
 answers = []
 for args in json.load(sys.stdin):
     GlobalHydra.instance().clear()
     err, code = io.StringIO(), 0
     with contextlib.redirect_stderr(err):
         try:
-            if args[:1] == ["tables"]:
-                code = tables.main(args[1:])
+            if args[:1] == ["report"]:
+                code = report_main(args[1:])
             else:
                 sys.argv = ["peft_repro", *args]
                 main()
@@ -97,7 +98,7 @@ print("ANSWERS " + json.dumps(answers))
 
 
 def run_cli_cases(cases: list[list[str]], env_extra=None, timeout=900) -> list[tuple[int, str]]:
-    """(exit code, stderr) of `python -m peft_repro ARGS` for each ARGS (`["tables", ...]`: the tables CLI), all in
+    """(exit code, stderr) of `python -m peft_repro ARGS` for each ARGS (`["report", ...]`: the report CLI), all in
     one Python process: the imports are paid once, not per case."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0", **(env_extra or {}))
     out = subprocess.run([sys.executable, "-c", CLI_DRIVER], cwd=REPO, env=env, input=json.dumps(cases),

@@ -74,7 +74,7 @@ def test_bad_input_corpus_gives_clear_errors_and_changes_no_record(tmp_path: Pat
     base = ["+scale=smoke", "logger=none", "task.test_metrics=[BLEU]", f"results_dir={results}"]
     [(code, err)] = run_cli_cases([[*base, f"hydra.run.dir={tmp_path}/run-ok"]])
     assert code == 0, err[-3000:]
-    assert run_cli_cases([["tables", "--results-dir", str(results), "--scale", "smoke"]])[0][0] == 0
+    assert run_cli_cases([["report", "--results-dir", str(results), "--scale", "smoke"]])[0][0] == 0
     before = snapshot(results)
 
     cases = [(args, code, message) for args, code, message in CONFIG_CASES]
@@ -95,16 +95,16 @@ def test_bad_input_corpus_gives_clear_errors_and_changes_no_record(tmp_path: Pat
     cases.append((["resume=false", "data_root=/nonexistent/data"], 2, "E2E train split not found"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    tables_cases = [
-        (["tables", "--results-dir", str(empty)], 2, "error: no run records under"),
-        (["tables", "--results-dir", str(tmp_path / "mistyped")], 2, "error: no run records under"),
-        (["tables", "--results-dir", str(results), "--scale", "nosuch"], 2, "error: no run records under"),
-        (["tables", "--results-dir", str(broken), "--scale", "smoke"], 2, "error: malformed record"),
+    report_cases = [
+        (["report", "--results-dir", str(empty)], 2, "error: no run records under"),
+        (["report", "--results-dir", str(tmp_path / "mistyped")], 2, "error: no run records under"),
+        (["report", "--results-dir", str(results), "--scale", "nosuch"], 2, "error: no run records under"),
+        (["report", "--results-dir", str(broken), "--scale", "smoke"], 2, "error: malformed record"),
     ]
     argv = [[*base, *args, f"hydra.run.dir={tmp_path}/run-{i}"] for i, (args, _, _) in enumerate(cases)]
-    answers = run_cli_cases(argv + [args for args, _, _ in tables_cases])
-    assert len(cases) + len(tables_cases) >= 40
-    for (args, code, message), (got_code, err) in zip(cases + tables_cases, answers):
+    answers = run_cli_cases(argv + [args for args, _, _ in report_cases])
+    assert len(cases) + len(report_cases) >= 40
+    for (args, code, message), (got_code, err) in zip(cases + report_cases, answers):
         assert "Traceback" not in err, (args, err[-3000:])
         assert got_code == code and message in err, (args, got_code, err[-1500:])
         if got_code == 2:  # ours: exactly one error line
@@ -209,13 +209,12 @@ def test_the_end_of_sweep_table_fails_the_sweep_on_a_cut_record(tmp_path: Path, 
     """Hydra turns a callback's exception into a warning (exit 0): the callback exits 2 itself."""
     from omegaconf import OmegaConf
 
-    from peft_repro.results import TableCallback
+    from peft_repro.report import TableCallback
 
     folder = tmp_path / "runs" / "e2e_main" / "smoke"
     folder.mkdir(parents=True)
     (folder / "cut.json").write_text('{"status": "ok", "conf')
-    config = OmegaConf.create({"table": {"rows": "config.method.name", "value": "test.BLEU"}, "experiment": "e2e_main",
-                               "results_dir": str(tmp_path), "scale_name": "smoke"})
+    config = OmegaConf.create({"experiment": "e2e_main", "results_dir": str(tmp_path), "scale_name": "smoke"})
     with pytest.raises(SystemExit) as exit_info:
         TableCallback().on_multirun_end(config)
     assert exit_info.value.code == 2 and "error: no table written: malformed record" in capsys.readouterr().err
@@ -250,7 +249,7 @@ def test_a_model_cache_that_does_not_load_is_converted_again(tmp_path: Path, mon
 
 
 def test_records_keep_no_machine_paths(tmp_path: Path):
-    from peft_repro.models import repo_root
+    from peft_repro.paths import repo_root
     from peft_repro.results import portable_path
 
     assert portable_path(repo_root() / "multirun" / "x" / "0") == "multirun/x/0"

@@ -1,7 +1,7 @@
 """E2E NLG (Novikova et al. 2017): meaning representation -> restaurant description, scored by e2e-metrics."""
 from __future__ import annotations
 
-from . import EvalItem, Example, Task, read_csv, require
+from .base import EvalItem, Example, Task, read_csv, require
 
 FILES = {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"}
 HUB_ID = "GEM/e2e_nlg"  # fields meaning_representation / target; splits train / validation / test

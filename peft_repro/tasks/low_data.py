@@ -2,7 +2,7 @@
 dev split of 30% of the training size for early stopping, drawn from the rest of the training pool.
 
 The original authors never released their subsets. Ours are ids (row indices into the task's training pool, in
-file order), committed under `experiments/low_data/<task>.json`, so anyone regenerates the same subsets;
+file order), committed under `peft_repro/tasks/low_data_subsets/<task>.json`, so anyone regenerates the same subsets;
 `python -m peft_repro.tasks.low_data TASK POOL_SIZE` rewrites a file from the sampler, and a test checks that the
 committed ids are exactly what the sampler produces.
 """
@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import random
 import sys
-
-from ..models import repo_root
+from pathlib import Path
 
 SIZES = (50, 100, 200, 500)
 SUBSETS = 5
 DEV_FRACTION = 0.3
 
 
-def ids_path(task: str):
-    return repo_root() / "experiments" / "low_data" / f"{task}.json"
+def ids_path(task: str) -> Path:
+    return Path(__file__).parent / "low_data_subsets" / f"{task}.json"
 
 
 def sample(task: str, pool_size: int, sizes=SIZES, subsets: int = SUBSETS) -> dict:

@@ -10,7 +10,7 @@ held out as the dev split for model selection; dev_matched is reported as the te
 from __future__ import annotations
 
 
-from . import EvalItem, Example, Task, read_jsonl, require, subset
+from .base import EvalItem, Example, Task, read_jsonl, require, subset
 
 LABELS = ["entailment", "neutral", "contradiction"]  # GLUE's label order
 FILES = {"train": "train_subset.jsonl.gz", "test": "dev_matched.jsonl", "test_mismatched": "dev_mismatched.jsonl"}

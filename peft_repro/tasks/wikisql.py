@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import zlib
 
-from . import EvalItem, Example, Task, read_jsonl, require
+from .base import EvalItem, Example, Task, read_jsonl, require
 
 AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
 COND_OPS = ["=", ">", "<", "OP"]

@@ -8,7 +8,7 @@ uses it must say "trained on XSum test-split articles"; users with the hub get t
 from __future__ import annotations
 
 
-from . import EvalItem, Example, Task, read_jsonl, require, subset
+from .base import EvalItem, Example, Task, read_jsonl, require, subset
 
 POOL, EVAL = "llm_decoding", "Lookback-Lens"
 HUB_SPLIT = {"train": "train", "dev": "validation", "test": "test"}

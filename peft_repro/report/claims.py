@@ -1,7 +1,7 @@
 """The claims ledger: each lecture claim (`claims:` in experiments/*.yaml) checked against our runs.
 
-A claim's `check` (a mapping, or a list of them) names a rendered table and pairs of sides [A, B]; a side is a row
-label, a list of row labels, or {row: label(s), col: column(s)}; lists pool cells. Sides without `col` are compared
+A claim's `check` (a mapping, or a list of them) compares cells of its file's table (or of the table `table:` names)
+in pairs of sides [A, B]; a side is a row label, a list of row labels, or {row: label(s), col: column(s)}; lists pool cells. Sides without `col` are compared
 once per entry of the check's `columns`. Each comparison looks at d = mean(A) - mean(B) over our runs:
 
 - `kind: better` (A > B): holds when the 95% bootstrap CI of d lies above 0, fails when it lies below 0, else
@@ -15,11 +15,12 @@ The CI is the 2.5-97.5 percentile of 10,000 hierarchical bootstrap differences (
   each run recomputed on the drawn items (corpus BLEU from their summed n-gram counts, not a mean of item BLEUs);
 - and runs (seeds, low-data subsets), when each side has 2 or more: paired by (column, seed, subset) where each side
   has each key once (runs without a partner are left out and counted), else each side on its own.
-`ci_over` names what was resampled. Fewer than 2 runs on a side: "too few runs" (the item-level CI is still shown;
-it leaves out training noise); none: "no results". Differences within
-TOLERANCE of zero count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict
-comes from its measured comparisons (those with results; the report counts the rest): it fails if any fails,
-holds if all hold, else takes the first of inconclusive / too few runs; "no results" if none was measured.
+`ci_over` names what was resampled. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
+still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
+has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
+count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its measured
+comparisons (those with results; the report counts the rest): it fails if any fails, holds if all hold, else takes
+the first of inconclusive / too few runs; "no results" if none was measured.
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .results import lookup
-from .tables import DASH, Run, SpecError, Table
-from .stats import N_BOOT, SEED, bootstrap, item_stats, percentile_ci
+from ..results import lookup
+from ..stats import N_BOOT, SEED, bootstrap, item_stats, percentile_ci
+from .cells import Run, Table
+from .spec import DASH, SpecError
 
 VERDICTS = ("holds", "fails", "inconclusive", "too few runs", "no results")
 TOLERANCE = 1e-9
@@ -67,15 +69,26 @@ def _pairs(c: Comparison) -> tuple[list[Run], list[Run]]:
     return a, sorted((r for r in c.b if r.key in common), key=lambda r: r.key)
 
 
+def trains_nothing(side: list[Run]) -> bool:
+    """A side whose runs have no trainable parameters (a discrete prompt, zero-shot): no training noise, so its one
+    run is the whole side (another seed would give the same outputs)."""
+    return bool(side) and all(lookup(r.record, "params.trainable") == 0 for r in side)
+
+
 def judge(c: Comparison) -> Comparison:
     if not c.a or not c.b:
         return c
-    a, b = c.a, c.b = _pairs(c)  # n A / n B count the runs compared (unpaired ones left out are counted apart)
+    fixed = trains_nothing(c.a) or trains_nothing(c.b)
+    # n A / n B count the runs compared (unpaired ones left out are counted apart); a side that trains nothing has
+    # no seeds to pair with
+    a, b = c.a, c.b = (c.a, c.b) if fixed else _pairs(c)
     c.diff = float(np.mean([r.value for r in a]) - np.mean([r.value for r in b]))
     items = [item_stats(r) for r in a + b]
     by_items = all(items)
     items = items if by_items else None
-    by_runs = min(len(a), len(b)) >= 2
+    trained = [side for side in (a, b) if not trains_nothing(side)]
+    enough = all(len(side) >= 2 for side in trained)
+    by_runs = bool(trained) and enough
     runs_name = ("seeds x subsets" if any(r.key[-1] is not None for r in a + b) else "seeds") \
         if all(len({r.key for r in side}) == len(side) for side in (a, b)) else "pooled runs"
     c.ci_over = " x ".join(["items"] * by_items + [runs_name] * by_runs)
@@ -85,7 +98,7 @@ def judge(c: Comparison) -> Comparison:
         c.half_widths["runs"] = _half(percentile_ci(bootstrap(a, b, c.paired, None, runs=True)))
     if c.ci_over:
         c.ci = lo, hi = percentile_ci(bootstrap(a, b, c.paired, items, runs=by_runs))
-    if not by_runs:
+    if not (enough and c.ci_over):
         c.verdict = "too few runs"  # an item-level CI leaves out the training noise: shown, but decides nothing
         return c
     if c.kind == "better":
@@ -212,10 +225,11 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "resampled items' n-gram counts) and runs (seeds, low-data subsets; paired by column, seed and subset where "
           "both sides have them, unpaired runs left out) together; `CI over` says which. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
-          "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side: too few runs (the item-only "
-          "CI is shown; it leaves out training noise). `±items` / `±runs`: the CI half-width from each source alone; "
+          "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
+          "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
+          "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance. Rules: peft_repro/claims.py.", "",
+          "variance. Rules: peft_repro/report/claims.py.", "",
           "| claim | verdict | comparisons | measured at |", "|---|---|---|---|"]
     for res in results:
         counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(c.verdict == v for c in res["comparisons"])))

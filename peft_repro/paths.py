@@ -1,0 +1,28 @@
+"""Where files are: the one place that decides the repository, data, results and cache folders.
+
+Hydra runs read them through the config (`data_root`, `results_dir`, `model.cache_dir`, whose defaults come from the
+environment variables below); the report, the figures and the data loaders call these functions.
+- data: `data_root=...`, else `PEFT_REPRO_DATA_ROOT`, else `<repo>/../shared/data`;
+- results: `results_dir=...`, else `PEFT_REPRO_RESULTS`, else `<repo>/results` (`<repo>/results/smoke` for the smoke
+  scale, where smoke runs write);
+- converted models: `model.cache_dir`, default `~/.cache/peft_repro`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def data_root(configured: str | None = None) -> Path:
+    root = configured or os.environ.get("PEFT_REPRO_DATA_ROOT") or repo_root().parent / "shared" / "data"
+    return Path(root).expanduser()
+
+
+def results_dir(scale: str = "default", configured: str | None = None) -> Path:
+    if configured or os.environ.get("PEFT_REPRO_RESULTS"):
+        return Path(configured or os.environ["PEFT_REPRO_RESULTS"]).expanduser()
+    return repo_root() / "results" / ("smoke" if scale == "smoke" else "")

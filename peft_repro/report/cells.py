@@ -1,0 +1,211 @@
+"""Our cells of the lecture's tables: the runs each cell holds (`spec.cells_of`), at the learning rates chosen on dev,
+one record per setting, with the zero-shot (and majority-class) rows of the same test settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..lr_search import choose_lr, dev_selected, lr_search_cell, record_primary
+from ..results import eval_setting, latest_per_setting, load_records, lookup, same_settings
+from ..stats import bootstrap, item_stats, percentile_ci
+from .spec import SpecError, cells_of, column_spec, experiments_of, first, matches, row_label
+
+
+@dataclass
+class Run:
+    value: float
+    key: tuple  # (seed, low-data subset): the claims pair runs with equal keys
+    record: dict
+    metric: str = ""     # the record key of the value ("test.BLEU")
+    factor: float = 1.0  # value = record's metric x factor
+
+
+@dataclass
+class Cell:
+    runs: list[Run]
+    digits: int
+    metric: str  # "test.BLEU x100"
+    mark: str = ""  # NOT_ABOVE_ZERO_SHOT, NOT_ABOVE_MAJORITY
+
+
+NOT_ABOVE_ZERO_SHOT, NOT_ABOVE_MAJORITY = "†", "‡"
+
+
+@dataclass
+class Row:
+    label: str
+    paper: list[dict]  # one dict of column -> number per source (key "source")
+    note: str
+    cells: dict[str, Cell]  # ours, by str(column)
+    lr_choice: str = ""     # the dev scores of the learning rates tried for this row's runs
+
+
+@dataclass
+class Table:
+    spec: dict
+    columns: list
+    rows: list[Row]
+    diverged: list[str] = field(default_factory=list)  # records of the experiment left out: training diverged
+    records: list[dict] = field(default_factory=list)  # the finished runs the table drew from (one per setting)
+
+    def row(self, label: str) -> Row:
+        for row in self.rows:
+            if row.label == label:
+                return row
+        raise SpecError(f"table {self.spec['table']} has no row {label!r}")
+
+
+def table_records(results_dir: Path, spec: dict, scale: str, cache: dict | None = None) -> list[dict]:
+    """Every record (any status) of the experiments that fill `spec`'s table (`experiments_of`)."""
+    cache = {} if cache is None else cache
+    records = []
+    for experiment in experiments_of(spec):
+        if experiment not in cache:
+            cache[experiment] = load_records(results_dir, experiment, scale)
+        records += cache[experiment]
+    return records
+
+
+def _metric(spec: dict, row: dict, column) -> tuple[str, float, int]:
+    """(record key, factor, digits) of a cell: the column's setting over its row's over the table's."""
+    ours, col = spec.get("ours") or {}, column_spec(spec.get("ours") or {}, column)
+    metric = first("metric", col, row, ours)
+    if metric is None:
+        raise SpecError(f"ours of table {', '.join(experiments_of(spec))}: no metric for row {row_label(row)!r}, "
+                        f"column {column}")
+    return metric, first("factor", col, row, ours, default=1), first("digits", col, row, ours, default=1)
+
+
+def _run(record: dict, spec: dict, row: dict, column) -> Run | None:
+    metric, factor, _ = _metric(spec, row, column)
+    value = lookup(record, metric)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)):
+        raise SpecError(f"record {record.get('record')}: {metric} is not a number")
+    return Run(value * factor, (record.get("seed"), lookup(record, "config.task.low_data.subset")), record, metric,
+               factor)
+
+
+def _empty_cell(spec: dict, row: dict | None, column) -> Cell:
+    if row is None:  # a paper row without ours
+        return Cell([], 1, "")
+    metric, factor, digits = _metric(spec, row, column)
+    return Cell([], digits, metric + (f" x{factor:g}" if factor != 1 else ""))
+
+
+def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) -> Table:
+    """One table with our cells filled from `records` (finished, one per setting) through `cells_of`, and the
+    zero-shot (and, for classification, majority-class) rows from the `zero_shots` records of the same test settings."""
+    columns = spec.get("metrics") or spec["columns"]
+    ours = spec.get("ours") or {}
+    searched, records = records, dev_selected(records)  # cells: only the runs at the rates chosen on dev
+    ours_rows = {row_label(r): r for r in ours.get("rows") or []}
+    paper_rows = {row_label(r): r for r in spec.get("rows") or []}
+    cells = {(label, str(c)): _empty_cell(spec, ours_rows.get(label), c) for label in {**paper_rows, **ours_rows}
+             for c in columns}
+    for record in records:
+        for label, column in cells_of(record, spec):
+            if (run := _run(record, spec, ours_rows[label], column)) is not None:
+                cells[label, str(column)].runs.append(run)
+    rows = []
+    for label in list(paper_rows) + [lab for lab in ours_rows if lab not in paper_rows]:
+        paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
+        choice = lr_choice([r for r in searched if matches(r, {**ours.get("where", {}), **mine.get("where", {})})]) \
+            if mine else ""
+        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""),
+                        {str(c): cells[label, str(c)] for c in columns}, choice))
+    return Table(spec, columns, add_zero_shot(rows, columns, zero_shots), records=records)
+
+
+def lr_choice(records: list[dict]) -> str:
+    """'lr 2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points."""
+    search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
+    if not search:
+        return ""
+    groups: dict[str, dict[float, list[float]]] = {}
+    for r in records:
+        group, point = lr_search_cell({**r["config"], "lr_search": search})
+        if all(lookup(r, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
+            groups.setdefault(group, {}).setdefault(lookup(r, "config.trainer.lr"), []).append(
+                (r.get("dev") or {}).get(record_primary(r)))
+    texts = []
+    for points in groups.values():
+        points = {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
+        if len(points) > 1:
+            chosen = choose_lr(points)
+            edge = " (chosen, at the grid's edge: a wider grid may do better)" if chosen in (min(points), max(points)) \
+                else " (chosen)"
+            texts.append(", ".join(f"{lr:g}: {100 * v:.1f}" + (edge if lr == chosen else "") for lr, v in points.items()))
+    return "; ".join(texts)
+
+
+def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:
+    want = eval_setting(record["config"])
+    return next((z for z in zero_shots if same_settings(eval_setting(z["config"]), want)), None)
+
+
+def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> list[Row]:
+    """Rows "Zero-shot" (and "Majority class" for accuracy) per task of the table's runs; our cells are marked
+    when their 95% CI (test items x runs) does not lie above them."""
+    tasks = list(dict.fromkeys(lookup(run.record, "config.task.name") for row in rows for cell in row.cells.values()
+                               for run in cell.runs))
+    extra = []
+    for task in tasks:
+        suffix = f" ({task})" if len(tasks) > 1 else ""
+        zs_cells, majority_cells = {}, {}
+        for c in columns:
+            ours = [(cell, run) for row in rows for cell in [row.cells[str(c)]] for run in cell.runs[:1]
+                    if lookup(run.record, "config.task.name") == task]
+            found = {}
+            for cell, run in ours:
+                z = matching_zero_shot(run.record, zero_shots)
+                value = None if z is None else lookup(z, run.metric)
+                if value is None:
+                    continue
+                zs_run = Run(value * run.factor, (None, None), z, run.metric, run.factor)
+                found.setdefault(z["record"], (zs_run, cell))
+                majority = lookup(z, "test.majority_rate") if run.metric == "test.accuracy" else None
+                cell.mark = mark(cell, zs_run, None if majority is None else majority * run.factor)
+                if majority is not None:
+                    majority_cells[str(c)] = Cell([Run(majority * run.factor, (None, None), z)], cell.digits,
+                                                  "test.majority_rate")
+            zs_cells[str(c)] = Cell([run for run, _ in found.values()],
+                                    next((cell.digits for _, cell in found.values()), 1),
+                                    next((run.metric for run, _ in found.values()), ""))
+        extra.append(Row("Zero-shot" + suffix, [], "untrained base model, same prompt, test items and decoding",
+                         zs_cells))
+        if majority_cells:
+            extra.append(Row("Majority class" + suffix, [], "every answer the most frequent test label",
+                             {str(c): majority_cells.get(str(c), Cell([], 1, "")) for c in columns}))
+    return extra + rows
+
+
+def mark(cell: Cell, zero_shot: Run, majority: float | None) -> str:
+    """† when the cell's 95% CI of (cell - zero-shot) reaches 0, ‡ when its CI reaches the majority-class rate; no
+    mark where no CI exists (one run whose record lacks per-item statistics)."""
+    items = [item_stats(r) for r in cell.runs + [zero_shot]]
+    by_runs = len(cell.runs) >= 2
+    if not (all(items) or by_runs):
+        return ""
+    items = items if all(items) else None
+    out = ""
+    if percentile_ci(bootstrap(cell.runs, [zero_shot], False, items, by_runs))[0] <= 0:
+        out += NOT_ABOVE_ZERO_SHOT
+    if majority is not None:
+        lo = percentile_ci(bootstrap(cell.runs, [], False, items and items[:-1], by_runs))[0]
+        out += NOT_ABOVE_MAJORITY if lo <= majority else ""
+    return out
+
+
+def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[str, Table]:
+    cache: dict[str, list[dict]] = {}
+    zero_shots = [r for r in load_records(results_dir, "zero_shot", scale) if r.get("status") == "ok"]
+    tables = {}
+    for name, spec in specs.items():
+        records = table_records(results_dir, spec, scale, cache)
+        # a run that two of the experiments made counts once (the latest), whichever folder holds it
+        tables[name] = build_table(spec, latest_per_setting([r for r in records if r.get("status") == "ok"]),
+                                   zero_shots)
+        tables[name].diverged = [r["record"] for r in records if r.get("status") == "diverged"]
+    return tables

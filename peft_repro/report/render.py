@@ -1,0 +1,198 @@
+"""Markdown, LaTeX and CSV of the lecture's tables: the papers' numbers by source, then ours per row (mean ± sd over
+runs, the zero-shot and majority-class marks, the learning rates tried on dev, the provenance of the runs)."""
+from __future__ import annotations
+
+import csv
+import io
+
+from ..results import lookup
+from .cells import NOT_ABOVE_MAJORITY, NOT_ABOVE_ZERO_SHOT, Cell, Row, Run, Table
+from .spec import DASH, experiments_of
+
+
+def format_mean_sd(values: list[float], digits: int) -> str:
+    """Mean, and with several runs their sample sd and count: '38.2 ± 1.1 (n=10)'; '–' when there is none."""
+    if not values:
+        return DASH
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {sd:.{digits}f} (n={len(values)})"
+
+
+def fmt_ours(cell: Cell) -> str:
+    return format_mean_sd([run.value for run in cell.runs], cell.digits) + cell.mark
+
+
+def fmt_trainable(runs: list[Run]) -> str:
+    """Trainable parameters (and % of the model); a prefix MLP's runs also name what is stored after training."""
+    keys = ("params.trainable", "params.trainable_pct", "params.stored", "params.stored_pct")
+    counts = [c for c in (tuple(lookup(r.record, k) for k in keys) for r in runs) if c[0] is not None]
+    if not counts:
+        return DASH
+    trainable = {c[0] for c in counts}
+    if len(trainable) > 1:
+        return f"{min(trainable):,}–{max(trainable):,}"
+    # One count; records older than params.stored lack the stored count, so take it from any record that has it.
+    count, pct, stored, stored_pct = max(counts, key=lambda c: c[2] is not None)
+    text = f"{count:,} ({pct:.3g}%)"
+    return text + (f"; stored {stored:,} ({stored_pct:.3g}%)" if stored not in (None, count) else "")
+
+
+def _values(seq) -> str:
+    return ", ".join(str(v) for v in sorted(set(seq), key=lambda v: (v is None, str(v).zfill(12))))
+
+
+def _records(runs: list[Run]) -> list[dict]:
+    return list({r.record.get("record", id(r.record)): r.record for r in runs}.values())
+
+
+def provenance(records: list[dict]) -> str:
+    """Model, data sizes per task, seeds and commits of some records."""
+    if not records:
+        return "no runs"
+    parts = [_values(lookup(r, "config.model.name") for r in records)]
+    for task in sorted({str(lookup(r, "config.task.name")) for r in records}):
+        mine = [r for r in records if str(lookup(r, "config.task.name")) == task]
+        test = ("all" if v is None else v for v in (lookup(r, "config.task.max_eval_examples") for r in mine))
+        text = f"{task}: {_values(r.get('train_examples') for r in mine)} train / {_values(test)} test examples"
+        subsets = {lookup(r, "config.task.low_data.subset") for r in mine} - {None}
+        parts.append(text + (f" (low-data subsets {_values(subsets)})" if subsets else ""))
+    parts.append("seeds " + _values(r.get("seed") for r in records))
+    precisions = {{True: "bf16", False: "fp32"}.get(r.get("bf16")) for r in records} - {None}
+    if precisions:  # `precision: auto` trains in bf16 only where the CPU has it: machines differ
+        parts.append("precision " + _values(precisions))
+    commits = (f"{lookup(r, 'git.commit')}{'-dirty' if lookup(r, 'git.dirty') else ''}" for r in records)
+    parts.append("commit " + _values(commits))
+    return "; ".join(parts)
+
+
+def row_runs(row: Row) -> list[Run]:
+    return [run for cell in row.cells.values() for run in cell.runs]
+
+
+def matrix(table: Table) -> list[list[str]]:
+    """Header and body of a table as strings: per row one line per paper source, then one line of ours."""
+    lines = [["method", "source", *map(str, table.columns), "trainable / note"]]
+    for row in table.rows:
+        for values in row.paper:
+            flat = {str(k): v for k, v in values.items()}
+            lines.append([row.label, values.get("source", "?"),
+                          *(str(flat[str(c)]) if flat.get(str(c)) is not None else DASH for c in table.columns),
+                          row.note])
+        lines.append([row.label, "ours", *(fmt_ours(row.cells[str(c)]) for c in table.columns),
+                      fmt_trainable(row_runs(row))])
+    return lines
+
+
+def caption(table: Table, scale: str) -> list[str]:
+    spec, ours = table.spec, table.spec.get("ours") or {}
+    paper = f"Paper: {spec.get('model', '?')}" + "".join(f", {spec[k]}" for k in ("task", "split") if spec.get(k))
+    if not spec.get("rows"):
+        paper += f" ({spec.get('source', '?')}: no numbers in the paper)"
+    metrics = ", ".join(dict.fromkeys(c.metric for row in table.rows for c in row.cells.values() if c.metric))
+    mine = (f"Ours: experiment `{'`, `'.join(experiments_of(spec))}`, scale `{scale}`"
+            + (f", columns = `{ours['column_key']}`" if ours.get("column_key") else "")
+            + f", values {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
+            if ours else "Ours: no experiment mapped.")
+    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets when n > 1; – = no result; "
+            f"{NOT_ABOVE_ZERO_SHOT} = not above zero-shot, {NOT_ABOVE_MAJORITY} = not above the majority-class rate "
+            "(the 95% CI over test items and runs reaches it)."]
+
+
+def render_markdown(tables: dict[str, Table], scale: str) -> str:
+    out = []
+    for table in tables.values():
+        lines = matrix(table)
+        out += [f"## {table.spec.get('title', table.spec['table'])}", "", *caption(table, scale), ""]
+        out += ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+        out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines[1:]]
+        groups: dict[str, list[Row]] = {}  # rows whose runs have the same provenance
+        for row in table.rows:
+            groups.setdefault(provenance(_records(row_runs(row))), []).append(row)
+        choices = [f"- {row.label}: {row.lr_choice}" for row in table.rows if row.lr_choice]
+        if choices:
+            out += ["", "Learning rates tried on dev (dev score x100 of the primary metric at the search point; "
+                        "the cells use the chosen one):", *choices]
+        if table.diverged:
+            names = "`, `".join(experiments_of(table.spec))
+            out += ["", f"Left out: {len(table.diverged)} run(s) of `{names}` whose training "
+                        "diverged: " + ", ".join(f"`{name}`" for name in table.diverged)]
+        out += ["", "Our runs:"]
+        for text, rows in groups.items():
+            n = len(_records([run for row in rows for run in row_runs(row)]))
+            count = f" ({n} run{'s' * (n > 1)})" if n else ""
+            out.append(f"- {', '.join(row.label for row in rows)}: {text}{count}")
+        out.append("")
+    return "\n".join(out)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": "$<$",
+                 ">": "$>$", "`": ""}
+
+
+def latex_escape(text: str) -> str:
+    text = "".join(LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return text.replace(" ± ", r" $\pm$ ").replace(DASH, "--")
+
+
+def render_latex(tables: dict[str, Table], scale: str) -> str:
+    """One booktabs `table` per reference table (needs \\usepackage{booktabs})."""
+    out = [f"% peft_repro tables, scale {scale}; needs \\usepackage{{booktabs}}", ""]
+    for tid, table in tables.items():
+        lines = matrix(table)
+        row_end = " \\\\"
+        text = f"{table.spec.get('title', tid)}. {' '.join(caption(table, scale))}"
+        out += ["\\begin{table}[t]", "\\centering", "\\small", f"\\caption{{{latex_escape(text)}}}",
+                f"\\label{{tab:{tid}}}", "\\begin{tabular}{ll" + "r" * len(table.columns) + "l}", "\\toprule",
+                " & ".join(map(latex_escape, lines[0])) + row_end, "\\midrule"]
+        out += [" & ".join(map(latex_escape, line)) + row_end for line in lines[1:]]
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out)
+
+
+RUN_FIELDS = ["trainable_params", "trainable_pct", "model", "task", "train_examples", "commit", "dirty", "hardware",
+              "wall_seconds", "finished", "record"]
+
+
+def run_lines(table: Table) -> list[dict]:
+    """One line per run of each of our rows: its row, its column (pivot tables) or each metric column's value."""
+    by_metric = bool(table.spec.get("metrics"))
+    lines: dict[tuple, dict] = {}
+    for row in table.rows:
+        for column, cell in row.cells.items():
+            for run in cell.runs:
+                if run.record.get("record") is None or row.label.startswith(("Zero-shot", "Majority class")):
+                    continue
+                r = run.record
+                key = (row.label, r["record"]) if by_metric else (row.label, column, r["record"])
+                line = lines.setdefault(key, {
+                    "row": row.label, **({} if by_metric else {"col": column}), "seed": r.get("seed"),
+                    "subset": lookup(r, "config.task.low_data.subset"),
+                    "trainable_params": lookup(r, "params.trainable"),
+                    "trainable_pct": None if (pct := lookup(r, "params.trainable_pct")) is None else round(pct, 4),
+                    "model": lookup(r, "config.model.name"), "task": lookup(r, "config.task.name"),
+                    "train_examples": r.get("train_examples"), "commit": lookup(r, "git.commit"),
+                    "dirty": lookup(r, "git.dirty"), "hardware": r.get("hardware"),
+                    "wall_seconds": None if r.get("wall_seconds") is None else round(r["wall_seconds"], 1),
+                    "finished": r.get("finished"), "record": r["record"]})
+                line[column if by_metric else "value"] = round(run.value, 4)
+    return list(lines.values())
+
+
+def render_runs(table: Table) -> tuple[list[str], str]:
+    """(Markdown lines, CSV) of `run_lines`."""
+    if table.spec.get("metrics"):
+        fields = ["row", "seed", "subset", *map(str, table.columns), *RUN_FIELDS]
+    else:
+        fields = ["row", "col", "seed", "subset", "value", *RUN_FIELDS]
+    lines = run_lines(table)
+    md = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    md += ["| " + " | ".join(DASH if line.get(f) is None else str(line[f]) for f in fields) + " |" for line in lines]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(lines)
+    return md, buf.getvalue()
