@@ -85,7 +85,7 @@ class OutputLengthTask(CopyTask):
 def test_recorded_scores_are_each_prompts_own_evaluation(tokenizer):
     task = OutputLengthTask()
     evaluator = Evaluator(task, tokenizer, task.cfg, eval_batch_size=8)
-    candidates = ["copy:", "repeat the word:", "x", "say it"]
+    candidates = ["x", "say it", "repeat the word:", "copy:"]  # the last two tie (4.0 chars): the shorter wins
     model = tiny_model("llama")
     out = discrete_prompt.select_prompt(lambda: model, candidates, evaluator, DECODE)
     own = [evaluator.evaluate(discrete_prompt.apply(model, discrete_prompt.DiscretePromptConfig(p)), "dev", DECODE,
@@ -93,6 +93,9 @@ def test_recorded_scores_are_each_prompts_own_evaluation(tokenizer):
     assert [c["dev"] for c in out["candidates"]] == own
     assert len({s["chars"] for s in own}) > 1  # the prompts do differ, or this test checks nothing
     assert out["score"] == max(s["chars"] for s in own)
+    # the stated rule over the scores measured here: highest, then fewer tokens, then earlier
+    rank = min(range(len(candidates)), key=lambda i: (-own[i]["chars"], n_tokens(tokenizer, candidates[i]), i))
+    assert out["prompt"] == candidates[rank] and rank != 0  # not the first candidate, or that goes unchecked
 
 
 def demonstrations(prompt: str) -> list[tuple[str, str]]:

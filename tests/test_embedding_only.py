@@ -42,8 +42,10 @@ def prompted_logits(model, virtual, x):
 
 def test_parameter_counts_by_hand(arch):
     mlp, none = emb(arch), emb(arch, reparam="none")
-    d = mlp.model.get_input_embeddings().weight.shape[1]
+    d = 32  # tests/conftest.py's TINY: hidden 32 for both architectures
+    assert mlp.model.get_input_embeddings().weight.shape[1] == d
     trainable = K * d + d * MID + MID + MID * d + d  # P', Linear(d, mid), Linear(mid, d)
+    assert trainable == 5 * 32 + 32 * 16 + 16 + 16 * 32 + 32 == 1232
     assert mlp.parameter_counts()["trainable"] == trainable == embedding_only.expected_parameter_count(
         mlp.model, embedding_only.EmbeddingOnlyConfig(K, mid_dim=MID))
     assert mlp.parameter_counts()["stored"] == K * d

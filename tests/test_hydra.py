@@ -131,6 +131,44 @@ def test_settings_identity_and_a_superseded_record_is_kept_aside(tmp_path: Path)
     assert load_records(tmp_path, "x", "default") == []
 
 
+def test_changed_settings_are_rerun_and_the_old_record_kept(tmp_path: Path):
+    """Run one cell three times: unchanged, the rerun trains nothing and leaves its record byte for byte; after its
+    record's settings are changed (a record made by other code), the rerun trains again and keeps the old record
+    aside (`*.json.superseded-*`), the new one made with the current settings."""
+    import json
+
+    from peft_repro.results import write_record
+
+    args = ["+experiment=lora_rank_sweep", "scale=smoke", f"results_dir={tmp_path}", "method.targets=[q]",
+            "method.r=1", "hydra.mode=RUN", f"hydra.run.dir={tmp_path}/run"]
+    folder = tmp_path / "runs" / "lora_rank_sweep" / "smoke"
+    first = run_main(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "trainable parameters" in first.stdout + first.stderr  # the log line of a run that trains
+    [path] = folder.glob("*.json")
+    made = path.read_bytes()
+
+    again = run_main(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "skipping" in log and "trainable parameters" not in log, log[-3000:]
+    assert path.read_bytes() == made and list(folder.glob("*.json*")) == [path]
+
+    changed = json.loads(made)
+    changed["config"]["trainer"]["lr"] *= 2  # as if another version had run it at another rate
+    write_record(path, changed)
+    edited = path.read_bytes()
+    third = run_main(*args)
+    assert third.returncode == 0, third.stderr[-3000:]
+    log = third.stdout + third.stderr
+    assert "trainable parameters" in log and "skipping" not in log, log[-3000:]
+    [moved] = folder.glob("*.json.superseded-*")
+    assert moved.name.startswith(path.name) and moved.read_bytes() == edited
+    new = json.loads(path.read_bytes())
+    assert new["config"] == json.loads(made)["config"] and new["status"] == "ok"
+    assert new["finished"] >= json.loads(made)["finished"] and list(folder.glob("*.json")) == [path]
+
+
 @needs_data("e2e")
 def test_experiments_of_one_setting_share_runs_and_tables_read_them(tmp_path: Path):
     """conf/setting/e2e.yaml: e2e_main's lr-grid points of PREFIX-10 serve emb_vs_infix's search too, its chosen

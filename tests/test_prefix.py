@@ -114,24 +114,36 @@ def test_embedding_only_matches_hf_peft_prompt_tuning(arch, tokenizer):
 # ---------------------------------------------------------------- parameter counts
 
 
+# tests/conftest.py's TINY written out by hand: 2 layers, hidden 32, 4 heads of 8; llama has 2 kv-heads (K and V 16
+# wide under GQA), GPT-2 4 (32 wide). Keys and values of one virtual token over all layers: 2 layers x (K, V) x width.
+HIDDEN = 32
+KV_PER_TOKEN = {"llama": 2 * 2 * 16, "gpt2": 2 * 2 * 32}
+
+
 def test_parameter_counts_are_closed_forms(arch):
+    """Every count against a number computed here from the tiny models' dimensions, not from the production helpers:
+    a direct prefix is k x KV_PER_TOKEN; through the MLP, P' (k x hidden) + Linear(hidden, mid) + Linear(mid, all
+    layers' keys and values)."""
     model = tiny_model(arch)
-    layers, kv_heads, head_dim = prefix.kv_geometry(model.config)
-    hidden = prefix.hidden_size(model.config)
-    for cfg in [{"num_virtual_tokens": 5}, {"num_virtual_tokens": 5, "projection": True, "mid_dim": 16}]:
+    assert prefix.kv_geometry(model.config) == {"llama": (2, 2, 8), "gpt2": (2, 4, 8)}[arch]
+    assert prefix.hidden_size(model.config) == HIDDEN
+    kv = KV_PER_TOKEN[arch]
+    by_hand = {"direct": 5 * kv,  # llama 320, gpt2 640
+               "mlp": 5 * HIDDEN + (HIDDEN * 16 + 16) + (16 * kv + kv)}  # llama 1776, gpt2 2864
+    assert by_hand == {"llama": {"direct": 320, "mlp": 1776}, "gpt2": {"direct": 640, "mlp": 2864}}[arch]
+    base = sum(p.numel() for p in model.parameters())
+    for name, cfg in [("direct", {"num_virtual_tokens": 5}),
+                      ("mlp", {"num_virtual_tokens": 5, "projection": True, "mid_dim": 16})]:
         adapted = apply_method(tiny_model(arch), {"name": "prefix", **cfg})
-        expected = prefix.expected_parameter_count(model, prefix.PrefixConfig(**cfg))
         counts = adapted.parameter_counts()
-        assert counts["trainable"] == expected
-        assert counts["base"] == sum(p.numel() for p in model.parameters())
-    assert prefix.expected_parameter_count(model, prefix.PrefixConfig(num_virtual_tokens=5)) == \
-        5 * layers * 2 * kv_heads * head_dim
-    assert prefix.expected_parameter_count(model, prefix.PrefixConfig(5, projection=True, mid_dim=16)) == \
-        5 * hidden + (hidden + 1) * 16 + 17 * layers * 2 * kv_heads * head_dim
+        assert counts["trainable"] == by_hand[name], name
+        assert sum(p.numel() for p in adapted.parameters() if p.requires_grad) == by_hand[name], name
+        assert prefix.expected_parameter_count(model, prefix.PrefixConfig(**cfg)) == by_hand[name], name
+        assert counts["base"] == base
     infix = apply_method(tiny_model(arch), {"name": "infix", "num_virtual_tokens": 5})
-    assert infix.parameter_counts()["trainable"] == 5 * layers * 2 * kv_heads * head_dim
+    assert infix.parameter_counts()["trainable"] == by_hand["direct"]
     emb = apply_method(tiny_model(arch), {"name": "embedding_only", "num_virtual_tokens": 7, "reparam": "none"})
-    assert emb.parameter_counts()["trainable"] == 7 * hidden == \
+    assert emb.parameter_counts()["trainable"] == 7 * HIDDEN == \
         embedding_only.expected_parameter_count(model, embedding_only.EmbeddingOnlyConfig(7, reparam="none"))
     disc = apply_method(tiny_model(arch), {"name": "discrete_prompt", "prompt": "summarize"})
     assert disc.parameter_counts()["trainable"] == 0
@@ -153,8 +165,7 @@ def test_freeze_prefix_drops_the_mlp_and_keeps_outputs(arch):
     exported = adapted.export_prefix()
     adapted.freeze_prefix()
     assert not any("prefix_mlp" in n for n, _ in adapted.named_parameters())
-    layers, kv_heads, head_dim = prefix.kv_geometry(adapted.config)
-    assert adapted.parameter_counts()["trainable"] == 4 * layers * 2 * kv_heads * head_dim
+    assert adapted.parameter_counts()["trainable"] == 4 * KV_PER_TOKEN[arch]  # the MLP's output only
     torch.testing.assert_close(adapted(x, torch.ones_like(x)).logits, before, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(adapted.export_prefix(), exported)
 
@@ -206,6 +217,29 @@ def test_infix_training_loss_sees_the_same_logits_as_decoding(tokenizer):
     for j in range(2):
         stepped.append(stepper.step(torch.tensor([it.target[j] for it in items])))
     torch.testing.assert_close(torch.stack(stepped, 1), full[:, :3], atol=1e-5, rtol=1e-5)
+
+
+def test_infix_from_words_after_a_one_token_source_is_the_frozen_lm_prompted_with_them(arch, tokenizer):
+    """With a one-token source the layout [x_1..x_{s-1}, INFIX, x_s, y] is [INFIX, x_1, y]: the words' keys/values
+    (computed at positions 0..n-1) are a prompt, x_1 sits at position n, so INFIX from words equals the frozen LM run
+    on [words, x_1, y]. Catches an infix that is not the words' activations, a separator off by one, or positions of
+    x_s not moved past the infix."""
+    text = "table-to-text:"
+    words = tokenizer(text, add_special_tokens=False).input_ids
+    model = tiny_model(arch)
+    adapted = apply_method(model, {"name": "infix", "init": "words", "init_text": text, "num_virtual_tokens": 99})
+    assert adapted.num_virtual_tokens == len(words)  # the length follows the words, as for prefix-tuning
+    x = ids()
+    with torch.no_grad():
+        ours = adapted(x, torch.ones_like(x), source_lens=torch.tensor([1, 1])).logits
+        prompted = model(input_ids=torch.cat([torch.tensor([words] * 2), x], 1)).logits[:, len(words):]
+        plain = model(input_ids=x).logits
+        longer = adapted(x, torch.ones_like(x), source_lens=torch.tensor([4, 4])).logits
+    torch.testing.assert_close(ours, prompted, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(ours, plain, atol=1e-2)  # the words do change the logits
+    # a longer source: x_1..x_{s-1} never see the infix, x_s on do
+    torch.testing.assert_close(longer[:, :3], plain[:, :3], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(longer[:, 3:], plain[:, 3:], atol=1e-2)
 
 
 # ---------------------------------------------------------------- decoding vs a no-cache reference
@@ -364,6 +398,19 @@ def test_smollm2_prefix_family():
             assert "Paris" in tok.decode(out), (cfg, tok.decode(out))
         else:  # the words' activations sit after the source, not a prompt: they change what follows, not to Paris
             assert out != plain and "Paris" not in tok.decode(out), (tok.decode(out), tok.decode(plain))
+            # the source's tokens before the separator (its last token) are the frozen model's
+            x = torch.tensor(src)
+            with torch.no_grad():
+                ours_src = adapted(x, torch.ones_like(x), source_lens=torch.tensor([x.shape[1]])).logits[0]
+                frozen_src = model(input_ids=x).logits[0]
+            torch.testing.assert_close(ours_src[:-1], frozen_src[:-1], atol=1e-4, rtol=1e-4)
+            assert not torch.allclose(ours_src[-1], frozen_src[-1], atol=1e-2)
+            # after a one-token source, [INFIX, x_1] is the words as a prompt: the discrete prompt's continuation
+            last = [src[0][-1:]]
+            [alone] = generate(adapted, last, DecodeConfig(max_new_tokens=4), stops, tok.pad_token_id)
+            [prompted] = generate(apply_method(model, {"name": "discrete_prompt", "prompt": "The capital of"}), last,
+                                  DecodeConfig(max_new_tokens=4), stops, tok.pad_token_id)
+            assert alone == prompted, (tok.decode(alone), tok.decode(prompted))
     ours = apply_method(model, {"name": "prefix", "num_virtual_tokens": 3})
     base2, _ = load_model(conf("model/smollm2_135m.yaml"))
     theirs = peft.get_peft_model(base2, peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
