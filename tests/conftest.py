@@ -205,10 +205,18 @@ def max_diff_vs_peft(adapted, out_dir: Path, fresh_base) -> float:
     return (ours[real] - ref[real]).abs().max().item()
 
 
-def pivot_rows(table: str) -> list[str]:
-    rows = [line for line in table.split("## Runs")[0].splitlines() if line.startswith("| ")]
-    assert len(rows) >= 2
-    return rows[1:]
+def our_rows(table: str) -> list[str]:
+    """Our rows of an end-of-sweep table (not the papers', not zero-shot or majority class), in table order."""
+    rows = [line for line in table.split("## Runs")[0].splitlines() if " | ours | " in line
+            and not line.startswith(("| Zero-shot", "| Majority class"))]
+    assert rows
+    return rows
+
+
+def runs_in_table(table: str) -> set[str]:
+    """The records an end-of-sweep table places in its cells (the record names of its Runs list)."""
+    lines = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| ")][2:]
+    return {line.rstrip(" |").rsplit(" | ", 1)[1] for line in lines}
 
 
 def run_smoke(tmp_path: Path, experiment: str, extra: list[str]):

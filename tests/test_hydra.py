@@ -9,7 +9,7 @@ from peft_repro.methods import method_config
 from peft_repro.results import load_records
 from peft_repro.train import TrainConfig
 
-from .conftest import REPO, needs_data, run_main
+from .conftest import REPO, needs_data, our_rows, run_main, runs_in_table
 
 CONF = REPO / "conf"
 GROUPS = ["model", "task", "method", "trainer", "logger"]
@@ -79,15 +79,11 @@ def test_smoke_sweep_writes_a_30_cell_table_and_resumes(tmp_path: Path):
         assert r["git"]["commit"] and r["hardware"] and r["wall_seconds"] > 0 and r["fused_cells"] == 15
     [table] = (tmp_path / "tables" / "lora_rank_sweep").glob("*.md")
     text = table.read_text()
-    assert text.index("## name = wikisql") < text.index("## name = mnli")  # one panel per task, in panel_order
-    lines = text.splitlines()
-    headers = [i for i, line in enumerate(lines) if line.startswith("| targets")]
-    assert len(headers) == 2
-    for header in headers:
-        assert lines[header] == "| targets \\ r | 1 | 2 | 4 | 8 | 64 |"
-        rows = lines[header + 2: header + 5]
-        assert [row.split(" | ")[0] for row in rows] == ["| Wq", "| Wq,Wv", "| Wq,Wk,Wv,Wo"]
-        assert all("–" not in row for row in rows)
+    rows = our_rows(text)  # the report's table: one row per weight type and task, columns the ranks
+    assert [row.split(" | ")[0] for row in rows] == [f"| {t} ({task})" for task in ("wikisql", "mnli")
+                                                       for t in ("Wq", "Wq,Wv", "Wq,Wk,Wv,Wo")]
+    assert all("–" not in row for row in rows)
+    assert runs_in_table(text) == {r["record"] for r in records}
 
     again = run_main(*args)  # every cell is done: skipped, and the table, unchanged, gets no new version
     assert again.returncode == 0, again.stderr[-3000:]
@@ -174,7 +170,8 @@ def test_experiments_of_one_setting_share_runs_and_tables_read_them(tmp_path: Pa
     """conf/setting/e2e.yaml: e2e_main's lr-grid points of PREFIX-10 serve emb_vs_infix's search too, its chosen
     point is emb_vs_infix's PREFIX-10 seed-0 cell (neither is trained again), and the emb_vs_infix paper table shows
     it. Only PREFIX-1 is new."""
-    from peft_repro import tables
+    from peft_repro.report.cells import build_tables
+    from peft_repro.report.spec import load_specs
 
     common = ["scale=smoke", "method=prefix_mlp", "seed=0", "task.test_metrics=[BLEU]", "logger=none",
               f"results_dir={tmp_path}"]
@@ -191,7 +188,7 @@ def test_experiments_of_one_setting_share_runs_and_tables_read_them(tmp_path: Pa
     assert own["config"]["method"]["num_virtual_tokens"] == 1
     assert own["lr_selection"]["points"] == [p for r in load_records(tmp_path, "e2e_main", "smoke")
                                               for p in [{"lr": r["config"]["trainer"]["lr"], "dev": r["dev"]["BLEU"]}]]
-    specs, _ = tables.load_specs(REPO / "experiments")
-    built = tables.build_tables({"emb_vs_infix": specs["emb_vs_infix"]}, tmp_path, "smoke")
+    specs, _ = load_specs(REPO / "experiments")
+    built = build_tables({"emb_vs_infix": specs["emb_vs_infix"]}, tmp_path, "smoke")
     rows = {row.label: len(row.cells["BLEU"].runs) for row in built["emb_vs_infix"].rows}
     assert rows["PREFIX"] == rows["PREFIX-1"] == 1

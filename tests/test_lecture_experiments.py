@@ -7,7 +7,7 @@ import pytest
 
 from peft_repro.results import load_records, eval_setting
 
-from .conftest import REPO, needs_data, pivot_rows, render_module, run_main
+from .conftest import REPO, needs_data, our_rows, render_module, run_main, runs_in_table
 
 # experiment -> (data folders it reads, runs in its smoke sweep)
 SWEEPS = {
@@ -37,7 +37,7 @@ def test_lecture_experiment_smoke_sweep_writes_its_table(tmp_path: Path, experim
     _, records, table = smoke_sweep(tmp_path, experiment, *(["seed=0"] if experiment == "e2e_main" else []))
     assert len(records) == runs and all(r["status"] == "ok" for r in records)
     assert len({r["record"] for r in records}) == runs
-    assert all("–" not in line for line in pivot_rows(table))
+    assert runs_in_table(table) == {r["record"] for r in records}  # every run has its cell in the table
     # every run keeps its test items' statistics; one zero-shot record per distinct test setting (model, items, decoding)
     assert all(0 < len(r["test_items"]["ids"]) == len(r["test_items"]["stats"]) for r in records)
     zero_shots = load_records(tmp_path, "zero_shot", "smoke")
@@ -45,15 +45,17 @@ def test_lecture_experiment_smoke_sweep_writes_its_table(tmp_path: Path, experim
     assert all(z["params"]["trainable"] == 0 and z["test_items"]["ids"] for z in zero_shots)
     if experiment == "lora_weight_type":  # one rank budget: r x number of adapted weight types = 8
         assert {r["config"]["method"]["r"] * len(r["config"]["method"]["targets"]) for r in records} == {8}
-        assert "| trainable params |" in table
+        assert all(row.split(" | ")[2:4] != ["–", "–"] for row in our_rows(table))  # each weight type has a run
     if experiment.startswith("low_data"):  # two committed subsets per size: mean ± sd over 2 runs per cell
         sizes = {(r["config"]["task"]["low_data"]["size"], r["train_examples"]) for r in records}
         assert sizes == {(50, 50), (100, 100)}
-        assert all("(n=2)" in line for line in pivot_rows(table))
+        filled = [row for row in our_rows(table) if "(n=2)" in row]  # rows the sweep runs (not the pre-fix row)
+        assert filled and all(all("(n=2)" in cell for cell in row.split(" | ")[2:4]) for row in filled)
     if experiment == "low_data_e2e":  # the paper tables, the claims ledger and the figure read the smoke records
         paper_tables_and_figure_from(tmp_path)
     if experiment == "e2e_main":
-        assert pivot_rows(table)[0].startswith("| full |") and "| BLEU | NIST | METEOR | ROUGE-L | CIDEr |" in table
+        assert our_rows(table)[0].startswith("| FT | ours |")
+        assert "| method | source | BLEU | NIST | METEOR | ROUGE_L | CIDEr | trainable / note |" in table
 
 
 @needs_data("xsum")
@@ -64,15 +66,15 @@ def test_joblib_launcher_runs_two_cells_in_parallel(tmp_path: Path):
     assert {r["config"]["method"]["name"] for r in records} == {"full", "prefix"}
     assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1"]  # a folder each
     assert all(r["run_dir"] is None for r in records)  # outside the repository: no machine path in the record
-    assert "| full |" in table and "| prefix |" in table
+    assert [row.split(" | ")[0] for row in our_rows(table)][:2] == ["| FT", "| Prefix (2%)"]
 
 
 def paper_tables_and_figure_from(results_dir: Path):
-    from peft_repro.tables import main as tables_main
+    from peft_repro.report.__main__ import main as report_main
 
     render = render_module()
 
-    assert tables_main(["--results-dir", str(results_dir), "--scale", "smoke"]) == 0
+    assert report_main(["--results-dir", str(results_dir), "--scale", "smoke"]) == 0
     [report] = (results_dir / "reports" / "smoke").iterdir()
     ledger = {line.split(" | ")[0][2:]: line.split(" | ")[1]
               for line in (report / "claims.md").read_text().splitlines() if line.startswith("| ") and " | **" in line}

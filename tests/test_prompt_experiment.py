@@ -3,7 +3,7 @@ discrete prompt is the best of the configured candidates on dev (each one's scor
 all three rows."""
 from pathlib import Path
 
-from .conftest import conf, needs_data, pivot_rows, run_smoke
+from .conftest import conf, needs_data, our_rows, run_smoke, runs_in_table
 
 CANDIDATES = list(conf("experiment/prompt_vs_emb_vs_prefix.yaml").prompt_candidates)
 
@@ -19,5 +19,6 @@ def test_prompt_vs_emb_vs_prefix_smoke(tmp_path: Path):
     assert selection["prompt"] in CANDIDATES and "ties" in selection["rule"]
     assert by_method["discrete_prompt"]["params"]["trainable"] == 0
     assert by_method["embedding_only"]["params"]["trainable"] > 0 and by_method["prefix"]["params"]["trainable"] > 0
-    assert [row.split(" | ")[0] for row in pivot_rows(table)] == ["| discrete_prompt", "| embedding_only", "| prefix"]
-    assert all("–" not in line for line in pivot_rows(table))
+    assert [row.split(" | ")[0] for row in our_rows(table)] == ["| DISCRETE", "| EMB-10", "| PREFIX-10"]
+    assert all("–" not in row for row in our_rows(table))
+    assert runs_in_table(table) == {r["record"] for r in records}

@@ -1,11 +1,13 @@
-"""`python -m peft_repro.tables`: reference tables beside ours, the claims ledger, LaTeX, CLI, on hand-made records."""
+"""`python -m peft_repro.report`: reference tables beside ours, the claims ledger, LaTeX, CLI, on hand-made records."""
 import json
 import re
 
 import pytest
 
-from peft_repro import claims, tables
-from peft_repro.models import repo_root
+from peft_repro import report
+from peft_repro.paths import repo_root, results_dir
+from peft_repro.report import cells, claims, render, spec
+from peft_repro.report.__main__ import main as report_main
 
 DEMO = """
 table: demo
@@ -108,8 +110,8 @@ def demo(tmp_path):
 
 
 def build(exp, results):
-    specs, claim_specs = tables.load_specs(exp)
-    built = tables.build_tables(specs, results, "default")
+    specs, claim_specs = spec.load_specs(exp)
+    built = cells.build_tables(specs, results, "default")
     return built, {c["id"]: c for c in claims.evaluate(claim_specs, built)}
 
 
@@ -118,24 +120,24 @@ def test_trainable_column_mixes_records_with_and_without_stored_counts():
         params = {"trainable": trainable, "trainable_pct": 4.62}
         if stored is not None:
             params.update(stored=stored, stored_pct=0.0856)
-        return tables.Run(value=0.5, key=(0, None), record={"params": params})
+        return cells.Run(value=0.5, key=(0, None), record={"params": params})
 
     # records written before params.stored existed sit beside newer ones in the same row
-    assert tables.fmt_trainable([run(6210944), run(6210944, 115200)]) == "6,210,944 (4.62%); stored 115,200 (0.0856%)"
-    assert tables.fmt_trainable([run(6210944), run(5760, 5760)]) == "5,760–6,210,944"
-    assert tables.fmt_trainable([run(None)]) == "–"
+    assert render.fmt_trainable([run(6210944), run(6210944, 115200)]) == "6,210,944 (4.62%); stored 115,200 (0.0856%)"
+    assert render.fmt_trainable([run(6210944), run(5760, 5760)]) == "5,760–6,210,944"
+    assert render.fmt_trainable([run(None)]) == "–"
 
 
 def test_a_failing_render_leaves_no_report_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(tables, "render_latex", lambda *a: 1 / 0)
+    monkeypatch.setattr(report, "render_latex", lambda *a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        tables.write_report(tmp_path, "default", tmp_path / "out")
+        report.write_report(tmp_path, "default", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_table_renders_papers_beside_ours(demo):
     built, _ = build(*demo)
-    md = tables.render_markdown({"demo": built["demo"]}, "default").splitlines()
+    md = render.render_markdown({"demo": built["demo"]}, "default").splitlines()
     start = md.index("| method | source | BLEU | NIST | trainable / note |")
     assert md[start:start + 9] == [
         "| method | source | BLEU | NIST | trainable / note |",
@@ -170,17 +172,17 @@ def test_claim_verdicts(demo):
 
 
 def test_runs_pair_on_common_keys_and_pooled_rows_resample_independently():
-    a = [tables.Run(v, (50, s, None), {}) for s, v in enumerate([1.0, 2.0, 3.0])]
-    b = [tables.Run(v, (50, s, None), {}) for s, v in enumerate([0.0, 4.0])]  # seed 2 has no partner: left out
+    a = [cells.Run(v, (50, s, None), {}) for s, v in enumerate([1.0, 2.0, 3.0])]
+    b = [cells.Run(v, (50, s, None), {}) for s, v in enumerate([0.0, 4.0])]  # seed 2 has no partner: left out
     c = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
     assert c.paired and c.unpaired_left_out == 1 and c.diff == pytest.approx(-0.5) and c.ci_over == "seeds"
     assert c.verdict == "inconclusive" and c.needed.endswith("runs a side")
-    pooled = [tables.Run(v, (50, 0, None), {}) for v in [1.0, 2.0, 3.0]]  # three rows (init words) of one seed
+    pooled = [cells.Run(v, (50, 0, None), {}) for v in [1.0, 2.0, 3.0]]  # three rows (init words) of one seed
     c = claims.judge(claims.Comparison("a > b", "better", 0, pooled, b))
     assert not c.paired and c.unpaired_left_out == 0 and c.diff == pytest.approx(0.0)
 
 
-def e2e_run(outputs: list[str], seed: int = 0) -> tables.Run:
+def e2e_run(outputs: list[str], seed: int = 0) -> cells.Run:
     """A run record of E2E with its items' statistics, as train.py writes them."""
     from peft_repro.metrics.e2e import score_e2e
     from peft_repro.tasks import EvalItem, item_id
@@ -191,7 +193,7 @@ def e2e_run(outputs: list[str], seed: int = 0) -> tables.Run:
     record = {"config": {"task": {"name": "e2e"}}, "seed": seed, "test": {"BLEU": bleu},
               "test_items": {"metric": "BLEU", "ids": [item_id(it) for it in items],
                              "stats": E2ETask.item_stats(outputs, items)}}
-    return tables.Run(bleu * 100, (None, seed, None), record, "test.BLEU", 100)
+    return cells.Run(bleu * 100, (None, seed, None), record, "test.BLEU", 100)
 
 
 def test_item_bootstrap_recomputes_corpus_bleu_and_labels_what_it_resampled():
@@ -211,8 +213,8 @@ def test_item_bootstrap_recomputes_corpus_bleu_and_labels_what_it_resampled():
 
 
 def test_float_noise_is_no_difference_and_unmeasured_comparisons_do_not_decide():
-    a = [tables.Run(v, (0, s), {}) for s, v in enumerate([1.1e-16, 1.1e-16])]
-    b = [tables.Run(v, (0, s), {}) for s, v in enumerate([4.7e-17, 4.7e-17])]  # BLEU "0" of two sizes
+    a = [cells.Run(v, (0, s), {}) for s, v in enumerate([1.1e-16, 1.1e-16])]
+    b = [cells.Run(v, (0, s), {}) for s, v in enumerate([4.7e-17, 4.7e-17])]  # BLEU "0" of two sizes
     assert claims.judge(claims.Comparison("a > b", "better", 0, a, b)).verdict == "inconclusive"
     assert claims.overall(["holds", "holds", "no results"]) == "holds"
     assert claims.overall(["holds", "no results", "fails"]) == "fails"
@@ -229,9 +231,9 @@ def test_claims_report_lists_each_claim(demo):
 
 
 def test_both_paper_versions_and_empty_cells(tmp_path):
-    specs, claim_specs = tables.load_specs(repo_root() / "experiments")
-    built = tables.build_tables(specs, tmp_path, "default")  # no records at all
-    md = tables.render_markdown(built, "default")
+    specs, claim_specs = spec.load_specs(repo_root() / "experiments")
+    built = cells.build_tables(specs, tmp_path, "default")  # no records at all
+    md = render.render_markdown(built, "default")
     assert "| FT | Li & Liang, prefix-tuning, arXiv 2101.00190v1, Table 1 | 68.2 | 8.62 |" in md
     assert "| FT | Li & Liang, prefix-tuning, ACL 2021, Table 1 | 68.8 | 8.71 |" in md
     assert "| FT | ours | – | – | – | – | – | – |" in md
@@ -240,7 +242,7 @@ def test_both_paper_versions_and_empty_cells(tmp_path):
 
 def test_latex_is_well_formed(demo):
     built, _ = build(*demo)
-    tex = tables.render_latex(built, "default")
+    tex = render.render_latex(built, "default")
     assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == len(built)
     assert tex.count("\\toprule") == tex.count("\\midrule") == tex.count("\\bottomrule") == len(built)
     assert tex.count("{") - tex.count("\\{") == tex.count("}") - tex.count("\\}")
@@ -254,11 +256,11 @@ def test_latex_is_well_formed(demo):
 
 def test_cli_writes_a_new_version_only_when_something_changed(tmp_path, capsys):
     write_records(tmp_path, "e2e_main", [record("e2e_main", "full", {"BLEU": 0.6, "NIST": 8.0})])
-    assert tables.main(["--results-dir", str(tmp_path)]) == 0
-    assert tables.main(["--results-dir", str(tmp_path)]) == 0  # nothing changed: no new version
+    assert report_main(["--results-dir", str(tmp_path)]) == 0
+    assert report_main(["--results-dir", str(tmp_path)]) == 0  # nothing changed: no new version
     assert len(list((tmp_path / "reports" / "default").iterdir())) == 1
     write_records(tmp_path, "e2e_main", [record("e2e_main", "full", {"BLEU": 0.62, "NIST": 8.1}, seed=1)])
-    assert tables.main(["--results-dir", str(tmp_path)]) == 0
+    assert report_main(["--results-dir", str(tmp_path)]) == 0
     versions = sorted((tmp_path / "reports" / "default").iterdir())
     assert len(versions) == 2
     assert re.fullmatch(r"\d{8}-\d{6}_\w+(-dirty)?(-\d+)?", versions[0].name)
@@ -273,7 +275,7 @@ def test_cli_malformed_record_exits_2(tmp_path, capsys):
     folder = tmp_path / "runs" / "e2e_main" / "default"
     folder.mkdir(parents=True)
     (folder / "broken.json").write_text("{not json")
-    assert tables.main(["--results-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert report_main(["--results-dir", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: malformed record ") and "broken.json" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
@@ -281,21 +283,51 @@ def test_cli_malformed_record_exits_2(tmp_path, capsys):
 
 def test_malformed_yaml_is_an_error(tmp_path):
     (tmp_path / "bad.yaml").write_text("table: [unclosed\n")
-    with pytest.raises(tables.SpecError, match="bad.yaml"):
-        tables.load_specs(tmp_path)
-    (tmp_path / "bad.yaml").write_text("claims:\n  - {id: c, text: t, check: {table: nowhere, pairs: [[A, B]]}}\n")
-    with pytest.raises(tables.SpecError, match="must name a reference table"):
-        claims.evaluate(tables.load_specs(tmp_path)[1], {})
+    with pytest.raises(spec.SpecError, match="bad.yaml"):
+        spec.load_specs(tmp_path)
+    (tmp_path / "bad.yaml").write_text("metrics: [x]\nclaims:\n  - {id: c, text: t, check: {table: nowhere, "
+                                       "pairs: [[A, B]]}}\n")
+    with pytest.raises(spec.SpecError, match="must name a reference table"):
+        claims.evaluate(spec.load_specs(tmp_path)[1], {})
+    (tmp_path / "bad.yaml").write_text("table: good\nmetrics: [x]\n")  # one file per experiment, named as it
+    with pytest.raises(spec.SpecError, match="differs from the file's name"):
+        spec.load_specs(tmp_path)
+
+
+def test_a_claim_checks_its_own_files_table_and_a_side_that_trains_nothing_is_one_run(tmp_path):
+    """A discrete prompt has no trainable parameters: its one run is its whole side (no seed would change it), so
+    EMB (3 seeds) > DISCRETE is decided; a trained side with one run still decides nothing."""
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "prompts.yaml").write_text("""
+columns: [x]
+ours:
+  metric: test.score
+  rows: [{method: EMB, where: {config.method.name: emb}}, {method: DISCRETE, where: {config.method.name: discrete}},
+         {method: ONE, where: {config.method.name: one}}]
+claims:
+  - {id: emb_beats_discrete, text: t, check: {kind: better, columns: [x], pairs: [[EMB, DISCRETE]]}}
+  - {id: emb_beats_one, text: t, check: {kind: better, columns: [x], pairs: [[EMB, ONE]]}}
+""")
+    write_records(tmp_path, "prompts", [
+        *(record("prompts", "emb", {"score": v}, seed=s) for s, v in enumerate([10.0, 11.0, 12.0])),
+        record("prompts", "discrete", {"score": 3.0}, trainable=0, pct=0.0),
+        record("prompts", "one", {"score": 3.0}, trainable=10, pct=0.1)])
+    specs, claim_specs = spec.load_specs(tmp_path / "exp")
+    res = {c["id"]: c for c in claims.evaluate(claim_specs, cells.build_tables(specs, tmp_path, "default"))}
+    decided = res["emb_beats_discrete"]["comparisons"][0]
+    assert (decided.verdict, decided.ci_over, len(decided.a), len(decided.b)) == ("holds", "seeds", 3, 1)
+    assert decided.ci[0] == pytest.approx(10.0 - 3.0, abs=1e-9) and decided.ci[1] == pytest.approx(12.0 - 3.0)
+    assert res["emb_beats_one"]["verdict"] == "too few runs"
 
 
 def test_smoke_results_live_in_results_smoke(monkeypatch):
     monkeypatch.delenv("PEFT_REPRO_RESULTS", raising=False)
-    assert tables.default_results_dir("smoke") == repo_root() / "results" / "smoke"
-    assert tables.default_results_dir("default") == repo_root() / "results"
+    assert results_dir("smoke") == repo_root() / "results" / "smoke"
+    assert results_dir("default") == repo_root() / "results"
 
 
 def test_lora_rank_table_cells_are_the_mean_and_sd_of_their_records(tmp_path):
-    """experiments/lora_rank.yaml over records made here: each cell is the mean ± sample sd (n) of the runs of its
+    """experiments/lora_rank_sweep.yaml over records made here: each cell is the mean ± sample sd (n) of the runs of its
     task, targets and rank, computed by hand; other cells stay empty; the caption names the model and data sizes."""
     def lora(task, targets, r, value, seed=0, status="ok"):
         metric = "accuracy" if task == "mnli" else "logical_form_accuracy"
@@ -314,9 +346,9 @@ def test_lora_rank_table_cells_are_the_mean_and_sd_of_their_records(tmp_path):
         lora("mnli", ["q", "v"], 1, 0.90),                      # other targets: another row
         lora("wikisql", ["q"], 1, 0.10),                        # other task: another row
     ])
-    specs, _ = tables.load_specs(repo_root() / "experiments")
-    built = tables.build_tables({"lora_rank_sweep": specs["lora_rank_sweep"]}, tmp_path, "default")
-    md = tables.render_markdown(built, "default").splitlines()
+    specs, _ = spec.load_specs(repo_root() / "experiments")
+    built = cells.build_tables({"lora_rank_sweep": specs["lora_rank_sweep"]}, tmp_path, "default")
+    md = render.render_markdown(built, "default").splitlines()
     # 30, 35, 37: mean 34.0, sd sqrt((16 + 1 + 9) / 2) = 3.6
     assert "| Wq (mnli) | ours | 34.0 ± 3.6 (n=3) | – | – | – | 40.0 | 64–4,096 |" in md, md
     assert "| Wq,Wv (mnli) | ours | 90.0 | – | – | – | – | 128 (0.5%) |" in md
@@ -328,9 +360,9 @@ def test_lora_rank_table_cells_are_the_mean_and_sd_of_their_records(tmp_path):
 
 def test_committed_records_render():
     """Every table renders from the committed records (what they hold changes with each sweep: no number here)."""
-    specs, _ = tables.load_specs(repo_root() / "experiments")
-    built = tables.build_tables(specs, repo_root() / "results", "default")
-    md = tables.render_markdown(built, "default")
+    specs, _ = spec.load_specs(repo_root() / "experiments")
+    built = cells.build_tables(specs, repo_root() / "results", "default")
+    md = render.render_markdown(built, "default")
     assert all(spec["title"] in md for spec in specs.values())
 
 
@@ -347,16 +379,16 @@ def test_accuracy_tables_get_zero_shot_and_majority_rows_and_marks():
     zero_shot["config"]["task"].pop("max_train_examples")  # training-only settings do not separate test settings
     other = mnli("zero_shot", 0.50, majority_rate=0.354)
     other["config"]["task"]["max_eval_examples"] = 100  # other test items: not this table's zero-shot
-    table = tables.build_table(spec, [mnli("lora", 0.35), mnli("lora", 0.37, seed=1), mnli("full", 0.60),
+    table = cells.build_table(spec, [mnli("lora", 0.35), mnli("lora", 0.37, seed=1), mnli("full", 0.60),
                                       mnli("full", 0.62, seed=1)], [other, zero_shot])
-    lines = tables.matrix(table)
+    lines = render.matrix(table)
     assert lines[1][:3] == ["Zero-shot", "ours", "33.0"] and lines[2][:3] == ["Majority class", "ours", "35.4"]
     assert lines[3][2] == "36.0 ± 1.4 (n=2)‡"  # 35-37 reaches the majority rate 35.4, not the zero-shot 33
     assert lines[4][2] == "61.0 ± 1.4 (n=2)"
 
 
 def test_cli_on_a_folder_without_records_is_a_one_line_error(tmp_path, capsys):
-    assert tables.main(["--results-dir", str(tmp_path / "typo"), "--scale", "default"]) == 2
+    assert report_main(["--results-dir", str(tmp_path / "typo"), "--scale", "default"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no run records under") and err.count("\n") == 1
     assert not (tmp_path / "typo").exists()  # nothing written

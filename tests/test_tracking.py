@@ -11,7 +11,6 @@ CONFIG = {  # the parts of a resolved run config that tracking reads
     "experiment": "lora_rank_sweep", "scale_name": "smoke", "seed": 0,
     "model": {"name": "tiny_llama"}, "task": {"name": "mnli"},
     "method": {"name": "lora", "r": 4, "targets": ["q", "v"]},
-    "table": {"rows": "config.method.targets", "cols": "config.method.r", "value": "test.accuracy"},
 }
 
 
@@ -48,10 +47,15 @@ def test_wandb_offline_run_is_written(tmp_path: Path, monkeypatch):
 
 
 def test_table_cell_and_tags():
-    assert table_cell(CONFIG) == {"table_row": "Wq,Wv", "table_col": "4"}
-    assert table_cell({"experiment": "adhoc"}) == {}
-    no_method = {**CONFIG, "method": {"name": "full"}}
-    assert table_cell(no_method) == {"table_row": None, "table_col": None}
+    """The run's cell of its experiment's table (experiments/<experiment>.yaml), with the report's labels."""
+    assert table_cell(CONFIG) == {"table_row": "Wq,Wv (mnli)", "table_col": "4"}
+    assert table_cell({**CONFIG, "task": {"name": "wikisql"}, "method": {**CONFIG["method"], "r": 64}}) == \
+        {"table_row": "Wq,Wv (wikisql)", "table_col": "64"}
+    assert table_cell({"experiment": "adhoc"}) == {}  # no table
+    assert table_cell({**CONFIG, "method": {"name": "full"}}) == {}  # in no cell of the table
+    # a table whose columns are metrics: the row only
+    assert table_cell({"experiment": "e2e_main", "method": {"name": "prefix", "num_virtual_tokens": 10}}) == \
+        {"table_row": "Prefix"}
     assert run_tags(CONFIG) == ["lora", "mnli", "tiny_llama", "lora_rank_sweep", "smoke"]
     assert run_tags({"experiment": "adhoc", "method": {"name": "adhoc"}}) == ["adhoc"]
 
