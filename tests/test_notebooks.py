@@ -17,8 +17,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 render = render_module()
 NOTEBOOKS = [p.stem for p in render.notebook_paths()]
+# the report's tables each notebook plots (by hand)
 PLOTS = {"emb_infix_prefix": ["emb_vs_infix"], "lora_heatmap": ["lora_rank_sweep"],
-         "low_data": ["low_data_e2e", "low_data_xsum"], "prefix_length": ["prefix_length_sweep"]}  # by hand
+         "low_data": ["low_data_e2e", "low_data_xsum"], "prefix_length": ["prefix_length_sweep"]}
 
 
 def make_record(experiment: str, method: dict, test: dict, task: str = "e2e", seed: int = 0, low_data=None,
@@ -58,10 +59,13 @@ def write_records(results_dir: Path) -> dict[str, int]:
     for method, size, subset in itertools.product(["prefix", "full", "lora"], [50, 100, 200, 500], [0, 1, 2]):
         low = {"size": size, "subset": subset}
         bleu = 0.2 + 0.05 * math.log(size) + 0.01 * subset - 0.03 * (method == "full")
-        records.append(make_record("low_data_e2e", {"name": method}, {"BLEU": bleu}, low_data=low))
+        prefix_init = {"init_text": "table-to-text:"} if method == "prefix" else {}  # the rows' settings
+        records.append(make_record("low_data_e2e", {"name": method, **prefix_init}, {"BLEU": bleu}, low_data=low))
         if method != "lora":  # xsum: two methods only
             rouge = {"rouge1": 0.2, "rouge2": 0.05 + 0.0002 * size + 0.01 * subset, "rougeL": 0.15}
-            records.append(make_record("low_data_xsum", {"name": method}, rouge, task="xsum", low_data=low))
+            prefix_init = {"init_text": "summarize"} if method == "prefix" else {}
+            records.append(make_record("low_data_xsum", {"name": method, **prefix_init}, rouge, task="xsum",
+                                       low_data=low))
     records.append(make_record("low_data_e2e", {"name": "prefix"}, {}, status="failed",
                                low_data={"size": 50, "subset": 4}))
     for record in records:
@@ -77,19 +81,26 @@ def outputs_text(notebook) -> str:
                      for out in cell.get("outputs", []) if out.get("output_type") == "stream")
 
 
-def test_records_frame_and_summary(tmp_path: Path):
+def test_table_frame_and_summary(tmp_path: Path):
+    """A figure's data are the report's cells: each run in its row and column, values as the table shows them."""
     counts = write_records(tmp_path)
-    frame = figures.records_frame(tmp_path, "low_data_e2e", SCALE)
-    assert len(frame) == counts["low_data_e2e"] == 36  # the failed run is left out
-    assert set(frame["method"]) == {"prefix", "full", "lora"} and set(frame["low_data_size"]) == {50, 100, 200, 500}
-    stats = figures.summarize(frame, ["method", "low_data_size"], "test.BLEU", factor=100, interval="ci95")
-    row = stats[(stats["method"] == "full") & (stats["low_data_size"] == 50)].iloc[0]
+    frame = figures.table_frame(tmp_path, "low_data_e2e", SCALE)
+    ours = frame[frame["kind"] == "ours"]
+    assert ours["record"].nunique() == len(ours) == counts["low_data_e2e"] == 36  # the failed run is left out
+    assert set(ours["row"]) == {"Prefix", "FT", "LoRA"} and set(ours["col"]) == {"50", "100", "200", "500"}
+    stats = figures.summarize(ours.assign(size=ours["col"].astype(int)), ["row", "size"], "value", interval="ci95")
+    row = stats[(stats["row"] == "FT") & (stats["size"] == 50)].iloc[0]
     assert row["n"] == 3 and row["mean"] == pytest.approx(100 * (0.2 + 0.05 * math.log(50) + 0.01 - 0.03))
     assert row["sd"] == pytest.approx(1.0) and row["err"] == pytest.approx(4.303 / math.sqrt(3))
-    lora = figures.records_frame(tmp_path, "lora_rank_sweep", SCALE)
-    assert set(lora["targets"]) == {"Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"}
-    empty = figures.records_frame(tmp_path / "nothing", "lora_rank_sweep", SCALE)
-    assert empty.empty and "targets" in empty and figures.summarize(empty, ["r"], "test.accuracy").empty
+    lora = figures.table_frame(tmp_path, "lora_rank_sweep", SCALE)
+    assert set(lora["method"]) == {"Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"} and set(lora["task"]) == {"mnli", "wikisql"}
+    assert len(lora[lora["kind"] == "ours"]) == counts["lora_rank_sweep"]
+    # the prefix-length table also reads the runs the shared E2E setting made in emb_vs_infix (one per setting)
+    lengths = figures.table_frame(tmp_path, "prefix_length_sweep", SCALE)
+    assert sorted(set(lengths["col"].astype(int))) == [1, 5, 10, 20] and len(lengths) == 8
+    empty = figures.table_frame(tmp_path / "nothing", "lora_rank_sweep", SCALE)
+    assert empty.empty and list(empty) == figures.FRAME_COLUMNS
+    assert figures.summarize(empty, ["col"], "value").empty
 
 
 def test_settings_from_environment(monkeypatch, tmp_path: Path):
@@ -111,10 +122,12 @@ def test_notebook_runs_on_records(name: str, tmp_path: Path):
     text = outputs_text(notebook)
     assert "no records" not in text
     source = (REPO / "notebooks" / f"{name}.py").read_text()
-    read = [experiment for experiment in counts if experiment in source]  # the experiments this notebook plots
+    read = [table for table in counts if f'"{table}"' in source]  # the tables this notebook plots
     assert read == PLOTS[name]
-    for experiment in PLOTS[name]:
-        assert f"{counts[experiment]} records for {experiment} at scale {SCALE}" in text
+    for table in PLOTS[name]:
+        frame = figures.table_frame(tmp_path, table, SCALE)
+        runs = frame[frame["kind"] == "ours"]["record"].nunique()
+        assert runs > 0 and f"{runs} runs in table {table} at scale {SCALE}" in text
     assert any(out.get("output_type") == "display_data" and "image/png" in out.get("data", {})
                for cell in notebook.cells for out in cell.get("outputs", []))  # the figure is shown
 
