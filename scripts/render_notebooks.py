@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
 
 
 def notebook_paths(names: list[str] | None = None) -> list[Path]:
@@ -34,14 +35,16 @@ def execute(path: Path, results_dir: str | os.PathLike | None = None, scale: str
             timeout: int = 300):
     """Run one jupytext notebook in a fresh kernel; returns the executed nbformat notebook (raises on a failing cell).
 
-    The kernel inherits this process's environment, with PEFT_REPRO_RESULTS / PEFT_REPRO_SCALE set when given.
+    The kernel inherits this process's environment, with PEFT_REPRO_RESULTS / PEFT_REPRO_SCALE set when given, and
+    imports `peft_repro` from this checkout (first on PYTHONPATH: a worktree is not the installed copy).
     """
     import jupytext
     from nbclient import NotebookClient
 
     notebook = jupytext.read(path)
-    saved = {k: os.environ.get(k) for k in ("PEFT_REPRO_RESULTS", "PEFT_REPRO_SCALE", "MPLBACKEND")}
+    saved = {k: os.environ.get(k) for k in ("PEFT_REPRO_RESULTS", "PEFT_REPRO_SCALE", "MPLBACKEND", "PYTHONPATH")}
     os.environ["MPLBACKEND"] = "Agg"
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [saved["PYTHONPATH"]])])
     if results_dir is not None:
         os.environ["PEFT_REPRO_RESULTS"] = str(results_dir)
     if scale is not None:

@@ -215,7 +215,7 @@ def our_rows(table: str) -> list[str]:
 
 def runs_in_table(table: str) -> set[str]:
     """The records an end-of-sweep table places in its cells (the record names of its Runs list)."""
-    lines = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| ")][2:]
+    lines = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| ")][1:]  # header aside
     return {line.rstrip(" |").rsplit(" | ", 1)[1] for line in lines}
 
 
