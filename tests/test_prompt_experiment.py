@@ -17,6 +17,10 @@ def test_prompt_vs_emb_vs_prefix_smoke(tmp_path: Path):
     assert [c["prompt"] for c in selection["candidates"]] == CANDIDATES  # multi-line prompts survive Hydra intact
     assert selection["score"] == max(c["dev"]["BLEU"] for c in selection["candidates"])
     assert selection["prompt"] in CANDIDATES and "ties" in selection["rule"]
+    # the stated rule over the recorded scores: the highest dev BLEU, then fewer tokens, then the earlier candidate
+    scored = selection["candidates"]
+    rank = min(range(len(scored)), key=lambda i: (-scored[i]["dev"]["BLEU"], scored[i]["tokens"], i))
+    assert selection["prompt"] == CANDIDATES[rank], [(c["dev"]["BLEU"], c["tokens"]) for c in scored]
     assert by_method["discrete_prompt"]["params"]["trainable"] == 0
     assert by_method["embedding_only"]["params"]["trainable"] > 0 and by_method["prefix"]["params"]["trainable"] > 0
     assert [row.split(" | ")[0] for row in our_rows(table)] == ["| DISCRETE", "| EMB-10", "| PREFIX-10"]
