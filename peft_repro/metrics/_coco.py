@@ -101,9 +101,11 @@ class Jvm:
         try:
             self.proc = subprocess.Popen([*command, str(self.folder)], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=self.stderr)
-        except FileNotFoundError:
+        except BaseException as err:
             self.close()
-            raise RuntimeError("METEOR, ROUGE_L and CIDEr need Java >= 11 (java on PATH)") from None
+            if isinstance(err, FileNotFoundError):
+                raise RuntimeError("METEOR, ROUGE_L and CIDEr need Java >= 11 (java on PATH)") from None
+            raise
 
     def alive(self) -> bool:
         return self.proc.poll() is None
