@@ -6,6 +6,10 @@ import math
 import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +169,7 @@ def test_java_metrics_ignore_mr_order_in_one_jvm(example, monkeypatch):
 
     real_popen = _coco.subprocess.Popen
     monkeypatch.setattr(_coco.subprocess, "Popen", popen)
+    _coco.close_jvm()  # this test's evaluation starts the process's JVM
     order = [3, 7, 0, 9, 5, 1, 8, 2, 6, 4]
     shuffled = score_e2e([outputs[i] for i in order], [references[i] for i in order], metrics=JAVA_METRICS)
     assert [c[0] for c in commands] == ["java"]
@@ -194,6 +199,131 @@ def test_empty_outputs_keep_the_tokenized_lines_aligned(example):
     # ROUGE_L is a mean over MRs and an empty output scores 0 on it: tokenized lines still line up
     rest = score_e2e(outputs[:4] + outputs[5:-1], references[:4] + references[5:-1], metrics=["ROUGE_L"])
     assert scores["ROUGE_L"] * 10 == pytest.approx(rest["ROUGE_L"] * 8, rel=1e-12)
+
+
+# ---- one JVM per process ----
+
+def jvm_pid() -> int:
+    return _coco._jvm.proc.pid
+
+
+def running(pid: int) -> bool:
+    """A live process (a zombie waiting for a reparented parent's wait counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(condition, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+@needs_conformance
+@needs_java
+def test_evaluations_in_one_process_share_one_jvm_and_score_as_fresh_ones(example, monkeypatch):
+    outputs, references, _ = example
+    other = ([o.upper() for o in outputs[5:]] + outputs[:2], references[5:] + references[:2])
+    fresh = []
+    for data in ((outputs, references), other):
+        _coco.close_jvm()
+        fresh.append(score_e2e(*data))
+    commands = []
+
+    def popen(command, **kwargs):
+        commands.append(command)
+        return real_popen(command, **kwargs)
+
+    real_popen = _coco.subprocess.Popen
+    monkeypatch.setattr(_coco.subprocess, "Popen", popen)
+    _coco.close_jvm()
+    reused = [score_e2e(*data) for data in ((outputs, references), other, (outputs, references))]
+    assert len(commands) == 1, "three evaluations, one JVM"
+    assert reused == [fresh[0], fresh[1], fresh[0]], "every score equals a fresh JVM's to the last bit"
+    assert _coco._jvm.alive()
+
+
+@needs_java
+def test_a_failed_evaluation_ends_the_jvm_and_the_next_one_starts_anew(monkeypatch):
+    score_e2e(["a cat"], [["a cat"]], metrics=["ROUGE_L"])
+    first = _coco._jvm
+    monkeypatch.setattr(_coco, "_meteor_lines", lambda gts, res: 1 / 0)  # fails while the JVM holds work
+    with pytest.raises(ZeroDivisionError):
+        score_e2e(["a cat"], [["a cat"]], metrics=["METEOR"])
+    assert _coco._jvm is None and not running(first.proc.pid) and not first.folder.exists()
+    assert score_e2e(["a cat"], [["a dog"]], metrics=["ROUGE_L"]) == {"ROUGE_L": 0.5}
+
+
+CHILD = """
+import os, sys, time
+from peft_repro.metrics import _coco
+from peft_repro.metrics.e2e import score_e2e
+assert score_e2e(["a cat"], [["a cat"]], metrics=["ROUGE_L"]) == {"ROUGE_L": 1.0}
+print(_coco._jvm.proc.pid, _coco._jvm.folder, flush=True)
+if sys.argv[1] == "wait":
+    time.sleep(600)
+"""
+
+
+@needs_java
+@pytest.mark.parametrize("end", ["exit", "SIGKILL"])
+def test_the_jvm_and_its_folder_end_with_their_process(end):
+    child = subprocess.Popen([sys.executable, "-c", CHILD, "wait" if end == "SIGKILL" else "exit"],
+                             stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        pid, folder = child.stdout.readline().split()
+        assert running(int(pid)) or end == "exit"
+        if end == "SIGKILL":
+            child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert wait_until(lambda: not running(int(pid))), "the JVM outlived its process"
+    assert wait_until(lambda: not Path(folder).exists()), "the JVM's folder outlived it"
+
+
+@needs_java
+def test_a_folder_left_by_killed_processes_is_removed_by_the_next_jvm(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = Path(_coco.tempfile.gettempdir(), f"{_coco.TMP_PREFIX}{dead.pid}-left")
+    left.mkdir()
+    (left / "sentences.txt").write_text("a cat")
+    _coco.close_jvm()
+    score_e2e(["a cat"], [["a cat"]], metrics=["ROUGE_L"])
+    assert not left.exists()
+    assert _coco._jvm.folder.name.startswith(f"{_coco.TMP_PREFIX}{os.getpid()}-")
+
+
+@needs_java
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_starts_its_own_jvm_and_leaves_the_parents_alone():
+    score_e2e(["a cat"], [["a cat"]], metrics=["ROUGE_L"])
+    parent_jvm = jvm_pid()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            ok = score_e2e(["a cat"], [["a dog"]], metrics=["ROUGE_L"]) == {"ROUGE_L": 0.5}
+            os.write(write, f"{jvm_pid()}".encode())
+            _coco.close_jvm()
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_jvm = int(pipe.read() or 0)
+    assert os.waitpid(child, 0)[1] == 0
+    assert child_jvm not in (0, parent_jvm)
+    assert jvm_pid() == parent_jvm and _coco._jvm.alive()
+    assert score_e2e(["a cat"], [["a cat"]], metrics=["ROUGE_L"]) == {"ROUGE_L": 1.0}
+    assert jvm_pid() == parent_jvm
 
 
 # ---- arguments ----

@@ -1,17 +1,23 @@
 /*
- * The Java half of the E2E metrics in one JVM, driven (and compiled) by peft_repro/metrics/_coco.py:
- * java -cp <stanford-corenlp-3.4.1.jar>:<meteor-1.5.jar>:<classes> E2EJvm SENTENCES METEOR
+ * The Java half of the E2E metrics, one JVM that serves every evaluation of its Python process, driven (and
+ * compiled) by peft_repro/metrics/_coco.py:
+ * java -cp <stanford-corenlp-3.4.1.jar>:<meteor-1.5.jar>:<classes> E2EJvm FOLDER
  *
- * 1. Stanford PTBTokenizer (-preserveLines -lowerCase) on the file SENTENCES, exactly as pycocoevalcap runs it,
- *    then the line "PTB-DONE" (the tokenizer lowercases, so it cannot print that line itself).
- * 2. If METEOR is "true": METEOR 1.5 (-l en -norm) on pycocoevalcap's "SCORE ||| ref ||| ... ||| hyp" lines read
- *    from stdin until EOF; prints the score of the pooled statistics, as pycocoevalcap's EVAL line does.
+ * Commands, one per line on stdin; the JVM exits when stdin ends (its Python process closed it or died), removing
+ * FOLDER (the Python side's temporary folder):
+ * - "LOAD-METEOR": start loading METEOR 1.5 (-l en -norm) in the background (seconds: its paraphrase table), once.
+ * - "TOKENIZE <file>": Stanford PTBTokenizer (-preserveLines -lowerCase) on the file, exactly as pycocoevalcap runs
+ *   it, then the line "PTB-DONE" (the tokenizer lowercases, so it cannot print that line itself).
+ * - "METEOR", then pycocoevalcap's "SCORE ||| ref ||| ... ||| hyp" lines, then "METEOR-END": prints the score of
+ *   the pooled statistics, as pycocoevalcap's EVAL line does.
+ * Any error ends the JVM with its message on stderr.
  */
 import edu.cmu.meteor.scorer.MeteorConfiguration;
 import edu.cmu.meteor.scorer.MeteorScorer;
 import edu.cmu.meteor.scorer.MeteorStats;
 import edu.stanford.nlp.process.PTBTokenizer;
 import java.io.BufferedReader;
+import java.io.File;
 import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -21,18 +27,36 @@ import java.util.ArrayList;
 import java.util.concurrent.FutureTask;
 
 public class E2EJvm {
+    static final String METEOR_END = "METEOR-END";
+
     public static void main(String[] args) throws Exception {
-        boolean withMeteor = Boolean.parseBoolean(args[1]);
-        // loading METEOR's paraphrase table takes seconds: overlap it with the tokenizer
-        FutureTask<MeteorScorer> meteor = new FutureTask<>(E2EJvm::loadMeteor);
-        if (withMeteor) {
-            Thread loader = new Thread(meteor);
-            loader.setDaemon(true);  // a failing tokenizer should not wait for it
-            loader.start();
-        }
-        tokenize(args[0]);
-        if (withMeteor) {
-            System.out.println(meteorScore(meteor.get()));
+        File folder = args.length > 0 ? new File(args[0]) : null;
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        FutureTask<MeteorScorer> meteor = null;
+        try {
+            for (String line = in.readLine(); line != null; line = in.readLine()) {
+                if (line.equals("LOAD-METEOR") || line.equals("METEOR")) {
+                    if (meteor == null) {
+                        // overlap loading METEOR's paraphrase table with the tokenizer
+                        meteor = new FutureTask<>(E2EJvm::loadMeteor);
+                        Thread loader = new Thread(meteor);
+                        loader.setDaemon(true);  // a failing tokenizer should not wait for it
+                        loader.start();
+                    }
+                    if (line.equals("METEOR")) {
+                        System.out.println(meteorScore(meteor.get(), in));
+                        System.out.flush();
+                    }
+                } else if (line.startsWith("TOKENIZE ")) {
+                    tokenize(line.substring("TOKENIZE ".length()));
+                } else {
+                    throw new IllegalArgumentException("unknown command: " + line);
+                }
+            }
+        } finally {
+            if (folder != null) {
+                removeFolder(folder);
+            }
         }
     }
 
@@ -51,18 +75,23 @@ public class E2EJvm {
                 flush();
             }
         }));
-        PTBTokenizer.main(new String[] {"-preserveLines", "-lowerCase", path});
-        System.setOut(out);
+        try {
+            PTBTokenizer.main(new String[] {"-preserveLines", "-lowerCase", path});
+        } finally {
+            System.setOut(out);
+        }
         out.println();
         out.println("PTB-DONE");
         out.flush();
     }
 
     /** Meteor's stdio mode as pycocoevalcap uses it: SCORE each segment, then EVAL all of their stats. */
-    static double meteorScore(MeteorScorer scorer) throws IOException {
-        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+    static double meteorScore(MeteorScorer scorer, BufferedReader in) throws IOException {
         MeteorStats total = new MeteorStats();
-        for (String line = in.readLine(); line != null; line = in.readLine()) {
+        for (String line = in.readLine(); !METEOR_END.equals(line); line = in.readLine()) {
+            if (line == null) {
+                throw new IOException("input ended inside a METEOR command");
+            }
             // the stats travel as text in pycocoevalcap (SCORE prints them, EVAL parses them): keep that rounding
             MeteorStats stats = new MeteorStats(segmentStats(scorer, line));
             scorer.computeMetrics(stats);
@@ -80,5 +109,15 @@ public class E2EJvm {
             refs.add(parts[i].trim());
         }
         return scorer.getMeteorStats(parts[parts.length - 1].trim(), refs).toString();
+    }
+
+    static void removeFolder(File folder) {
+        File[] files = folder.listFiles();
+        if (files != null) {
+            for (File file : files) {
+                file.delete();
+            }
+        }
+        folder.delete();
     }
 }

@@ -2,12 +2,15 @@
 
 pycocoevalcap starts a JVM per tokenizer call (references, then outputs) and another for METEOR, and writes its
 temporary file next to the tokenizer jar (fails on a read-only install). Here ``E2EJvm.java`` (compiled once into
-``~/.cache/peft_repro``) runs the same jars in one JVM: the PTB tokenizer on references and outputs together
-(input file in a temporary directory) while METEOR loads, then METEOR. ROUGE_L and CIDEr are pycocoevalcap's own
-Python classes, run while METEOR works.
+``~/.cache/peft_repro``) runs the same jars in one JVM per Python process, started on the first evaluation and kept
+for the next ones (a sweep's worker process evaluates many runs; METEOR's paraphrase table loads once): the PTB
+tokenizer on references and outputs together (input file in a temporary directory) while METEOR loads, then
+METEOR. ROUGE_L and CIDEr are pycocoevalcap's own Python classes, run while METEOR works. The JVM ends with its
+process: at interpreter exit, or when its input ends because the process died.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
@@ -35,6 +38,7 @@ CLASSPATH = os.pathsep.join([
 JVM_OPTIONS = ("-Xms1G", "-Xmx2G", "-XX:+UseParallelGC", "-XX:TieredStopAtLevel=1")
 CACHE = Path("~/.cache/peft_repro")  # shared with the model conversion (conf/model)
 PTB_DONE = "PTB-DONE"
+METEOR_END = "METEOR-END"
 
 
 @functools.cache
@@ -83,28 +87,132 @@ def remove_stale_dirs() -> None:
             pass
 
 
+class Jvm:
+    """One E2EJvm process (commands on its stdin, see E2EJvm.java) and its temporary folder.
+
+    The folder's name holds this Python process's pid: the JVM removes it when its stdin ends (this process closed
+    it or died); if both were killed, the next `Jvm` of any process removes it (`remove_stale_dirs`)."""
+
+    def __init__(self, command: tuple[str, ...]):
+        self.command = command
+        remove_stale_dirs()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
+        self.stderr = open(self.folder / "stderr.txt", "w+b")
+        try:
+            self.proc = subprocess.Popen([*command, str(self.folder)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self.stderr)
+        except BaseException as err:
+            self.close()
+            if isinstance(err, FileNotFoundError):
+                raise RuntimeError("METEOR, ROUGE_L and CIDEr need Java >= 11 (java on PATH)") from None
+            raise
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def send(self, lines: list[str]) -> None:
+        try:
+            self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the JVM ended: read_line reports why
+
+    def read_line(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise self.failure()
+        return line.decode("utf-8").rstrip("\n")
+
+    def failure(self) -> RuntimeError:
+        """Why the JVM ended (it only ends on an error while this process holds it)."""
+        if self.proc.wait() == 0:
+            return RuntimeError("the E2E metrics JVM closed its output early")
+        self.stderr.seek(0)
+        # the first line says what went wrong (exception, compiler or VM error); skip the tokenizer's reports
+        lines = [line for line in self.stderr.read().decode("utf-8", "replace").splitlines()
+                 if line.strip() and not line.startswith("PTBTokenizer tokenized")]
+        reason = lines[0] if lines else "no message"
+        return RuntimeError(f"the E2E metrics JVM failed (exit {self.proc.returncode}): {reason}")
+
+    def close(self, kill: bool = False) -> None:
+        """End of input: the JVM exits and removes the folder (removed here too); `kill` when it may be busy."""
+        if hasattr(self, "proc"):
+            if kill and self.alive():
+                self.proc.kill()
+            with contextlib.suppress(OSError):  # input a killed JVM did not read
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=CLOSE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
+        self.stderr.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+CLOSE_SECONDS = 10
+_lock = threading.Lock()  # one evaluation at a time talks to the process's JVM
+_jvm: Jvm | None = None
+
+
+def _shared_jvm() -> Jvm:
+    """This process's JVM, started on first use (or after a failure, or when `java_command` changed)."""
+    global _jvm
+    command = java_command()
+    if _jvm is not None and (_jvm.command != command or not _jvm.alive()):
+        close_jvm()
+    if _jvm is None:
+        _jvm = Jvm(command)
+    return _jvm
+
+
+def close_jvm(kill: bool = False) -> None:
+    """Ends this process's JVM, if any (at interpreter exit; a later evaluation starts a new one)."""
+    global _jvm
+    jvm, _jvm = _jvm, None
+    if jvm is not None:
+        jvm.close(kill)
+
+
+def _forget_in_child() -> None:
+    """A forked child starts its own JVM: it drops its copies of the parent's pipes (so the parent's JVM still
+    sees the end of its input when the parent dies) without ending the parent's JVM."""
+    global _jvm, _lock
+    jvm, _jvm, _lock = _jvm, None, threading.Lock()
+    if jvm is not None:
+        for stream in (jvm.proc.stdin, jvm.proc.stdout, jvm.stderr):
+            with contextlib.suppress(OSError):
+                stream.close()
+        jvm.proc.returncode = 0  # not this process's child: nothing to wait for
+
+
+atexit.register(close_jvm)
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class CocoScorer:
-    """Starts the JVM at construction, so the caller can compute other metrics meanwhile; `scores` collects."""
+    """Sends the work to the process's JVM at construction, so the caller can compute other metrics meanwhile;
+    `scores` collects. Holds the JVM until closed; a JVM left with unread work (an error) is ended."""
 
     def __init__(self, hypotheses: list[str], references: list[list[str]], metrics=METRICS):
         self.metrics = [m for m in METRICS if m in metrics]
         self.group_sizes = [len(refs) for refs in references]
-        remove_stale_dirs()
-        self.tmp = tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-")
         # pycocoevalcap replaces "\n" by " "; Java also ends lines at \r, \f, \v, \x85, \u2028 and \u2029,
         # which would shift every later sentence, so all of Python's line boundaries become spaces
         sentences = [" ".join(s.splitlines()) for refs in references for s in refs]
         sentences += [" ".join(h.splitlines()) for h in hypotheses]
         self.n_sentences = len(sentences)
-        path = Path(self.tmp.name, "sentences.txt")
-        path.write_text("\n".join(sentences), encoding="utf-8")  # no final newline, as pycocoevalcap writes it
-        self.stderr = open(Path(self.tmp.name, "stderr.txt"), "w+b")
+        self.lock, self.jvm, self.finished = _lock, None, False
+        self.lock.acquire()
         try:
-            self.proc = subprocess.Popen([*java_command(), str(path), str("METEOR" in self.metrics).lower()],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr)
-        except FileNotFoundError:
+            self.jvm = _shared_jvm()
+            path = self.jvm.folder / "sentences.txt"
+            path.write_text("\n".join(sentences), encoding="utf-8")  # no final newline, as pycocoevalcap writes it
+            self.jvm.send((["LOAD-METEOR"] if "METEOR" in self.metrics else []) + [f"TOKENIZE {path}"])
+        except BaseException:
             self.close()
-            raise RuntimeError("METEOR, ROUGE_L and CIDEr need Java >= 11 (java on PATH)") from None
+            raise
 
     def __enter__(self) -> CocoScorer:
         return self
@@ -113,39 +221,37 @@ class CocoScorer:
         self.close()
 
     def close(self) -> None:
-        if hasattr(self, "proc"):
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
-            self.proc.stdout.close()
-            with contextlib.suppress(OSError):  # input the killed JVM did not read
-                self.proc.stdin.close()
-        self.stderr.close()
-        self.tmp.cleanup()
+        if self.lock is None:
+            return
+        try:
+            if not self.finished and self.jvm is not None and self.jvm is _jvm:
+                close_jvm(kill=True)
+        finally:
+            self.lock.release()
+            self.lock = None
 
     def scores(self) -> dict[str, float]:
         gts, res = self._tokenized()
         feeder = None
         if "METEOR" in self.metrics:
-            feeder = threading.Thread(target=self._feed, args=(_meteor_lines(gts, res),), daemon=True)
+            lines = ["METEOR", *_meteor_lines(gts, res), METEOR_END]
+            feeder = threading.Thread(target=self.jvm.send, args=(lines,), daemon=True)
             feeder.start()
-        else:
-            self.proc.stdin.close()
         scores = {}
         if "ROUGE_L" in self.metrics:
             scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
         if "CIDEr" in self.metrics:
             scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
         if feeder:
-            scores["METEOR"] = float(self._read_line())
+            scores["METEOR"] = float(self.jvm.read_line())
             feeder.join()
-        self._check_exit()
+        self.finished = True
         return {m: scores[m] for m in self.metrics}
 
     def _tokenized(self) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
         """pycocoevalcap's gts/res dicts: PTB-tokenized, lowercased, punctuation tokens dropped."""
         lines = []
-        while (line := self._read_line()) != PTB_DONE:
+        while (line := self.jvm.read_line()) != PTB_DONE:
             lines.append(" ".join(w for w in line.rstrip().split(" ") if w not in _ptb.PUNCTUATIONS))
         if len(lines) != self.n_sentences:
             raise RuntimeError(f"PTBTokenizer returned {len(lines)} lines for {self.n_sentences} sentences")
@@ -155,29 +261,6 @@ class CocoScorer:
             start += size
         res = {i: [hyp] for i, hyp in enumerate(lines[start:])}
         return gts, res
-
-    def _read_line(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            self._check_exit()
-            raise RuntimeError("the E2E metrics JVM closed its output early")
-        return line.decode("utf-8").rstrip("\n")
-
-    def _feed(self, lines: list[str]) -> None:
-        try:
-            with self.proc.stdin:
-                self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode("utf-8"))
-        except BrokenPipeError:
-            pass  # the JVM died; _check_exit reports why
-
-    def _check_exit(self) -> None:
-        if self.proc.wait() != 0:
-            self.stderr.seek(0)
-            # the first line says what went wrong (exception, compiler or VM error); skip the tokenizer's report
-            lines = [line for line in self.stderr.read().decode("utf-8", "replace").splitlines()
-                     if line.strip() and not line.startswith("PTBTokenizer tokenized")]
-            reason = lines[0] if lines else "no message"
-            raise RuntimeError(f"the E2E metrics JVM failed (exit {self.proc.returncode}): {reason}")
 
 
 def _meteor_lines(gts: dict[int, list[str]], res: dict[int, list[str]]) -> list[str]:
