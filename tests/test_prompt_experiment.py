@@ -17,6 +17,8 @@ def test_prompt_vs_emb_vs_prefix_smoke(tmp_path: Path):
     assert [c["prompt"] for c in selection["candidates"]] == CANDIDATES  # multi-line prompts survive Hydra intact
     assert selection["score"] == max(c["dev"]["BLEU"] for c in selection["candidates"])
     assert selection["prompt"] in CANDIDATES and "ties" in selection["rule"]
+    chosen = [c for c in selection["candidates"] if c["prompt"] == selection["prompt"]]
+    assert by_method["discrete_prompt"]["num_virtual_tokens"] == chosen[0]["tokens"]  # the chosen prompt's length
     assert by_method["discrete_prompt"]["params"]["trainable"] == 0
     assert by_method["embedding_only"]["params"]["trainable"] > 0 and by_method["prefix"]["params"]["trainable"] > 0
     assert [row.split(" | ")[0] for row in pivot_rows(table)] == ["| discrete_prompt", "| embedding_only", "| prefix"]
