@@ -175,5 +175,4 @@ def load_model(cfg) -> tuple[nn.Module, object]:
     if tokenizer.pad_token_id is None:  # GPT-2 has none; padding positions are masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    model._peft_repro_tokenizer = tokenizer  # methods that start from words (prefix init, discrete prompts) need it
     return model, tokenizer

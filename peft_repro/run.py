@@ -17,7 +17,6 @@ from .decoding import DecodeConfig
 from .evaluation import Evaluator, test_record, test_results
 from .lr_search import claim, search_lr
 from .methods import Adapted, apply_method
-from .methods.discrete_prompt import select_prompt
 from .models import load_model
 from .tasks import build_task, item_id
 from .tracking import make_logger
@@ -126,14 +125,10 @@ def train_and_record(cell: RunCell) -> dict:
         record_zero_shot(cfg, model, tokenizer, cell.task, test_decode, trainer_cfg)
     seed_everything(cfg.seed)  # the method's initialization draws the same numbers whatever ran before (a random
     # model's own seed, the zero-shot run)
-    selection = None
-    if method_cfg.get("candidates"):  # discrete prompts: the best candidate on dev becomes the prompt
-        evaluator = Evaluator(cell.task, tokenizer, cfg.task, trainer_cfg.eval_batch_size)
-        selection = select_prompt(lambda: model, method_cfg["candidates"], evaluator, dev_decode)
-        method_cfg["prompt"] = selection["prompt"]
-        log.info("prompt %r selected by %s: %s %.4f", selection["prompt"], selection["rule"], selection["metric"],
-                 selection["score"])
-    adapted = apply_method(model, method_cfg)
+    adapted = apply_method(model, method_cfg, tokenizer)
+    adapted.prepare(Evaluator(cell.task, tokenizer, cfg.task, trainer_cfg.eval_batch_size), dev_decode)  # e.g. a
+    # discrete prompt picks its prompt on dev; then the context holds the real k (init words or the prompt set it)
+    check_model_fits(cfg, model, adapted.num_virtual_tokens, dev_decode, test_decode)
     params = adapted.parameter_counts()
     log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,
              params["trainable"], params["trainable_pct"], params["base"])
@@ -148,14 +143,12 @@ def train_and_record(cell: RunCell) -> dict:
     except Diverged as err:  # a result of its own: recorded (no metrics), left out of tables, the sweep goes on
         if logger:
             logger.abort()
-        return record_diverged(cell, err, params, started)
+        return record_diverged(cell, err, params, started, adapted.record_fields())
     except BaseException:
         if logger:
             logger.abort()
         raise
-    return record_result(cell, out, params, started, logger,
-                         {"num_virtual_tokens": adapted.num_virtual_tokens,  # the real k (init words may set it)
-                          "prompt_selection": selection})
+    return record_result(cell, out, params, started, logger, adapted.record_fields())
 
 
 def trainer_config(cfg: DictConfig) -> TrainConfig:
@@ -173,21 +166,22 @@ def cell_logger(cell: RunCell, concurrent: bool = False):
                        config=cell.config, run_dir=str(cell.run_dir), concurrent=concurrent)
 
 
-def record_diverged(cell: RunCell, err: Diverged, params: dict, started: float) -> dict:
+def record_diverged(cell: RunCell, err: Diverged, params: dict, started: float, extra: dict) -> dict:
     log.error("%s: %s", cell.key, err)
     cfg = cell.cfg
     record = {"status": "diverged", "record": cell.key, "experiment": cfg.experiment, "scale": cfg.scale_name,
               "seed": cfg.seed, "overrides": cell.overrides, "config": cell.config,
               "data_fingerprint": cell.fingerprint, "git": results.git_state(), "hardware": results.hardware(),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "wall_seconds": time.time() - started, "params": params, "diverged_at_step": err.step,
+              "wall_seconds": time.time() - started, "params": params, **extra, "diverged_at_step": err.step,
               "lr_selection": cell.lr_selection}
     write_new_record(cell.path, record)
     return record
 
 
 def record_result(cell: RunCell, out: dict, params: dict, started: float, logger, extra: dict) -> dict:
-    """Write the record of a trained run (`out`: what `train` returns) and close its W&B run."""
+    """Write the record of a trained run (`out`: what `train` returns; `extra`: `Adapted.record_fields`) and close
+    its W&B run."""
     cfg = cell.cfg
     record = {
         "status": "ok", "record": cell.key, "experiment": cfg.experiment, "scale": cfg.scale_name, "seed": cfg.seed,
@@ -245,7 +239,7 @@ def complete_test(cfg: DictConfig, task, path: Path, record: dict) -> dict | Non
         return None
     started = time.time()
     model, tokenizer = load_model(cfg.model)
-    adapted = apply_method(model, OmegaConf.to_container(cfg.method, resolve=True))
+    adapted = apply_method(model, OmegaConf.to_container(cfg.method, resolve=True), tokenizer)
     adapted.load_trainable_state_dict(load_file(str(state)))
     evaluator = Evaluator(task, tokenizer, cfg.task, cfg.trainer.eval_batch_size)
     device = "cuda" if torch.cuda.is_available() else "cpu"

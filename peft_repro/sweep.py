@@ -37,7 +37,8 @@ Job = tuple[DictConfig, list[str], Path]  # a job's config, its overrides, its o
 
 
 FUSED = {"lora": FusedLoRA, "prefix": FusedPrefix}  # full fine-tuning changes the base; embedding-only, infix and
-# discrete prompts run one by one
+# discrete prompts run one by one (`run.run`; a fused group calls no `Adapted.prepare`: a method with a pre-training
+# hook is not fused)
 
 
 def fusible(cfg: DictConfig) -> bool:
@@ -144,7 +145,7 @@ def _train_claimed(cells: list[RunCell], max_rows: int, positions: list[int]) ->
     if first.get("zero_shot"):
         record_zero_shot(first, model, tokenizer, cells[0].task, test_decode, trainers[0])
     method_cfgs = [method_config(OmegaConf.to_container(cell.cfg.method, resolve=True))[1] for cell in cells]
-    fused = FUSED[first.method.name](model, [(m, cell.cfg.seed) for m, cell in zip(method_cfgs, cells)])
+    fused = FUSED[first.method.name](model, [(m, cell.cfg.seed) for m, cell in zip(method_cfgs, cells)], tokenizer)
     check_model_fits(first, model, fused.num_virtual_tokens, dev_decode, test_decode)
     log.info("fused: %d %s cells of %s on %s in one model", len(cells), first.method.name, first.task.name,
              first.model.name)
@@ -163,7 +164,7 @@ def _train_claimed(cells: list[RunCell], max_rows: int, positions: list[int]) ->
         if isinstance(out, Diverged):
             if logger:
                 logger.abort()
-            records[position] = record_diverged(cell, out, params, started)
+            records[position] = record_diverged(cell, out, params, started, fused.cell_record_fields(index))
             continue
         if trainers[index].save_checkpoint:
             from safetensors.torch import save_file
@@ -171,7 +172,5 @@ def _train_claimed(cells: list[RunCell], max_rows: int, positions: list[int]) ->
             cell.run_dir.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in out["state"].items()},
                       str(cell.run_dir / "trainable.safetensors"))
-        records[position] = record_result(cell, out, params, started, logger,
-                                          {"num_virtual_tokens": getattr(fused, "ks", [0] * len(cells))[index],
-                                           "prompt_selection": None})
+        records[position] = record_result(cell, out, params, started, logger, fused.cell_record_fields(index))
     return records

@@ -11,7 +11,7 @@ from peft_repro.export import export_from_checkpoint, export_peft, main as expor
 from peft_repro.methods import apply_method
 from peft_repro.models import load_model
 
-from .conftest import LOGIT_TOL, conf, max_diff_vs_peft, randomize, save_checkpoint, tiny_model
+from .conftest import LOGIT_TOL, REPO, conf, max_diff_vs_peft, randomize, save_checkpoint, tiny_model
 
 peft = pytest.importorskip("peft")
 
@@ -61,16 +61,21 @@ def test_export_from_checkpoint(tmp_path: Path, method):
 
 
 def test_cli_exports_a_run_dir(tmp_path: Path):
-    """`python -m peft_repro.export RUN_DIR OUT_DIR` reads the run's Hydra config beside its checkpoint."""
-    model_cfg, method_cfg = conf("model/tiny_llama.yaml"), conf("method/prefix_mlp.yaml")
+    """`python -m peft_repro.export RUN_DIR OUT_DIR` reads the run's Hydra config beside its checkpoint (composed,
+    interpolations kept, as Hydra saves it: conf/method/prefix_mlp.yaml builds on prefix.yaml)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["model=tiny_llama", "method=prefix_mlp"])
     run_dir = tmp_path / "run"
-    trained = apply_method(load_model(model_cfg)[0], dict(method_cfg))
+    trained = apply_method(load_model(cfg.model)[0], OmegaConf.to_container(cfg.method, resolve=True))
+    assert trained.prefix.projection and trained.num_virtual_tokens == 10
     randomize(trained)
     save_checkpoint(trained, run_dir / "trainable.safetensors")
     (run_dir / ".hydra").mkdir()
-    OmegaConf.save({"model": model_cfg, "method": method_cfg}, run_dir / ".hydra" / "config.yaml")
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     export_main([str(run_dir), str(tmp_path / "peft")])
-    assert max_diff_vs_peft(trained, tmp_path / "peft", load_model(model_cfg)[0]) <= LOGIT_TOL
+    assert max_diff_vs_peft(trained, tmp_path / "peft", load_model(cfg.model)[0]) <= LOGIT_TOL
 
 
 def test_unsupported_methods_are_clear_errors(tmp_path: Path):

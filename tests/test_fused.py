@@ -121,6 +121,7 @@ def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
         assert fused["fused_cells"] == (2 if fused["seed"] == 0 else 1) and "fused_cells" not in alone
         assert fused["dev"] == alone["dev"] and fused["test"] == alone["test"], key
         assert fused["lr_selection"] == alone["lr_selection"] and fused["params"] == alone["params"]
+        assert fused["num_virtual_tokens"] == alone["num_virtual_tokens"]
         assert [h.get("loss") for h in fused["history"]] == pytest.approx([h.get("loss") for h in alone["history"]],
                                                                             abs=1e-5)
         assert fused["test_items"] == alone["test_items"]

@@ -392,7 +392,7 @@ def test_smollm2_prefix_family():
     for cfg in [{"name": "prefix", "init_text": "The capital of"}, {"name": "infix", "init_text": "The capital of",
                                                                      "projection": False},
                 {"name": "discrete_prompt", "prompt": "The capital of"}]:
-        adapted = apply_method(model, cfg)
+        adapted = apply_method(model, cfg, tok)
         [out] = generate(adapted, src, DecodeConfig(max_new_tokens=4), stops, tok.pad_token_id)
         if cfg["name"] != "infix":
             assert "Paris" in tok.decode(out), (cfg, tok.decode(out))

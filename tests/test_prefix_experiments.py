@@ -35,6 +35,10 @@ def test_prefix_experiment_smoke(tmp_path: Path, experiment):
     for r in records:
         assert r["config"]["model"]["name"] == "tiny_llama" and r["config"]["task"]["name"] == "e2e"
         assert r["params"]["trainable"] > 0 and "BLEU" in r["test"]
+        if experiment == "prefix_init":  # the words set k (tiny_llama's byte tokenizer: 8); the config keeps 10
+            assert r["num_virtual_tokens"] == len("elephant") and r["config"]["method"]["num_virtual_tokens"] == 10
+        else:
+            assert r["num_virtual_tokens"] == r["config"]["method"]["num_virtual_tokens"]
     assert runs_in_table(table) == {r["record"] for r in records}  # every run has its cell in the table
 
 
@@ -60,4 +64,5 @@ def test_encoder_decoder_prefix_run_smoke(tmp_path: Path, model):
     assert out.returncode == 0, out.stderr[-3000:]
     [record] = load_records(tmp_path, "adhoc", "smoke")
     assert record["status"] == "ok" and record["config"]["model"]["name"] == model
+    assert record["num_virtual_tokens"] == record["config"]["method"]["num_virtual_tokens"]  # each part's k
     assert "BLEU" in record["test"] and record["params"]["trainable"] > 0

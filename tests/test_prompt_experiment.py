@@ -21,6 +21,8 @@ def test_prompt_vs_emb_vs_prefix_smoke(tmp_path: Path):
     scored = selection["candidates"]
     rank = min(range(len(scored)), key=lambda i: (-scored[i]["dev"]["BLEU"], scored[i]["tokens"], i))
     assert selection["prompt"] == CANDIDATES[rank], [(c["dev"]["BLEU"], c["tokens"]) for c in scored]
+    chosen = [c for c in selection["candidates"] if c["prompt"] == selection["prompt"]]
+    assert by_method["discrete_prompt"]["num_virtual_tokens"] == chosen[0]["tokens"]  # the chosen prompt's length
     assert by_method["discrete_prompt"]["params"]["trainable"] == 0
     assert by_method["embedding_only"]["params"]["trainable"] > 0 and by_method["prefix"]["params"]["trainable"] > 0
     assert [row.split(" | ")[0] for row in our_rows(table)] == ["| DISCRETE", "| EMB-10", "| PREFIX-10"]

@@ -1,4 +1,7 @@
-"""What every method returns: the base model plus its trainable part, behind one interface for training and decoding."""
+"""What every method returns: the base model plus its trainable part, behind one interface for training, decoding,
+recording and export. Each method owns its parts here, as a tuner does in HF PEFT: the names of its parameters inside
+the base model (`trainable_prefix`), its parameter counts, its PEFT counterpart (`peft_type`, `peft_export`), a
+hook that runs before training (`prepare`) and what a run's record keeps of it (`record_fields`)."""
 from __future__ import annotations
 
 import torch
@@ -10,19 +13,24 @@ from ..batching import positions
 class Adapted(nn.Module):
     """A model adapted by a method.
 
-    Methods that only change weights (LoRA, full fine-tuning) use this class as it is. Methods that add activations
+    Methods that only change weights (LoRA, full fine-tuning) add no activations. Methods that add activations
     (the prefix family) subclass it: `initial_cache` gives the keys/values every sequence starts from (built from
     trainable parameters, so gradients reach them); embedding-only and infix override `forward` instead (virtual
     input embeddings; a 4-D mask that shows the infix only from the source's last token on, which needs
     `source_lens`). Training, scoring and decoding only talk to this interface.
     """
 
-    num_virtual_tokens = 0  # cache positions before the first real token
+    method = "base"            # the method's name (conf/method/*.yaml `name`)
+    num_virtual_tokens = 0     # cache positions before the first real token
+    trainable_prefix = None    # what the names of the method's parameters inside the base model contain (LoRA's
+    # "lora_", as HF PEFT's tuner prefix); None: the method adds none there (its parameters sit beside the model)
+    peft_type = None           # HF PEFT's counterpart (adapter_config.json's peft_type); None: no PEFT export
 
-    def __init__(self, model: nn.Module, method: str):
+    def __init__(self, model: nn.Module, method: str | None = None):
         super().__init__()
         self.model = model
-        self.method = method
+        if method is not None:
+            self.method = method
 
     @property
     def config(self):
@@ -59,6 +67,15 @@ class Adapted(nn.Module):
         """The keys/values every sequence starts from (`num_virtual_tokens` positions), or None."""
         return None
 
+    def prepare(self, evaluator, dev_decode) -> None:
+        """Before training, with the run's dev `evaluator` (`evaluation.Evaluator`) and decoding: choices a method
+        makes on dev (a discrete prompt picks its prompt among candidates). Nothing for most methods."""
+
+    def record_fields(self) -> dict:
+        """What a run's record keeps of the adapted model besides its parameter counts: the real prefix length k
+        (init words or a chosen prompt set it; the config's `num_virtual_tokens` is only what was asked for)."""
+        return {"num_virtual_tokens": self.num_virtual_tokens}
+
     def trainable_state_dict(self) -> dict:
         return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
 
@@ -68,11 +85,12 @@ class Adapted(nn.Module):
             params[name].data.copy_(value)
 
     def parameter_counts(self) -> dict:
-        """Trainable and base-model parameter counts; the percentage is what the papers report ("0.1%")."""
+        """Trainable and base-model parameter counts; the percentage is what the papers report ("0.1%"). The base
+        is every weight of the model that is not the method's (`trainable_prefix`): under full fine-tuning, exactly
+        the trainable weights."""
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        base = sum(p.numel() for n, p in self.model.named_parameters() if not _is_method_parameter(n))
-        if self.method == "full":
-            base = trainable
+        base = sum(p.numel() for n, p in self.model.named_parameters()
+                   if self.trainable_prefix is None or self.trainable_prefix not in n)
         stored = self.stored_parameter_count(trainable)
         return {"trainable": trainable, "base": base, "trainable_pct": 100.0 * trainable / base,
                 "stored": stored, "stored_pct": 100.0 * stored / base}
@@ -81,6 +99,12 @@ class Adapted(nn.Module):
         """Parameters kept per task after training; a prefix MLP is dropped then (PrefixAdapted.freeze_prefix)."""
         return trainable
 
+    def peft_export(self) -> tuple[dict, dict]:
+        """HF PEFT's adapter of this model: (the method's own adapter_config.json fields, the weights by PEFT's
+        names); `export.export_peft` adds the common fields and writes them. Only where `peft_type` is set."""
+        raise NotImplementedError(f"method {self.method!r} has no PEFT export")
 
-def _is_method_parameter(name: str) -> bool:
-    return "lora_" in name or "prefix" in name
+
+def freeze_base(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)

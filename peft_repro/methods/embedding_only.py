@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from ..batching import positions
-from .base import Adapted
-from .prefix import freeze_base, word_ids
+from .base import Adapted, freeze_base
+from .virtual_tokens import hidden_size, word_ids
 
 
 @dataclass
@@ -57,11 +57,16 @@ class EmbeddingOnlyConfig:
 
 
 class EmbeddingOnlyAdapted(Adapted):
-    def __init__(self, model: nn.Module, cfg: EmbeddingOnlyConfig):
-        super().__init__(model, "embedding_only")
+    """PEFT's counterpart is prompt tuning (``prompt_embeddings`` (k, hidden size): with the MLP its output)."""
+
+    method = "embedding_only"
+    peft_type = "PROMPT_TUNING"
+
+    def __init__(self, model: nn.Module, cfg: EmbeddingOnlyConfig, tokenizer=None):
+        super().__init__(model)
         table = model.get_input_embeddings().weight.detach()
         if cfg.init == "words":
-            target = table[torch.tensor(word_ids(model, cfg.init_text), device=table.device)].float()
+            target = table[torch.tensor(word_ids(model, cfg.init_text, tokenizer), device=table.device)].float()
         elif cfg.init == "vocab":
             target = table[torch.randint(0, table.shape[0], (cfg.num_virtual_tokens,), device=table.device)].float()
         else:
@@ -109,6 +114,13 @@ class EmbeddingOnlyAdapted(Adapted):
     def stored_parameter_count(self, trainable: int) -> int:
         return self.num_virtual_tokens * self.model.get_input_embeddings().weight.shape[1]
 
+    def peft_export(self) -> tuple[dict, dict]:
+        """The embeddings the forward uses (with reparam=mlp the MLP's output, so the MLP is not needed to load)."""
+        emb = self.virtual_embeddings().detach()
+        config = {"num_virtual_tokens": emb.shape[0], "token_dim": hidden_size(self.config),
+                  "num_transformer_submodules": 1, "prompt_tuning_init": "RANDOM"}
+        return config, {"prompt_embeddings": emb.contiguous()}
+
     def forward(self, input_ids, attention_mask, logits_to_keep: int = 0, use_cache: bool = False,
                 source_lens=None):
         n, batch = self.num_virtual_tokens, input_ids.shape[0]
@@ -124,9 +136,10 @@ class EmbeddingOnlyAdapted(Adapted):
         return out
 
 
-def apply(model: nn.Module, cfg: EmbeddingOnlyConfig) -> Adapted:
+def apply(model: nn.Module, cfg: EmbeddingOnlyConfig, tokenizer=None) -> Adapted:
+    """`tokenizer` reads `init_text` (None: the model's saved one, `virtual_tokens.saved_tokenizer`)."""
     freeze_base(model)
-    return EmbeddingOnlyAdapted(model, cfg)
+    return EmbeddingOnlyAdapted(model, cfg, tokenizer)
 
 
 def expected_parameter_count(model: nn.Module, cfg: EmbeddingOnlyConfig, k: int | None = None) -> int:

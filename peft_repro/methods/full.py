@@ -13,7 +13,8 @@ class FullConfig:
     pass
 
 
-def apply(model: nn.Module, cfg: FullConfig) -> Adapted:
+def apply(model: nn.Module, cfg: FullConfig, tokenizer=None) -> Adapted:
+    """Every weight trains; its parameter counts are Adapted's (the base is the trainable weights)."""
     for p in model.parameters():
         p.requires_grad_(True)
     return Adapted(model, "full")

@@ -78,6 +78,10 @@ class FusedAdapted(Adapted):
         """Parameters the cell keeps after training (`Adapted.stored_parameter_count` of the cell alone)."""
         return trainable
 
+    def cell_record_fields(self, index: int) -> dict:
+        """What `Adapted.record_fields` gives for the cell run alone."""
+        return {"num_virtual_tokens": 0}
+
     def cell_parameter_counts(self, index: int) -> dict:
         """What `parameter_counts` gives for the cell run alone."""
         trainable = sum(p.numel() for p in self.cell_params[index].values())

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from ..batching import positions
-from .base import Adapted
-from .prefix import PrefixAdapted, PrefixConfig, freeze_base
+from .base import Adapted, freeze_base
+from .prefix import PrefixAdapted, PrefixConfig
 
 
 @dataclass
@@ -33,8 +33,8 @@ class InfixConfig(PrefixConfig):
 
 
 class InfixAdapted(PrefixAdapted):
-    def __init__(self, model: nn.Module, cfg: InfixConfig):
-        super().__init__(model, cfg, method="infix")
+    method = "infix"
+    peft_type = None  # PEFT has no infix: its prefix tuning puts the keys/values before the source
 
     def _mask(self, attention_mask: torch.Tensor, sees_infix: torch.Tensor, dtype) -> torch.Tensor:
         """(B, 1, L, k + L) mask: infix columns for rows from the separator on, then causal over real tokens."""
@@ -64,8 +64,8 @@ class InfixAdapted(PrefixAdapted):
                           logits_to_keep=logits_to_keep)
 
 
-def apply(model: nn.Module, cfg: InfixConfig) -> Adapted:
+def apply(model: nn.Module, cfg: InfixConfig, tokenizer=None) -> Adapted:
     if model.config.is_encoder_decoder:
         raise ValueError("infix-tuning is implemented for decoder-only models")
     freeze_base(model)
-    return InfixAdapted(model, cfg)
+    return InfixAdapted(model, cfg, tokenizer)

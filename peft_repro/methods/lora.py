@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..models import role_targets
-from .base import Adapted
+from .base import Adapted, freeze_base
 
 
 @dataclass
@@ -93,6 +93,24 @@ class LoRALayer(nn.Module):
             else:
                 weight[rows] += delta
 
+    @property
+    def dropout_rate(self) -> float:
+        return self.dropout.p if isinstance(self.dropout, nn.Dropout) else 0.0
+
+    def peft_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer as one PEFT LoRA pair: (``lora_A.weight`` (rank, d_in), ``lora_B.weight`` (d_out, rank)),
+        rank = r per adapted part. A fused projection with n adapted thirds (GPT-2's ``c_attn``) becomes one LoRA of
+        rank n*r: A stacks the n A's, B is block-diagonal (each third's rows see only its own A; thirds that are not
+        adapted get zero rows). Its alpha is then n*alpha, so that the scale stays alpha/r."""
+        A, B = self.lora_A.detach(), self.lora_B.detach()
+        if self.parts == [None]:
+            return A[0].contiguous(), B[0].contiguous()
+        n, r = len(self.parts), A.shape[1]
+        block = torch.zeros(3, self.part_size, n * r, dtype=B.dtype, device=B.device)
+        for i, part in enumerate(self.parts):
+            block[part, :, i * r:(i + 1) * r] = B[i]
+        return A.reshape(n * r, -1).contiguous(), block.reshape(3 * self.part_size, n * r).contiguous()
+
     def merge(self) -> None:
         if not self.merged:
             self._apply_delta(+1)
@@ -104,14 +122,42 @@ class LoRALayer(nn.Module):
             self.merged = False
 
 
-def apply(model: nn.Module, cfg: LoRAConfig) -> Adapted:
+class LoRAAdapted(Adapted):
+    """The frozen model with LoRA layers in it: its parameters are the layers' ``lora_A``/``lora_B``."""
+
+    method = "lora"
+    trainable_prefix = "lora_"
+    peft_type = "LORA"
+
+    def peft_export(self) -> tuple[dict, dict]:
+        """PEFT LoRA by full module names (a leaf name can be ambiguous: GPT-2's c_proj is both attn.c_proj (o) and
+        mlp.c_proj); a fused projection's rank and alpha go to ``rank_pattern``/``alpha_pattern``
+        (`LoRALayer.peft_weights`). The outputs are exact (dropout too, as both apply one dropout mask to the shared
+        input); only further training in PEFT could fill the zero blocks."""
+        layers = [(name, m) for name, m in self.model.named_modules() if isinstance(m, LoRALayer)]
+        first = layers[0][1]
+        r, alpha = first.lora_A.shape[1], first.scale * first.lora_A.shape[1]
+        weights, rank_pattern, alpha_pattern = {}, {}, {}
+        for name, layer in layers:
+            A, B = layer.peft_weights()
+            if layer.parts != [None]:  # fused thirds: one rank-n*r LoRA
+                rank_pattern[name], alpha_pattern[name] = len(layer.parts) * r, len(layer.parts) * alpha
+            weights[f"base_model.model.{name}.lora_A.weight"] = A
+            weights[f"base_model.model.{name}.lora_B.weight"] = B
+        config = {"r": r, "lora_alpha": alpha, "lora_dropout": first.dropout_rate,
+                  "target_modules": [name for name, _ in layers], "rank_pattern": rank_pattern,
+                  "alpha_pattern": alpha_pattern, "bias": "none", "use_rslora": False,
+                  "fan_in_fan_out": first.conv1d}  # transformers' Conv1D stores (d_in, d_out)
+        return config, weights
+
+
+def apply(model: nn.Module, cfg: LoRAConfig, tokenizer=None) -> Adapted:
     """Freeze `model` and put LoRA layers on every module of the target roles."""
-    for p in model.parameters():
-        p.requires_grad_(False)
+    freeze_base(model)
     for name, layer in new_layers(model, cfg).items():
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, layer)
-    return Adapted(model, "lora")
+    return LoRAAdapted(model)
 
 
 def new_layers(model: nn.Module, cfg: LoRAConfig) -> dict[str, LoRALayer]:

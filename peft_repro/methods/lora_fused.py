@@ -45,7 +45,7 @@ class FusedLoRALayer(nn.Module):
 class FusedLoRA(FusedAdapted):
     """One frozen base model with the LoRA layers of several cells; `use_rows` says which rows are whose."""
 
-    def __init__(self, model: nn.Module, cells: list[tuple[lora.LoRAConfig, int]]):
+    def __init__(self, model: nn.Module, cells: list[tuple[lora.LoRAConfig, int]], tokenizer=None):
         super().__init__(model, "lora", len(cells))
         built = []
         for index, (cfg, seed) in enumerate(cells):

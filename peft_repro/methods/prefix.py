@@ -29,6 +29,9 @@ Initialization (``init``; ``auto``, the default, means ``words`` when ``init_tex
     Adam (lr ``fit_lr`` = 1e-4, ``fit_steps`` = 500, MSE, P' fixed) as the original code's ``lowdata_init_train3``.
 
 ``dropout`` is applied to the prefix keys/values during training (the original code's ``prefix_dropout``).
+
+The parts the prefix family shares (`PrefixEncoder`, caches from keys/values, word activations) are in
+virtual_tokens.py; a run's record keeps the real k (`Adapted.record_fields`), which init words may set.
 """
 from __future__ import annotations
 
@@ -36,9 +39,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import DynamicCache
 
-from .base import Adapted
+from .base import Adapted, freeze_base
+from .virtual_tokens import PrefixEncoder, cache_from_kv, hidden_size, kv_geometry, model_dtype, word_activations, \
+    word_ids
 
 
 @dataclass
@@ -68,133 +72,18 @@ class PrefixConfig:
             raise ValueError(f"prefix dropout must be in [0, 1), got {self.dropout}")
 
 
-def kv_geometry(config) -> tuple[int, int, int]:
-    """(n_layers, kv_heads, head_dim) of a decoder-only model's attention caches."""
-    if config.model_type == "gpt2":
-        return config.n_layer, config.n_head, config.n_embd // config.n_head
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return config.num_hidden_layers, kv_heads, head_dim
-
-
-def hidden_size(config) -> int:
-    return config.n_embd if config.model_type == "gpt2" else config.hidden_size
-
-
-def tokenizer_of(model):
-    """The tokenizer that goes with `model`: set by `models.load_model`, else the byte tokenizer of random models,
-    else the one saved beside the weights."""
-    tok = getattr(model, "_peft_repro_tokenizer", None)
-    if tok is not None:
-        return tok
-    from ..models import byte_tokenizer
-
-    if model.config.vocab_size == 259:
-        return byte_tokenizer()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model.config._name_or_path)
-
-
-def word_ids(model, text: str) -> list[int]:
-    ids = tokenizer_of(model)(text, add_special_tokens=False).input_ids
-    if not ids:
-        raise ValueError(f"init text {text!r} has no tokens")
-    return ids
-
-
-@torch.no_grad()
-def word_activations(model, ids: list[int]) -> torch.Tensor:
-    """Keys/values of the frozen LM on `ids` at positions 0..n-1: (n_layers, 2, n, kv_heads, head_dim)."""
-    device = next(model.parameters()).device
-    x = torch.tensor([ids], device=device)
-    was_training = model.training
-    model.eval()  # no dropout in the activations we copy
-    cache = model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True).past_key_values
-    model.train(was_training)
-    layers = [torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]  # (2, H, n, hd)
-    return torch.stack(layers).transpose(2, 3).float()  # (L, 2, n, H, hd)
-
-
-class PrefixEncoder(nn.Module):
-    """Trainable keys/values of k positions at every layer: forward() -> (n_layers, 2, k, kv_heads, head_dim)."""
-
-    def __init__(self, n_layers: int, kv_heads: int, head_dim: int, k: int, projection: bool, mid_dim: int,
-                 embed_dim: int, dropout: float, device=None):
-        super().__init__()
-        self.geometry = (n_layers, kv_heads, head_dim)
-        self.k = k
-        self.projection = projection
-        out = n_layers * 2 * kv_heads * head_dim
-        if projection:
-            self.prefix_embedding = nn.Parameter(torch.randn(k, embed_dim, device=device))
-            self.prefix_mlp = nn.Sequential(nn.Linear(embed_dim, mid_dim, device=device), nn.Tanh(),
-                                            nn.Linear(mid_dim, out, device=device))
-        else:
-            self.prefix_embedding = nn.Parameter(torch.randn(k, out, device=device))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def flat(self) -> torch.Tensor:
-        """(k, n_layers * 2 * kv_dim), before dropout."""
-        return self.prefix_mlp(self.prefix_embedding) if self.projection else self.prefix_embedding
-
-    def forward(self) -> torch.Tensor:
-        n_layers, kv_heads, head_dim = self.geometry
-        kv = self.dropout(self.flat()).view(self.k, n_layers, 2, kv_heads, head_dim)
-        return kv.permute(1, 2, 0, 3, 4)
-
-    def set_kv(self, kv: torch.Tensor) -> None:
-        """Make the direct prefix equal `kv` (n_layers, 2, k, kv_heads, head_dim)."""
-        assert not self.projection
-        with torch.no_grad():
-            self.prefix_embedding.copy_(kv.permute(2, 0, 1, 3, 4).reshape(self.k, -1))
-
-    def fit(self, kv: torch.Tensor, steps: int, lr: float) -> float:
-        """Fit the MLP (P' fixed) so that it outputs `kv`, as the original code's low-data init. Returns the MSE."""
-        assert self.projection
-        target = kv.permute(2, 0, 1, 3, 4).reshape(self.k, -1).detach()
-        opt = torch.optim.Adam(self.prefix_mlp.parameters(), lr=lr)
-        for _ in range(steps):
-            loss = nn.functional.mse_loss(self.flat(), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            return nn.functional.mse_loss(self.flat(), target).item()
-
-    @torch.no_grad()
-    def freeze(self) -> None:
-        """Evaluate the MLP once and keep only the projected prefix (a direct parameter); the MLP is dropped."""
-        if not self.projection:
-            return
-        projected = self.flat().detach().clone()
-        del self.prefix_mlp
-        self.projection = False
-        self.prefix_embedding = nn.Parameter(projected)
-
-
-def cache_from_kv(kv: torch.Tensor, batch_size: int, dtype=None) -> DynamicCache:
-    """A DynamicCache holding `kv` (n_layers, 2, k, kv_heads, head_dim) for every row; gradients flow through it."""
-    if dtype is not None:
-        kv = kv.to(dtype)
-    kv = kv.transpose(2, 3)  # (L, 2, H, k, hd)
-    rows = (batch_size, -1, -1, -1)
-    return DynamicCache([(layer[0][None].expand(*rows), layer[1][None].expand(*rows)) for layer in kv])
-
-
-def model_dtype(model) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
 class PrefixAdapted(Adapted):
-    """The frozen model plus a trainable prefix; `initial_cache` holds its keys/values."""
+    """The frozen model plus a trainable prefix; `initial_cache` holds its keys/values. PEFT's counterpart is prefix
+    tuning without projection (the projected prefix is what it loads)."""
 
-    def __init__(self, model: nn.Module, cfg: PrefixConfig, method: str = "prefix"):
-        super().__init__(model, method)
+    method = "prefix"
+    peft_type = "PREFIX_TUNING"
+
+    def __init__(self, model: nn.Module, cfg: PrefixConfig, tokenizer=None):
+        super().__init__(model)
         n_layers, kv_heads, head_dim = kv_geometry(model.config)
         device = next(model.parameters()).device
-        ids = word_ids(model, cfg.init_text) if cfg.init_text else None  # init=random keeps only their count
+        ids = word_ids(model, cfg.init_text, tokenizer) if cfg.init_text else None  # init=random: only their count
         k = len(ids) if ids is not None else cfg.num_virtual_tokens
         self.num_virtual_tokens = k
         self.prefix = PrefixEncoder(n_layers, kv_heads, head_dim, k, cfg.projection, cfg.mid_dim,
@@ -211,8 +100,7 @@ class PrefixAdapted(Adapted):
         return cache_from_kv(self.prefix(), batch_size, model_dtype(self.model))
 
     def stored_parameter_count(self, trainable: int) -> int:
-        n_layers, kv_heads, head_dim = self.prefix.geometry
-        return self.prefix.k * n_layers * 2 * kv_heads * head_dim
+        return self.prefix.stored_parameter_count()
 
     def freeze_prefix(self) -> None:
         """Drop the MLP and keep the projected prefix: same outputs, k * n_layers * 2 * kv_dim parameters."""
@@ -225,16 +113,22 @@ class PrefixAdapted(Adapted):
             return self.prefix.flat().view(self.num_virtual_tokens, n_layers, 2, kv_heads, head_dim) \
                 .permute(1, 2, 0, 3, 4).clone()
 
+    def peft_export(self) -> tuple[dict, dict]:
+        """``prompt_embeddings`` (k, n_layers * 2 * kv_dim): the projected prefix, whose per-token layout [layer,
+        key/value, kv-head, head_dim] is PEFT's. Under GQA PEFT sizes the prefix by the kv-heads: ``token_dim`` =
+        kv_dim and ``num_attention_heads`` = kv-heads."""
+        kv = self.export_prefix()  # (L, 2, k, kv_heads, head_dim): projected, no dropout
+        n_layers, _, k, kv_heads, head_dim = kv.shape
+        config = {"num_virtual_tokens": k, "num_layers": n_layers, "token_dim": kv_heads * head_dim,
+                  "num_attention_heads": kv_heads, "num_transformer_submodules": 1, "prefix_projection": False}
+        return config, {"prompt_embeddings": kv.permute(2, 0, 1, 3, 4).reshape(k, -1).contiguous()}
 
-def freeze_base(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.requires_grad_(False)
 
-
-def apply(model: nn.Module, cfg: PrefixConfig) -> Adapted:
-    """Decoder-only models; the registry (methods/__init__.py) sends encoder-decoder ones to prefix_seq2seq."""
+def apply(model: nn.Module, cfg: PrefixConfig, tokenizer=None) -> Adapted:
+    """Decoder-only models; the registry (methods/__init__.py) sends encoder-decoder ones to prefix_seq2seq.
+    `tokenizer` reads `init_text` (None: the model's saved one, `virtual_tokens.saved_tokenizer`)."""
     freeze_base(model)
-    return PrefixAdapted(model, cfg)
+    return PrefixAdapted(model, cfg, tokenizer)
 
 
 def expected_parameter_count(model: nn.Module, cfg: PrefixConfig, k: int | None = None) -> int:

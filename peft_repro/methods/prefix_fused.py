@@ -13,17 +13,18 @@ from transformers import DynamicCache
 
 from ..train import seed_everything
 from .fused_cells import FusedAdapted
-from .prefix import PrefixAdapted, PrefixConfig, model_dtype
+from .prefix import PrefixAdapted, PrefixConfig
+from .virtual_tokens import model_dtype
 
 
 class FusedPrefix(FusedAdapted):
-    def __init__(self, model: nn.Module, cells: list[tuple[PrefixConfig, int]]):
+    def __init__(self, model: nn.Module, cells: list[tuple[PrefixConfig, int]], tokenizer=None):
         super().__init__(model, "prefix", len(cells))
         self.encoders = nn.ModuleList()
         self.ks: list[int] = []
         for index, (cfg, seed) in enumerate(cells):
             seed_everything(seed)  # the draws of `prefix.apply` in a run of this seed
-            alone = PrefixAdapted(model, cfg)
+            alone = PrefixAdapted(model, cfg, tokenizer)
             self.encoders.append(alone.prefix)
             self.ks.append(alone.num_virtual_tokens)
             self.cell_params[index] = {f"prefix.{n}": p for n, p in alone.prefix.named_parameters()}
@@ -58,5 +59,7 @@ class FusedPrefix(FusedAdapted):
         return DynamicCache([(layer[0], layer[1]) for layer in kv])
 
     def cell_stored(self, index: int, trainable: int) -> int:
-        n_layers, kv_heads, head_dim = self.encoders[index].geometry
-        return self.ks[index] * n_layers * 2 * kv_heads * head_dim
+        return self.encoders[index].stored_parameter_count()
+
+    def cell_record_fields(self, index: int) -> dict:
+        return {"num_virtual_tokens": self.ks[index]}  # the real k of the cell (init words may set it)

@@ -26,8 +26,8 @@ from torch import nn
 from transformers import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from .base import Adapted
-from .prefix import PrefixEncoder, cache_from_kv, freeze_base, model_dtype
+from .base import Adapted, freeze_base
+from .virtual_tokens import PrefixEncoder, cache_from_kv, model_dtype
 
 PARTS = ("encoder", "decoder", "cross")
 
@@ -69,8 +69,10 @@ def _mask4d(allowed: torch.Tensor, model, dtype) -> torch.Tensor:
 
 
 class Seq2SeqPrefixAdapted(Adapted):
+    method = "prefix"  # PEFT export: decoder-only models only (its seq2seq prefix tuning is the decoder part alone)
+
     def __init__(self, model: nn.Module, cfg):
-        super().__init__(model, "prefix")
+        super().__init__(model)
         if cfg.init != "random":
             raise ValueError("encoder-decoder prefixes support init=random only")
         parts = tuple(cfg.seq2seq_parts)
@@ -96,8 +98,11 @@ class Seq2SeqPrefixAdapted(Adapted):
 
     def stored_parameter_count(self, trainable: int) -> int:
         """The projected prefixes of every part (the MLPs are dropped after training)."""
-        encoders = [getattr(self, f"prefix_{part}") for part in self.parts]
-        return sum(e.k * e.geometry[0] * 2 * e.geometry[1] * e.geometry[2] for e in encoders)
+        return sum(getattr(self, f"prefix_{part}").stored_parameter_count() for part in self.parts)
+
+    def record_fields(self) -> dict:
+        """k, the length of each part's prefix (`num_virtual_tokens`, the decoder-only cache offset, stays 0)."""
+        return {"num_virtual_tokens": self.k}
 
     def _inject_encoder_prefix(self, module, args, kwargs):
         if self._encoder_cache is not None:
@@ -183,6 +188,7 @@ def expected_parameter_count(model, cfg) -> int:
     return sum(cfg.num_virtual_tokens * layers[p] * 2 * heads * head_dim for p in cfg.seq2seq_parts)
 
 
-def apply(model: nn.Module, cfg) -> Adapted:
+def apply(model: nn.Module, cfg, tokenizer=None) -> Adapted:
+    """`tokenizer`: unused (encoder-decoder prefixes have no word init)."""
     freeze_base(model)
     return Seq2SeqPrefixAdapted(model, cfg)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .base import Adapted
-from .prefix import freeze_base
+from .base import Adapted, freeze_base
 
 
 @dataclass
@@ -15,6 +14,6 @@ class ZeroShotConfig:
     pass
 
 
-def apply(model: nn.Module, cfg: ZeroShotConfig) -> Adapted:
+def apply(model: nn.Module, cfg: ZeroShotConfig, tokenizer=None) -> Adapted:
     freeze_base(model)
     return Adapted(model, "zero_shot")
