@@ -26,5 +26,5 @@ def test_prompt_vs_emb_vs_prefix_smoke(tmp_path: Path):
     assert by_method["discrete_prompt"]["params"]["trainable"] == 0
     assert by_method["embedding_only"]["params"]["trainable"] > 0 and by_method["prefix"]["params"]["trainable"] > 0
     assert [row.split(" | ")[0] for row in our_rows(table)] == ["| DISCRETE", "| EMB-10", "| PREFIX-10"]
-    assert all("–" not in cell for row in our_rows(table) for cell in row.split(" | ")[2:7])
+    assert all("–" not in cell for row in our_rows(table) for cell in row.split(" | ")[2:4])  # smoke: BLEU, NIST
     assert runs_in_table(table) == {r["record"] for r in records}

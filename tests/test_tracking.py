@@ -43,7 +43,7 @@ def test_wandb_offline_run_is_written(tmp_path: Path, monkeypatch):
     assert run["name"] == "cell-1" and run["project"] == "peft_repro_test"
     assert set(run["tags"]) == {"lora", "mnli", "tiny_llama", "lora_rank_sweep", "smoke"}
     assert run["config"]["method"] == CONFIG["method"] and run["config"]["experiment"] == "lora_rank_sweep"
-    assert run["config"]["table_row"] == "Wq,Wv" and run["config"]["table_col"] == "4"
+    assert run["config"]["table_row"] == "Wq,Wv (mnli)" and run["config"]["table_col"] == "4"
 
 
 def test_table_cell_and_tags():
