@@ -158,18 +158,20 @@ def test_java_metrics_ignore_case(example):
     assert scores_equal(swapped, score_e2e(outputs, references, metrics=("ROUGE_L", "CIDEr")))
 
 
+@pytest.fixture
+def jvm_starts(monkeypatch) -> list:
+    """The commands of the processes the scorer starts from now on; the process's JVM is closed first."""
+    starts, real_popen = [], _coco.subprocess.Popen
+    monkeypatch.setattr(_coco.subprocess, "Popen",
+                        lambda command, **kw: starts.append(command) or real_popen(command, **kw))
+    _coco.close_jvm()
+    return starts
+
+
 @needs_java
-def test_java_metrics_ignore_mr_order_in_one_jvm(example, monkeypatch):
+def test_java_metrics_ignore_mr_order_in_one_jvm(example, jvm_starts):
     outputs, references, expected = example
-    commands = []
-
-    def popen(command, **kwargs):
-        commands.append(command)
-        return real_popen(command, **kwargs)
-
-    real_popen = _coco.subprocess.Popen
-    monkeypatch.setattr(_coco.subprocess, "Popen", popen)
-    _coco.close_jvm()  # this test's evaluation starts the process's JVM
+    commands = jvm_starts  # this test's evaluation starts the process's JVM
     order = [3, 7, 0, 9, 5, 1, 8, 2, 6, 4]
     shuffled = score_e2e([outputs[i] for i in order], [references[i] for i in order], metrics=JAVA_METRICS)
     assert [c[0] for c in commands] == ["java"]
@@ -224,21 +226,15 @@ def wait_until(condition, seconds: float = 30) -> bool:
 
 @needs_conformance
 @needs_java
-def test_evaluations_in_one_process_share_one_jvm_and_score_as_fresh_ones(example, monkeypatch):
+def test_evaluations_in_one_process_share_one_jvm_and_score_as_fresh_ones(example, jvm_starts):
     outputs, references, _ = example
     other = ([o.upper() for o in outputs[5:]] + outputs[:2], references[5:] + references[:2])
     fresh = []
     for data in ((outputs, references), other):
         _coco.close_jvm()
         fresh.append(score_e2e(*data))
-    commands = []
-
-    def popen(command, **kwargs):
-        commands.append(command)
-        return real_popen(command, **kwargs)
-
-    real_popen = _coco.subprocess.Popen
-    monkeypatch.setattr(_coco.subprocess, "Popen", popen)
+    commands = jvm_starts
+    commands.clear()
     _coco.close_jvm()
     reused = [score_e2e(*data) for data in ((outputs, references), other, (outputs, references))]
     assert len(commands) == 1, "three evaluations, one JVM"
