@@ -254,6 +254,18 @@ def complete_test(cfg: DictConfig, task, path: Path, record: dict) -> dict | Non
     return record
 
 
+def recorded_zero_shot(folder: Path, setting: dict) -> Path | None:
+    """A zero-shot record of this setting and these test items written under an older key (a key changes when a
+    config gains a key that says where inputs come from, such as `task.hub_fallback`)."""
+    for path in sorted(folder.glob("zero_shot-*.json")):
+        record = results.load_json(path)
+        if (record.get("test_items", {}).get("ids") == setting["items"]
+                and results.same_settings(results.eval_setting(record["config"]),
+                                          {"model": setting["model"], "task": setting["task"]})):
+            return path
+    return None
+
+
 def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConfig | None, trainer: TrainConfig):
     """The untrained base model on this run's test items, prompt and decoding, recorded once per such setting in
     `runs/zero_shot/<scale>/` (every table's zero-shot row); a run that finds it, or finds another run making it,
@@ -267,6 +279,9 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     lock = path.with_suffix(".lock")
     if path.exists():
         return path
+    recorded = recorded_zero_shot(path.parent, setting)
+    if recorded:
+        return recorded
     if not claim(lock):
         log.info("zero-shot %s is being recorded by another run", key)
         return path

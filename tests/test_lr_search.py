@@ -81,3 +81,11 @@ def test_method_zero_shot_records_an_experiments_zero_shot_row_once(tmp_path: Pa
     assert run_main("+experiment=xsum_main", "scale=smoke", "method=zero_shot", "hydra.mode=RUN",
                     f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run2").returncode == 0
     assert len(load_records(tmp_path, "zero_shot", "smoke")) == 2
+    # a record of the same setting under an older key (made when the model config had a cache_dir key) is found
+    [path] = [p for p in (tmp_path / "runs" / "zero_shot" / "smoke").glob("*.json")
+              if json.loads(p.read_text())["config"]["task"]["name"] == "mnli"]
+    older = json.loads(path.read_text())
+    older["config"]["model"]["cache_dir"] = "~/.cache/peft_repro"
+    path.unlink()
+    (path.parent / "zero_shot-0123456789ab.json").write_text(json.dumps(older))
+    assert run_main(*args).returncode == 0 and len(load_records(tmp_path, "zero_shot", "smoke")) == 2
