@@ -1,5 +1,5 @@
-"""Fused training (issue 13): many LoRA cells of one sweep train and evaluate together on one loaded base model
-(peft_repro/methods/lora_fused.py).
+"""Fused training (issue 13): many cells of one sweep (LoRA, prefix, infix or embedding-only) train and evaluate
+together on one loaded base model (peft_repro/methods/*_fused.py).
 
 A fused batch is the cells' own batches one after the other. A cell keeps everything it has when run alone (`train.train`): its seed (the initial
 A; dropout masks from its own random stream, drawn at its own batch width), data order, batch size and
@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import IGNORE, collate_train, encode_examples, length_grouped_batches
-from .methods.lora_fused import FusedLoRA
+from .methods.fused_cells import FusedAdapted
 from .evaluation import Evaluator, test_record
 from .train import Diverged, TrainConfig, lr_schedule
 
@@ -78,7 +78,7 @@ class _CellRun:
     diverged: Diverged | None = None
 
 
-def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainConfig], dev_decode, test_decode,
+def train_fused(model: FusedAdapted, tokenizer, task, task_cfg, cfgs: list[TrainConfig], dev_decode, test_decode,
                 evaluate_test: list[bool], loggers: list | None = None, max_rows: int = 64) -> list[dict | Diverged]:
     """Train every cell of `model` (cell i with `cfgs[i]`), each selected on dev; per cell what `train.train`
     returns (with the selected `state`; no test results where `evaluate_test[i]` is False), or its `Diverged`.
@@ -105,7 +105,7 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
         return torch.autocast(device.type, torch.bfloat16, enabled=use_bf16)
 
     positions = max(len(r.plan) for r in runs)
-    bar = tqdm(total=positions, desc=f"train {len(runs)} fused lora cells")
+    bar = tqdm(total=positions, desc=f"train {len(runs)} fused {model.method} cells")
     flush_every = min(cfg.log_every for cfg in cfgs)
     for position in range(positions):
         active = [r for r in runs if position < len(r.plan) and r.diverged is None]
@@ -114,7 +114,7 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
         model.train()
         started = time.time()
         losses = {}
-        for chunk in _chunks(active, position, max_rows, lengths, PAD_SLACK[device.type]):
+        for chunk in _chunks(active, position, max_rows, lengths, PAD_SLACK[device.type], model.cell_width):
             with autocast():
                 losses |= _forward_backward(model, chunk, position, data, tokenizer.pad_token_id, device)
         for r in active:
@@ -156,12 +156,14 @@ def train_fused(model: FusedLoRA, tokenizer, task, task_cfg, cfgs: list[TrainCon
     return outs
 
 
-def _chunks(active: list[_CellRun], position: int, max_rows: int, lengths: list[int], slack: float):
+def _chunks(active: list[_CellRun], position: int, max_rows: int, lengths: list[int], slack: float,
+            cell_width=lambda index: 0):
     """The cells' micro-batches of one fused step, in forward passes of at most `max_rows` rows. A pass pads every
     row to its widest cell, so cells of similar width go together: a cell `slack` times narrower than the pass's
     widest starts a new pass (a cell's rows are never split). On a CPU, where one pass of many rows costs what
-    separate passes cost, `PAD_SLACK` keeps only cells of equal width together; on a GPU a pass is cheap to widen."""
-    width = {r.index: max(lengths[i] for i in r.plan[position].batch) for r in active}
+    separate passes cost, `PAD_SLACK` keeps only cells of equal width together; on a GPU a pass is cheap to widen.
+    `cell_width`: positions a cell adds to its rows (embedding-only's virtual tokens)."""
+    width = {r.index: max(lengths[i] for i in r.plan[position].batch) + cell_width(r.index) for r in active}
     chunk, rows = [], 0
     for r in sorted(active, key=lambda r: -width[r.index]):
         n = len(r.plan[position].batch)
@@ -174,7 +176,7 @@ def _chunks(active: list[_CellRun], position: int, max_rows: int, lengths: list[
         yield chunk
 
 
-def _forward_backward(model: FusedLoRA, chunk: list[_CellRun], position: int, data, pad_id: int, device) -> dict:
+def _forward_backward(model: FusedAdapted, chunk: list[_CellRun], position: int, data, pad_id: int, device) -> dict:
     """One forward and backward over the cells' micro-batches, one after the other; each cell's loss is the mean
     over its own target tokens (divided by its accumulation steps, as accelerate does)."""
     batches = [collate_train([data[i] for i in r.plan[position].batch], pad_id) for r in chunk]
@@ -186,10 +188,11 @@ def _forward_backward(model: FusedLoRA, chunk: list[_CellRun], position: int, da
     ids = torch.cat([left(b["input_ids"], pad_id) for b in batches]).to(device)
     mask = torch.cat([left(b["attention_mask"], 0) for b in batches]).to(device)
     labels = torch.cat([left(b["labels"], IGNORE) for b in batches]).to(device)
+    source_lens = torch.cat([b["source_lens"] for b in batches]).to(device)  # infix sits between source and target
     keep = max(b["target_width"] for b in batches) + 1
     model.use_rows([r.index for r, b in zip(chunk, batches) for _ in range(len(b["input_ids"]))],
                    [b["input_ids"].shape[1] for b in batches])
-    logits = model(ids, mask, logits_to_keep=keep).logits[:, :-1].float()
+    logits = model(ids, mask, logits_to_keep=keep, source_lens=source_lens).logits[:, :-1].float()
     targets = labels[:, -keep + 1:]
     token_loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE,
                                                    reduction="none").view(targets.shape)
@@ -238,7 +241,7 @@ def _flush(active: list[_CellRun]) -> None:
         r.pending = []
 
 
-def _evaluate_dev(model: FusedLoRA, evaluator: Evaluator, ending: list[_CellRun], position: int, decode) -> None:
+def _evaluate_dev(model: FusedAdapted, evaluator: Evaluator, ending: list[_CellRun], position: int, decode) -> None:
     """The dev evaluation that ends an epoch of these cells, decoded together; then each cell's selection."""
     primary = evaluator.task.primary_metric
     preds, items, _ = _predict_cells(model, evaluator, [r.index for r in ending], "dev", decode)
@@ -252,7 +255,7 @@ def _evaluate_dev(model: FusedLoRA, evaluator: Evaluator, ending: list[_CellRun]
             r.best = {"epoch": epoch, "value": dev[primary], "dev": dev, "state": model.cell_state(r.index)}
 
 
-def _predict_cells(model: FusedLoRA, evaluator: Evaluator, cells: list[int], split: str, decode):
+def _predict_cells(model: FusedAdapted, evaluator: Evaluator, cells: list[int], split: str, decode):
     """Each cell's predictions on `split` (all cells' items decoded together), the items and the seconds taken."""
     started = time.time()
     items = evaluator.task.eval_items(split)
@@ -262,7 +265,7 @@ def _predict_cells(model: FusedLoRA, evaluator: Evaluator, cells: list[int], spl
     return [preds[i * n:(i + 1) * n] for i in range(len(cells))], items, time.time() - started
 
 
-def evaluate_cells(model: FusedLoRA, evaluator: Evaluator, cells: list[int], split: str, decode) -> list[dict]:
+def evaluate_cells(model: FusedAdapted, evaluator: Evaluator, cells: list[int], split: str, decode) -> list[dict]:
     """Each cell's test results (`train.test_results`), all cells decoded together."""
     preds, items, seconds = _predict_cells(model, evaluator, cells, split, decode)
     return [test_record(evaluator.task, own, items, seconds / len(cells)) for own in preds]

@@ -1,6 +1,7 @@
 """What `hydra/launcher=fused` runs (the Hydra side: hydra_plugins/peft_repro_launcher): a sweep's jobs, with the
-LoRA cells, and the prefix-tuning cells, that share a base model, task and evaluation trained together
-(peft_repro/fused.py) and every other job run one by one as the local launcher runs it (`run.run`).
+cells that share a method (LoRA, prefix-tuning direct or through the MLP, infix, embedding-only), base model, task
+and evaluation trained together (peft_repro/fused.py), and every other job run one by one as the local launcher
+runs it (`run.run`).
 
 Records are the cells' own, written as each group ends: a killed sweep, run again, skips the finished cells and
 trains the others. Under `lr_search` the grid points of every fused job train first, as one group (tests wait for
@@ -21,9 +22,10 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from .fused import train_fused
+from .methods.embedding_only_fused import FusedEmbeddingOnly
 from .methods.fused_cells import base_has_dropout
 from .methods.lora_fused import FusedLoRA
-from .methods.prefix_fused import FusedPrefix
+from .methods.prefix_fused import FusedInfix, FusedPrefix
 from .lr_search import claim, grid_points
 from .methods import method_config
 from .models import load_model
@@ -36,9 +38,9 @@ log = logging.getLogger(__name__)
 Job = tuple[DictConfig, list[str], Path]  # a job's config, its overrides, its output folder
 
 
-FUSED = {"lora": FusedLoRA, "prefix": FusedPrefix}  # full fine-tuning changes the base; embedding-only, infix and
-# discrete prompts run one by one (`run.run`; a fused group calls no `Adapted.prepare`: a method with a pre-training
-# hook is not fused)
+FUSED = {"lora": FusedLoRA, "prefix": FusedPrefix, "infix": FusedInfix, "embedding_only": FusedEmbeddingOnly}
+# full fine-tuning changes the base, and discrete prompts choose their prompt before training (`Adapted.prepare`,
+# which a fused group does not call): they run one by one (`run.run`)
 
 
 def fusible(cfg: DictConfig) -> bool:

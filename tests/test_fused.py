@@ -5,10 +5,14 @@ import pytest
 import torch
 
 from peft_repro.decoding import DecodeConfig
+from peft_repro import fused as fused_module
 from peft_repro.fused import train_fused, training_plan
 from peft_repro.methods.lora_fused import FusedLoRA
 from peft_repro.methods.prefix import PrefixConfig
-from peft_repro.methods.prefix_fused import FusedPrefix
+from peft_repro.methods.embedding_only import EmbeddingOnlyConfig
+from peft_repro.methods.embedding_only_fused import FusedEmbeddingOnly
+from peft_repro.methods.infix import InfixConfig
+from peft_repro.methods.prefix_fused import FusedInfix, FusedPrefix
 from peft_repro.methods import apply_method
 from peft_repro.methods.lora import LoRAConfig
 from peft_repro.train import TrainConfig, seed_everything, train
@@ -67,15 +71,33 @@ PREFIX_CELLS = [
 ]
 
 
-def test_a_mixed_fused_prefix_group_trains_each_cell_as_it_trains_alone(tokenizer, tmp_path: Path):
+# embedding-only: k 1, 10, 5 (from init words) and 20; directly and through the MLP; word, vocabulary and random init
+EMB_CELLS = [
+    (dict(num_virtual_tokens=1, reparam="none"), dict(seed=0, lr=1e-2, batch_size=2)),
+    (dict(num_virtual_tokens=10, mid_dim=16), dict(seed=1, lr=5e-3, batch_size=4)),
+    (dict(mid_dim=16, init="words", init_text="copy:"), dict(seed=0, lr=1e-3, batch_size=3)),
+    (dict(num_virtual_tokens=20, reparam="none", init="vocab"), dict(seed=2, lr=1e-3, batch_size=4, grad_accum=2)),
+]
+
+FUSED_GROUPS = {"prefix": (FusedPrefix, PrefixConfig, PREFIX_CELLS),
+                "infix": (FusedInfix, InfixConfig, PREFIX_CELLS),
+                "embedding_only": (FusedEmbeddingOnly, EmbeddingOnlyConfig, EMB_CELLS)}
+
+
+@pytest.mark.parametrize("slack", [1.0, 10.0])  # passes of equal widths only (CPU), or of all cells (k mixed)
+@pytest.mark.parametrize("method", FUSED_GROUPS)
+def test_a_mixed_fused_virtual_token_group_trains_each_cell_as_it_trains_alone(method, slack, tokenizer,
+                                                                                tmp_path: Path, monkeypatch):
+    """Cells of k 1, 5, 10 and 20 (prefix, infix, embedding-only): each ends where it ends alone."""
+    monkeypatch.setitem(fused_module.PAD_SLACK, "cpu", slack)
     task = CopyTask()
-    trainers = [TrainConfig(**{**BASE, "log_every": 1, **t}) for _, t in PREFIX_CELLS]
-    fused = FusedPrefix(tiny_model("llama"), [(PrefixConfig(**c), t.seed) for (c, _), t in zip(PREFIX_CELLS,
-                                                                                                 trainers)])
+    fused_class, config_class, cells = FUSED_GROUPS[method]
+    trainers = [TrainConfig(**{**BASE, "log_every": 1, **t}) for _, t in cells]
+    fused = fused_class(tiny_model("llama"), [(config_class(**c), t.seed) for (c, _), t in zip(cells, trainers)])
     assert fused.ks == [1, 10, len("copy:"), 20]  # the byte tokenizer: one token per character
-    outs = train_fused(fused, tokenizer, task, task.cfg, trainers, DEV, TEST, [True] * len(PREFIX_CELLS))
-    for index, ((prefix, _), trainer) in enumerate(zip(PREFIX_CELLS, trainers)):
-        expected, state = alone(tokenizer, task, prefix, trainer, tmp_path, name="prefix")
+    outs = train_fused(fused, tokenizer, task, task.cfg, trainers, DEV, TEST, [True] * len(cells))
+    for index, ((prefix, _), trainer) in enumerate(zip(cells, trainers)):
+        expected, state = alone(tokenizer, task, prefix, trainer, tmp_path, name=method)
         out = outs[index]
         assert [h.get("loss") for h in out["history"]] == pytest.approx(
             [h.get("loss") for h in expected["history"]], abs=1e-5), index
@@ -126,6 +148,28 @@ def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
                                                                             abs=1e-5)
         assert fused["test_items"] == alone["test_items"]
         assert {**fused["config"], "results_dir": None} == {**alone["config"], "results_dir": None}
+
+
+@needs_data("e2e")
+def test_a_fused_emb_vs_infix_sweep_records_what_the_local_launcher_records(tmp_path: Path):
+    """Embedding-only and infix at k 1 and 5: one fused group per method; each record equals the default
+    launcher's."""
+    args = ["+experiment=emb_vs_infix", "scale=smoke", "method=embedding_only,infix", "method.num_virtual_tokens=1,5",
+            "task.test_metrics=[BLEU]", "lr_search=null", "logger=none"]
+    records = {}
+    for launcher in ("fused", "basic"):
+        out = run_main(*args, f"hydra/launcher={launcher}", f"results_dir={tmp_path / launcher}",
+                       f"hydra.sweep.dir={tmp_path / launcher}/multirun")
+        assert out.returncode == 0, out.stderr[-3000:]
+        records[launcher] = {r["record"]: r for r in load_records(tmp_path / launcher, "emb_vs_infix", "smoke")}
+    assert len(records["fused"]) == 4 and records["fused"].keys() == records["basic"].keys()
+    for key, alone in records["basic"].items():
+        fused = records["fused"][key]
+        assert fused["fused_cells"] == 2 and "fused_cells" not in alone
+        assert fused["dev"] == alone["dev"] and fused["test"] == alone["test"], key
+        assert fused["params"] == alone["params"] and fused["num_virtual_tokens"] == alone["num_virtual_tokens"]
+        assert [h.get("loss") for h in fused["history"]] == pytest.approx([h.get("loss") for h in alone["history"]],
+                                                                            abs=1e-5)
 
 
 def test_a_diverging_cell_stops_at_the_step_it_stops_alone_and_the_others_go_on(tokenizer, tmp_path: Path):

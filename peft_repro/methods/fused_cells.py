@@ -82,6 +82,10 @@ class FusedAdapted(Adapted):
         """What `Adapted.record_fields` gives for the cell run alone."""
         return {"num_virtual_tokens": 0}
 
+    def cell_width(self, index: int) -> int:
+        """Positions the cell adds to each row of a forward pass (embedding-only's virtual tokens)."""
+        return 0
+
     def cell_parameter_counts(self, index: int) -> dict:
         """What `parameter_counts` gives for the cell run alone."""
         trainable = sum(p.numel() for p in self.cell_params[index].values())
@@ -89,6 +93,36 @@ class FusedAdapted(Adapted):
         stored = self.cell_stored(index, trainable)
         return {"trainable": trainable, "base": base, "trainable_pct": 100.0 * trainable / base,
                 "stored": stored, "stored_pct": 100.0 * stored / base}
+
+
+class FusedVirtualTokens(FusedAdapted):
+    """Cells with k_i virtual tokens each (prefix, infix, embedding-only): the model holds K = max k_i positions, a
+    row of a cell with fewer has its own at the right end of them and the rest masked, and its real tokens start at
+    position k_i, as in the cell run alone."""
+
+    def __init__(self, model: nn.Module, method: str, cell_count: int):
+        super().__init__(model, method, cell_count)
+        self.ks: list[int] = []
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return max(self.ks)
+
+    def row_ks(self, device) -> torch.Tensor:
+        """(batch, 1): each row's cell's k, from the layout."""
+        return torch.cat([torch.full((rows, 1), self.ks[int(cell)], device=device)
+                          for cell, rows, _ in self.layout.runs])
+
+    def virtual_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        k = self.row_ks(attention_mask.device)
+        return (torch.arange(self.num_virtual_tokens, device=k.device) >= self.num_virtual_tokens - k).to(
+            attention_mask.dtype)
+
+    def virtual_offsets(self) -> torch.Tensor:
+        return self.row_ks(next(self.model.parameters()).device)
+
+    def cell_record_fields(self, index: int) -> dict:
+        return {"num_virtual_tokens": self.ks[index]}  # the real k of the cell (init words may set it)
 
 
 def base_has_dropout(model: nn.Module) -> bool:

@@ -37,13 +37,15 @@ class InfixAdapted(PrefixAdapted):
     peft_type = None  # PEFT has no infix: its prefix tuning puts the keys/values before the source
 
     def _mask(self, attention_mask: torch.Tensor, sees_infix: torch.Tensor, dtype) -> torch.Tensor:
-        """(B, 1, L, k + L) mask: infix columns for rows from the separator on, then causal over real tokens."""
+        """(B, 1, L, k + L) mask: infix columns for rows from the separator on, then causal over real tokens. A fused
+        row whose cell has fewer infix positions than the cache holds sees only its own (`virtual_mask`)."""
         batch, length = attention_mask.shape
         cols = torch.arange(length, device=attention_mask.device)
         causal = cols[None, :] <= cols[:, None]
         allowed = causal[None] & attention_mask.bool()[:, None, :]
         allowed |= torch.eye(length, dtype=torch.bool, device=cols.device)[None]  # padding rows: no empty row
-        allowed = torch.cat([sees_infix[:, :, None].expand(-1, -1, self.num_virtual_tokens), allowed], dim=-1)
+        infix_cols = self.virtual_mask(attention_mask).bool()[:, None, :]
+        allowed = torch.cat([sees_infix[:, :, None] & infix_cols, allowed], dim=-1)
         if self.model.config._attn_implementation == "sdpa":
             return allowed[:, None]
         return torch.zeros(allowed.shape, dtype=dtype, device=cols.device) \
@@ -57,7 +59,7 @@ class InfixAdapted(PrefixAdapted):
             source_lens = lengths
         separator = length - (lengths - source_lens.to(lengths.device)) - 1  # column of x_s
         sees_infix = torch.arange(length, device=input_ids.device)[None, :] >= separator[:, None]
-        pos = positions(attention_mask) + self.num_virtual_tokens * sees_infix.long()
+        pos = positions(attention_mask) + self.virtual_offsets() * sees_infix.long()  # k: per row when fused
         mask = self._mask(attention_mask, sees_infix, next(self.model.parameters()).dtype)
         return self.model(input_ids=input_ids, attention_mask=mask, position_ids=pos,
                           past_key_values=self.initial_cache(batch), use_cache=use_cache,

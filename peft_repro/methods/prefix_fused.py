@@ -1,9 +1,11 @@
-"""Many prefix-tuning cells (direct or through the MLP, any k) on one frozen decoder-only model (fused sweeps:
-peft_repro/fused.py; shared parts: fused_cells.py).
+"""Many prefix-tuning cells (direct or through the MLP, any k), or many infix-tuning cells, on one frozen
+decoder-only model (fused sweeps: peft_repro/fused.py; shared parts: fused_cells.py).
 
 Each row's cache starts with its cell's k keys/values at every layer. Cells of different k share a batch: the cache
 holds K = the largest k positions, a row of a cell with fewer has its prefix at the right end of them and the rest
-masked, and its real tokens start at position k, as in the cell run alone (`prefix.PrefixAdapted`).
+masked, and its real tokens start at position k, as in the cell run alone (`prefix.PrefixAdapted`). Infix cells keep
+their keys/values in the same place and show them, as `infix.InfixAdapted` does, only to the rows' positions from the
+separator on.
 """
 from __future__ import annotations
 
@@ -12,37 +14,25 @@ from torch import nn
 from transformers import DynamicCache
 
 from ..train import seed_everything
-from .fused_cells import FusedAdapted
+from .fused_cells import FusedVirtualTokens
+from .infix import InfixAdapted
 from .prefix import PrefixAdapted, PrefixConfig
 from .virtual_tokens import model_dtype
 
 
-class FusedPrefix(FusedAdapted):
+class FusedPrefix(FusedVirtualTokens):
+    alone = PrefixAdapted  # what a cell is when run alone
+
     def __init__(self, model: nn.Module, cells: list[tuple[PrefixConfig, int]], tokenizer=None):
-        super().__init__(model, "prefix", len(cells))
+        super().__init__(model, self.alone.method, len(cells))
         self.encoders = nn.ModuleList()
-        self.ks: list[int] = []
         for index, (cfg, seed) in enumerate(cells):
-            seed_everything(seed)  # the draws of `prefix.apply` in a run of this seed
-            alone = PrefixAdapted(model, cfg, tokenizer)
+            seed_everything(seed)  # the draws of the method's `apply` in a run of this seed
+            alone = self.alone(model, cfg, tokenizer)
             self.encoders.append(alone.prefix)
             self.ks.append(alone.num_virtual_tokens)
             self.cell_params[index] = {f"prefix.{n}": p for n, p in alone.prefix.named_parameters()}
             self.start_stream(index, seed)
-        self.num_virtual_tokens = max(self.ks)
-
-    def _row_ks(self, device) -> torch.Tensor:
-        """(batch, 1): each row's cell's k, from the layout."""
-        return torch.cat([torch.full((rows, 1), self.ks[int(cell)], device=device)
-                          for cell, rows, _ in self.layout.runs])
-
-    def virtual_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
-        k = self._row_ks(attention_mask.device)
-        return (torch.arange(self.num_virtual_tokens, device=k.device) >= self.num_virtual_tokens - k).to(
-            attention_mask.dtype)
-
-    def virtual_offsets(self) -> torch.Tensor:
-        return self._row_ks(self.encoders[0].prefix_embedding.device)
 
     def initial_cache(self, batch_size: int) -> DynamicCache:
         dtype, big_k = model_dtype(self.model), self.num_virtual_tokens
@@ -61,5 +51,9 @@ class FusedPrefix(FusedAdapted):
     def cell_stored(self, index: int, trainable: int) -> int:
         return self.encoders[index].stored_parameter_count()
 
-    def cell_record_fields(self, index: int) -> dict:
-        return {"num_virtual_tokens": self.ks[index]}  # the real k of the cell (init words may set it)
+
+class FusedInfix(FusedPrefix):
+    """Infix cells: the prefix cells' keys/values, behind infix-tuning's mask and positions (per row k)."""
+    alone = InfixAdapted
+    forward = InfixAdapted.forward
+    _mask = InfixAdapted._mask
