@@ -6,7 +6,7 @@ import pytest
 
 from peft_repro import report
 from peft_repro.paths import repo_root, results_dir
-from peft_repro.report import cells, claims, render, spec
+from peft_repro.report import cells, claims, costs, render, spec
 from peft_repro.report.__main__ import main as report_main
 
 DEMO = """
@@ -133,6 +133,21 @@ def test_a_failing_render_leaves_no_report_folder(tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         report.write_report(tmp_path, "default", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_costs_sum_each_methods_records_and_count_grid_points_apart(tmp_path):
+    def timed(method, seed, wall, test=True):
+        rec = record("demo", method, {"BLEU": 0.5} if test else None, seed=seed)
+        return {**rec, "wall_seconds": wall, "train_seconds": wall - 60, "test_seconds": 60 if test else None,
+                "hardware": "CPU test"}
+
+    write_records(tmp_path, "demo", [timed("lora", 0, 600), timed("lora", 1, 1200), timed("lora", 2, 1800),
+                                     {**timed("lora", 3, 360, test=False), "record": "grid"},
+                                     timed("full", 0, 3600)])
+    md = costs.render_costs(tmp_path, "default").splitlines()
+    assert "| demo | lora | 3 | 1 | 1.10 | 20.0 | 19.0 | 1.0 | CPU test |" in md  # (600+1200+1800+360) / 3600 h
+    assert "| demo | full | 1 | 0 | 1.00 | 60.0 | 59.0 | 1.0 | CPU test |" in md
+    assert md[-1] == "Total: 5 records, 2.1 CPU hours (wall time summed over runs)."
 
 
 def test_table_renders_papers_beside_ours(demo):
@@ -265,10 +280,11 @@ def test_cli_writes_a_new_version_only_when_something_changed(tmp_path, capsys):
     assert len(versions) == 2
     assert re.fullmatch(r"\d{8}-\d{6}_\w+(-dirty)?(-\d+)?", versions[0].name)
     for folder in versions:
-        assert sorted(p.name for p in folder.iterdir()) == ["claims.csv", "claims.md", "tables.md", "tables.tex"]
+        assert sorted(p.name for p in folder.iterdir()) == ["claims.csv", "claims.md", "costs.md", "tables.md",
+                                                            "tables.tex"]
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 12 and all(p.startswith(str(tmp_path / "reports" / "default")) for p in printed)
-    assert len(set(printed[:4]) & set(printed[4:8])) == 4  # the unchanged rerun names the first version's files
+    assert len(printed) == 15 and all(p.startswith(str(tmp_path / "reports" / "default")) for p in printed)
+    assert len(set(printed[:5]) & set(printed[5:10])) == 5  # the unchanged rerun names the first version's files
 
 
 def test_cli_malformed_record_exits_2(tmp_path, capsys):

@@ -3,7 +3,8 @@
 `experiments/<experiment>.yaml` (spec.py) is the only mapping from run records to table cells; cells.py fills the
 cells, render.py writes Markdown, LaTeX and CSV, claims.py checks the claims. Three outputs, one path:
 - `python -m peft_repro.report` (`write_report`): every table and the claims, in a new version folder
-  `<results_dir>/reports/<scale>/<YYYYmmdd-HHMMSS>_<commit>[-dirty]/` (tables.md, tables.tex, claims.md, claims.csv);
+  `<results_dir>/reports/<scale>/<YYYYmmdd-HHMMSS>_<commit>[-dirty]/` (tables.md, tables.tex, claims.md, claims.csv,
+  and costs.md: what the runs cost, from their records' times);
 - the end-of-sweep table (`TableCallback`, `write_experiment_table`): one experiment's table and its runs under
   `<results_dir>/tables/<experiment>/`;
 - the figures' data (`peft_repro.figures.table_frame`) and the W&B `table_row`/`table_col` (`spec.cells_of`).
@@ -18,6 +19,7 @@ from pathlib import Path
 from ..results import git_state, write_atomic
 from . import claims as claims_mod
 from .cells import build_tables
+from .costs import render_costs
 from .render import render_latex, render_markdown, render_runs
 from .spec import SpecError, load_specs, spec_of
 
@@ -49,7 +51,8 @@ def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list
     files = {"tables.md": top + f"# The lecture's tables: papers and ours (scale `{scale}`)\n\n"
                                 + render_markdown(tables, scale),
              "tables.tex": render_latex(tables, scale),
-             "claims.md": top + claims_md, "claims.csv": claims_csv}
+             "claims.md": top + claims_md, "claims.csv": claims_csv,
+             "costs.md": top + render_costs(results_dir, scale)}
     return write_version(Path(out or Path(results_dir) / "reports" / scale), files)
 
 
