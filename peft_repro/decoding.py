@@ -75,11 +75,13 @@ class _Stepper:
         self.cache, self.logits = out.past_key_values, out.logits[:, -1, :].float()
         return self.logits
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, logits: bool = False) -> None:
+        """Keep (and repeat) the rows `index`; `logits`: theirs too (only where no step follows that replaces them:
+        copying them costs a rows x vocabulary copy per step)."""
         self.cache.reorder_cache(index)
         self.mask = self.mask[index]
         self.pos = self.pos[index]
-        self.logits = self.logits[index]
+        self.logits = self.logits[index] if logits else None
         if self.rows is not None:
             self.rows = self.rows[index]
             self.model.use_rows(self.rows)
@@ -106,7 +108,7 @@ def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int
 def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int, rows=None) -> torch.Tensor:
     batch, k, steps = ids.shape[0], cfg.num_beams, cfg.max_new_tokens
     stepper = _Stepper(model, ids, mask, rows)  # the source once per element, then its cache k times
-    stepper.reorder(torch.arange(batch).repeat_interleave(k))
+    stepper.reorder(torch.arange(batch).repeat_interleave(k), logits=True)
     vocab = stepper.logits.shape[-1]
     keep = max(2, 1 + len(stop)) * k  # enough candidates that `k` of them are still running
     running_seqs = ids.new_full((batch, k, steps), pad_id)

@@ -18,7 +18,8 @@ predictions again in the same process (the before side starts a JVM for every ev
 already running). Two totals: `one_run` (a run alone in its process: the four phases) and `sweep_run` (a later run
 of a sweep's process: the test metrics of the "next run" phase instead of the first). A sweep of N runs per process
 pays (one_run + (N - 1) * sweep_run) / N per run. Both count one dev evaluation; a default-scale e2e_main run makes
-one per epoch (3), an lr-grid point three and no test.
+one per epoch (3), an lr-grid point three and no test: `per_run` adds the phases up as one run of each experiment
+makes them (`--epochs` dev evaluations, then the test).
 The predictions and scores of the two sides must be identical. Prints JSON (median seconds per side and phase,
 ratios, the hardware); `--out FILE` also writes it. Not a test: run it on an otherwise idle machine where possible.
 
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--mnli-test-items", type=int, default=400)
     parser.add_argument("--mnli-dev-items", type=int, default=100)
     parser.add_argument("--data-root", default=os.environ.get("PEFT_REPRO_DATA_ROOT", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--epochs", type=int, default=3, help="dev evaluations of a run (per_run totals)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -246,6 +248,12 @@ def main() -> None:
     sweep_run = {side: one_run[side] - parts[side]["e2e test"]["metrics"] + seconds[side][NEXT_RUN]
                  for side in seconds}
     cpu_one_run = {side: sum(v for n, v in cpu[side].items() if n != NEXT_RUN) for side in cpu}
+    # what one default-scale run of each experiment evaluates: dev once per epoch, then test
+    as_run = {side: {"e2e_main": args.epochs * seconds[side]["e2e dev"] + seconds[side]["e2e test"],
+                     "e2e_main, later run of a sweep": args.epochs * seconds[side]["e2e dev"]
+                     + parts[side]["e2e test"]["predict"] + seconds[side][NEXT_RUN],
+                     "lora_rank_sweep (mnli)": args.epochs * seconds[side]["mnli dev"] + seconds[side]["mnli test"]}
+              for side in seconds}
     report = {
         "benchmark": "evaluation of one default-scale e2e_main run (dev + test) and of lora_rank_sweep on MNLI",
         "before": args.before, "after": git_state(), "hardware": hardware(), "threads": 1, "repeat": args.repeat,
@@ -257,6 +265,8 @@ def main() -> None:
         "total_seconds": {"one_run": one_run, "sweep_run": sweep_run},
         "speedup_total": one_run["before"] / one_run["after"],
         "speedup_total_sweep_run": sweep_run["before"] / sweep_run["after"],
+        "per_run": {"epochs": args.epochs, "seconds": as_run,
+                    "speedup": {n: as_run["before"][n] / as_run["after"][n] for n in as_run["after"]}},
         "cpu_seconds": cpu, "cpu_speedup": {n: cpu["before"][n] / cpu["after"][n] for n in names},
         "cpu_speedup_total": cpu_one_run["before"] / cpu_one_run["after"],
         "load_average": os.getloadavg(),
