@@ -66,10 +66,9 @@ TRAINING_ONLY = ("max_train_examples", "low_data", "max_dev_examples", "dev_deco
 def eval_setting(config: dict) -> dict:
     """What a run's test score depends on besides the trained weights: the model and the task's test items, prompt
     and decoding. Runs with equal settings share one zero-shot record."""
-    where_from = {(section, key) for section, key in WHERE_FROM}
-    return {"model": {k: v for k, v in config["model"].items() if ("model", k) not in where_from},
+    return {"model": {k: v for k, v in config["model"].items() if ("model", k) not in WHERE_FROM},
             "task": {k: v for k, v in config["task"].items()
-                     if k not in TRAINING_ONLY and ("task", k) not in where_from}}
+                     if k not in TRAINING_ONLY and ("task", k) not in WHERE_FROM}}
 
 
 def run_key(overrides: list[str]) -> str:

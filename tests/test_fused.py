@@ -124,19 +124,25 @@ def test_rows_of_a_cell_must_be_adjacent():
         fused.use_rows([0, 1, 0])
 
 
+def records_by_launcher(tmp_path: Path, experiment: str, *overrides: str) -> dict[str, dict[str, dict]]:
+    """The smoke sweep's records (BLEU only) under the fused and the default launcher, each by record name."""
+    records = {}
+    for launcher in ("fused", "basic"):
+        out = run_main(f"+experiment={experiment}", "scale=smoke", *overrides, "task.test_metrics=[BLEU]",
+                       "logger=none", f"hydra/launcher={launcher}", f"results_dir={tmp_path / launcher}",
+                       f"hydra.sweep.dir={tmp_path / launcher}/multirun")
+        assert out.returncode == 0, out.stderr[-3000:]
+        records[launcher] = {r["record"]: r for r in load_records(tmp_path / launcher, experiment, "smoke")}
+    return records
+
+
 @needs_data("e2e")
 def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
     """e2e_main's LoRA (dropout 0.1) and prefix (MLP) at two seeds under an lr search: each method's grid points
     train as one fused group, then the other seed; each record equals the default launcher's (the chosen point's
     deferred test included)."""
-    args = ["+experiment=e2e_main", "scale=smoke", "method=lora,prefix_mlp", "seed=0,1", "task.test_metrics=[BLEU]",
-            "lr_search={grid: [0.001, 0.05], seed: 0}", "logger=none"]
-    records = {}
-    for launcher in ("fused", "basic"):
-        out = run_main(*args, f"hydra/launcher={launcher}", f"results_dir={tmp_path / launcher}",
-                       f"hydra.sweep.dir={tmp_path / launcher}/multirun")
-        assert out.returncode == 0, out.stderr[-3000:]
-        records[launcher] = {r["record"]: r for r in load_records(tmp_path / launcher, "e2e_main", "smoke")}
+    records = records_by_launcher(tmp_path, "e2e_main", "method=lora,prefix_mlp", "seed=0,1",
+                                  "lr_search={grid: [0.001, 0.05], seed: 0}")
     assert len(records["fused"]) == 6 and records["fused"].keys() == records["basic"].keys()
     for key, alone in records["basic"].items():
         fused = records["fused"][key]
@@ -154,14 +160,8 @@ def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
 def test_a_fused_emb_vs_infix_sweep_records_what_the_local_launcher_records(tmp_path: Path):
     """Embedding-only and infix at k 1 and 5: one fused group per method; each record equals the default
     launcher's."""
-    args = ["+experiment=emb_vs_infix", "scale=smoke", "method=embedding_only,infix", "method.num_virtual_tokens=1,5",
-            "task.test_metrics=[BLEU]", "lr_search=null", "logger=none"]
-    records = {}
-    for launcher in ("fused", "basic"):
-        out = run_main(*args, f"hydra/launcher={launcher}", f"results_dir={tmp_path / launcher}",
-                       f"hydra.sweep.dir={tmp_path / launcher}/multirun")
-        assert out.returncode == 0, out.stderr[-3000:]
-        records[launcher] = {r["record"]: r for r in load_records(tmp_path / launcher, "emb_vs_infix", "smoke")}
+    records = records_by_launcher(tmp_path, "emb_vs_infix", "method=embedding_only,infix",
+                                  "method.num_virtual_tokens=1,5", "lr_search=null")
     assert len(records["fused"]) == 4 and records["fused"].keys() == records["basic"].keys()
     for key, alone in records["basic"].items():
         fused = records["fused"][key]
