@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The default-scale queue (docs/default_scale.md, "The queue") as two background lanes of one-thread jobs: on a
+# 2-core CPU two one-thread jobs train more tokens per second than anything else (README, "Experiments"). A lane
+# runs its sweeps one after another. Finished cells are found and skipped, and a killed cell resumes from its last
+# epoch, so the same command continues the queue in the next session.
+#
+#   scripts/lanes.sh [--after PID] [--dry-run] [a] [b]     (no lane named: both)
+#
+#   --after PID  start once process PID has ended (a sweep already running in that lane's place)
+#   --dry-run    print each lane's commands and exit
+#
+# The lanes run this checkout's code. To keep editing while they run, start them from a second worktree and write
+# the records here:  git worktree add ../run-lanes HEAD && cd ../run-lanes &&
+#                    PEFT_REPRO_RESULTS=$OLDPWD/results PEFT_REPRO_DATA_ROOT=... scripts/lanes.sh
+# Logs: logs/lane_<a|b>.log beside results/ (git-ignored). Stop a lane: kill its process group (printed at start).
+set -euo pipefail
+
+# Lane A: LoRA Tables 5/6 on WikiSQL. The equal-budget cells (Wq,Wv r=4 against Wq r=8) and r=4, 8 first: they
+# decide qv_beats_q_equal_budget and two ranks of qv_beats_q; the other ranks next.
+LANE_A=(
+  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8"
+  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,64"
+  "+experiment=lora_weight_type"
+)
+# Lane B: the prefix-tuning claims on E2E, those most likely to be decided first (docs/default_scale.md).
+LANE_B=(
+  "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=0,1,2"
+  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
+  "+experiment=prefix_init"
+  "+experiment=prefix_init method.init=auto 'method.init_text=table-to-text:,summarize' seed=1,2"
+  "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
+  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
+  "+experiment=low_data_xsum method=prefix_mlp,full task.low_data.size=50"
+)
+
+after="" dry=0 lanes=()
+while (($#)); do
+  case $1 in
+    --after) after=$2; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    a|b) lanes+=("$1"); shift ;;
+    *) echo "error: unknown argument $1 (usage: scripts/lanes.sh [--after PID] [--dry-run] [a] [b])" >&2; exit 2 ;;
+  esac
+done
+((${#lanes[@]})) || lanes=(a b)
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+results=${PEFT_REPRO_RESULTS:-$repo/results}
+logs=$(dirname "$results")/logs
+python=${PYTHON:-python}
+
+run_lane() {  # name, commands...
+  local name=$1; shift
+  if [[ -n $after ]]; then while kill -0 "$after" 2>/dev/null; do sleep 20; done; fi
+  for spec in "$@"; do
+    echo "=== $(date '+%F %T') start: $spec" >> "$logs/lane_$name.log"
+    local rc=0
+    eval "$python -m peft_repro $spec hydra/launcher=local_parallel hydra.launcher.n_jobs=1 logger=none" \
+      >> "$logs/lane_$name.log" 2>&1 || rc=$?
+    echo "=== $(date '+%F %T') exit $rc: $spec" >> "$logs/lane_$name.log"
+  done
+}
+
+for name in "${lanes[@]}"; do
+  if [[ $name == a ]]; then commands=("${LANE_A[@]}"); else commands=("${LANE_B[@]}"); fi
+  if ((dry)); then
+    printf "lane %s:\n" "$name"; printf "  python -m peft_repro %s\n" "${commands[@]}"
+    continue
+  fi
+  mkdir -p "$logs"
+  cd "$repo"
+  export PEFT_REPRO_RESULTS=$results OMP_NUM_THREADS=1 WANDB_MODE=${WANDB_MODE:-disabled}
+  setsid bash -c "$(declare -f run_lane); after='$after' logs='$logs' python='$python'; run_lane $name \"\$@\"" \
+    lane "${commands[@]}" < /dev/null > /dev/null 2>&1 &
+  echo "lane $name: process group $! (stop: kill -- -$!), log $logs/lane_$name.log"
+done
