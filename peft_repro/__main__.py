@@ -31,9 +31,11 @@ def set_threads(threads, hc) -> None:
 @hydra.main(config_path=str(repo_root() / "conf"), config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
     from .checks import check_run_config
+    from .results import git_state
     from .run import run
     from .tasks import DataMissing
 
+    git_state()  # the commit of the code this process imported, before the checkout can move on
     hc = HydraConfig.get()
     try:
         check_run_config(cfg)

@@ -7,6 +7,7 @@ are rendered from these records by `peft_repro.report`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +21,13 @@ from .paths import repo_root
 
 
 def git_state() -> dict:
+    """The checkout's commit, read once per process (`__main__.main` reads it as a run starts): a process runs the
+    code it imported, so its records name that commit even when the checkout moves on during a long sweep."""
+    return dict(_git_state_at_first_call())
+
+
+@functools.cache
+def _git_state_at_first_call() -> dict:
     def git(*args):
         return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True).stdout.strip()
 

@@ -254,3 +254,26 @@ def test_records_keep_no_machine_paths(tmp_path: Path):
 
     assert portable_path(repo_root() / "multirun" / "x" / "0") == "multirun/x/0"
     assert portable_path(tmp_path / "elsewhere") is None
+
+
+def test_records_name_the_commit_a_process_started_with(monkeypatch):
+    """A sweep runs for hours from one checkout; a commit made meanwhile must not be named in its later records."""
+    from peft_repro import results
+
+    heads = iter(["aaaaaaaaaa", "bbbbbbbbbb"])
+    calls = []
+
+    def fake_git(args, **kwargs):
+        calls.append(args)
+        out = next(heads) if "rev-parse" in args else ""
+        return type("Done", (), {"stdout": out})()
+
+    results._git_state_at_first_call.cache_clear()
+    monkeypatch.setattr(results.subprocess, "run", fake_git)
+    try:
+        first = results.git_state()
+        first["dirty"] = True  # a caller changing its copy changes nothing for the next record
+        assert results.git_state() == {"commit": "aaaaaaaaaa", "dirty": False}
+        assert sum("rev-parse" in args for args in calls) == 1
+    finally:
+        results._git_state_at_first_call.cache_clear()
