@@ -136,7 +136,11 @@ def latest_per_setting(records: list[dict]) -> list[dict]:
 
 def supersede(path: Path) -> Path:
     """Move a record aside (`*.json.superseded-<time>`, not read by `load_records`) instead of overwriting it."""
-    target = path.with_name(f"{path.name}.superseded-{time.strftime('%Y%m%d-%H%M%S')}")
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    target, n = path.with_name(f"{path.name}.superseded-{stamp}"), 1
+    while target.exists():  # superseded twice within a second: keep both
+        n += 1
+        target = path.with_name(f"{path.name}.superseded-{stamp}-{n}")
     os.replace(path, target)
     return target
 

@@ -112,7 +112,10 @@ def test_missing_data_is_a_one_line_error(tmp_path: Path):
     assert "error: MNLI train file not found" in out.stderr
 
 
-def test_settings_identity_and_a_superseded_record_is_kept_aside(tmp_path: Path):
+def test_settings_identity_and_a_superseded_record_is_kept_aside(tmp_path: Path, monkeypatch):
+    import json
+    import time
+
     from peft_repro.results import same_settings, supersede, write_record
 
     base = {"trainer": {"lr": 1e-3}, "results_dir": "/a", "threads": 1, "logger": {"enabled": True}}
@@ -124,6 +127,11 @@ def test_settings_identity_and_a_superseded_record_is_kept_aside(tmp_path: Path)
     write_record(path, {"status": "ok", "config": base})
     moved = supersede(path)
     assert not path.exists() and moved.name.startswith("cell.json.superseded-")
+    write_record(path, {"status": "ok", "config": {**base, "seed": 1}})
+    stamp = moved.name.split("superseded-")[1]
+    monkeypatch.setattr(time, "strftime", lambda fmt, *args: stamp)  # superseded again within the same second
+    again = supersede(path)  # both records are kept
+    assert again != moved and {json.loads(p.read_text())["config"].get("seed") for p in (moved, again)} == {None, 1}
     assert load_records(tmp_path, "x", "default") == []
 
 
