@@ -87,7 +87,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(REPO / "scripts"))
     import torch
+    from bench_eval import METHOD, conf, train_adapter
     from omegaconf import OmegaConf
     from safetensors.torch import load_file
 
@@ -99,14 +101,10 @@ def main() -> None:
     from peft_repro.tasks import build_task
 
     torch.set_num_threads(1)
-    conf = lambda path: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / path), resolve=True)  # noqa: E731
     model, tok = load_model(OmegaConf.create(conf("model/smollm2_135m.yaml")))
     ceilings = {rows: gemm_ceiling(model, rows) for rows in (32, 160, 1600)}  # before LoRA wraps the projections
-    adapted = apply_method(model, {"name": "lora", "r": 4, "targets": ["q", "v"]})
+    adapted = apply_method(model, METHOD)
     if args.state is None:
-        sys.path.insert(0, str(REPO / "scripts"))
-        from bench_eval import train_adapter
-
         args.state = train_adapter(args, Path(tempfile.mkdtemp(prefix="bench-ceiling-")))
     adapted.load_trainable_state_dict(load_file(str(args.state)))
     adapted.eval()

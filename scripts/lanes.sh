@@ -61,15 +61,17 @@ run_lane() {  # name, commands...
   done
 }
 
+if ((!dry)); then
+  mkdir -p "$logs"
+  cd "$repo"
+  export PEFT_REPRO_RESULTS=$results OMP_NUM_THREADS=1 WANDB_MODE=${WANDB_MODE:-disabled}
+fi
 for name in "${lanes[@]}"; do
   if [[ $name == a ]]; then commands=("${LANE_A[@]}"); else commands=("${LANE_B[@]}"); fi
   if ((dry)); then
     printf "lane %s:\n" "$name"; printf "  python -m peft_repro %s\n" "${commands[@]}"
     continue
   fi
-  mkdir -p "$logs"
-  cd "$repo"
-  export PEFT_REPRO_RESULTS=$results OMP_NUM_THREADS=1 WANDB_MODE=${WANDB_MODE:-disabled}
   setsid bash -c "$(declare -f run_lane); after='$after' logs='$logs' python='$python'; run_lane $name \"\$@\"" \
     lane "${commands[@]}" < /dev/null > /dev/null 2>&1 &
   echo "lane $name: process group $! (stop: kill -- -$!), log $logs/lane_$name.log"
