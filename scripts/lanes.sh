@@ -13,6 +13,10 @@
 # the records here:  git worktree add ../run-lanes HEAD && cd ../run-lanes &&
 #                    PEFT_REPRO_RESULTS=$OLDPWD/results PEFT_REPRO_DATA_ROOT=... scripts/lanes.sh
 # Logs: logs/lane_<a|b>.log beside results/ (git-ignored). Stop a lane: kill its process group (printed at start).
+#
+# threads=1 is what makes a lane one-thread: under the joblib launcher with n_jobs=1 a run takes every core
+# (peft_repro/__main__.py), and two such lanes put four spinning OpenMP threads on two cores. Measured: a WikiSQL
+# LoRA step took 28-35 s with both lanes at two threads, 6 s with the other lane paused.
 set -euo pipefail
 
 # Lane A: LoRA Tables 5/6 on WikiSQL. The equal-budget cells (Wq,Wv r=4 against Wq r=8) and r=4, 8 first: they
@@ -55,7 +59,7 @@ run_lane() {  # name, commands...
   for spec in "$@"; do
     echo "=== $(date '+%F %T') start: $spec" >> "$logs/lane_$name.log"
     local rc=0
-    eval "$python -m peft_repro $spec hydra/launcher=local_parallel hydra.launcher.n_jobs=1 logger=none" \
+    eval "$python -m peft_repro $spec hydra/launcher=local_parallel hydra.launcher.n_jobs=1 threads=1 logger=none" \
       >> "$logs/lane_$name.log" 2>&1 || rc=$?
     echo "=== $(date '+%F %T') exit $rc: $spec" >> "$logs/lane_$name.log"
   done
