@@ -49,7 +49,9 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    return f"CPU {cpu} ({os.cpu_count()} cores)"
+    # the thread count says how much of the machine a run had: two lanes of two threads each ran 4-5x slower
+    threads = torch.get_num_threads()
+    return f"CPU {cpu} ({os.cpu_count()} cores, {threads} torch thread{'s' if threads > 1 else ''})"
 
 
 def peak_memory_mb() -> float:
