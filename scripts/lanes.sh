@@ -26,9 +26,11 @@ LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,64"
   "+experiment=lora_weight_type"
 )
-# Lane B: the prefix-tuning claims on E2E, those most likely to be decided first (docs/default_scale.md).
+# Lane B: the prefix-tuning claims on E2E, those most likely to be decided first (docs/default_scale.md), and
+# LoRA r=64 on E2E (3 runs: small_rank_enough_e2e has no other cell to wait for; r=4 is e2e_main's LoRA cell).
 LANE_B=(
   "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=0,1,2"
+  "+experiment=lora_rank_sweep_e2e method.r=64 seed=0,1,2"
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init"
   "+experiment=prefix_init method.init=auto 'method.init_text=table-to-text:,summarize' seed=1,2"
