@@ -144,10 +144,12 @@ def test_costs_sum_each_methods_records_and_count_grid_points_apart(tmp_path):
     write_records(tmp_path, "demo", [timed("lora", 0, 600), timed("lora", 1, 1200), timed("lora", 2, 1800),
                                      {**timed("lora", 3, 360, test=False), "record": "grid"},
                                      timed("full", 0, 3600)])
+    write_records(tmp_path, "demo", [{**timed("lora", 4, 300), "hardware": "CPU test, 1 torch thread"}])
     md = costs.render_costs(tmp_path, "default").splitlines()
     assert "| demo | lora | 3 | 1 | 1.10 | 20.0 | 19.0 | 1.0 | CPU test |" in md  # (600+1200+1800+360) / 3600 h
+    assert "| demo | lora | 1 | 0 | 0.08 | 5.0 | 4.0 | 1.0 | CPU test, 1 torch thread |" in md  # its own row
     assert "| demo | full | 1 | 0 | 1.00 | 60.0 | 59.0 | 1.0 | CPU test |" in md
-    assert md[-1] == "Total: 5 records, 2.1 CPU hours (wall time summed over runs)."
+    assert md[-1] == "Total: 6 records, 2.2 CPU hours (wall time summed over runs)."
 
 
 def test_table_renders_papers_beside_ours(demo):

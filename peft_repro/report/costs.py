@@ -1,6 +1,6 @@
-"""What the runs of a scale cost, from their records: per experiment and method, the runs (lr-grid points, whose
-test is deferred or never made, counted apart), their summed wall time and the median per run, split into training
-and test evaluation. Every number is a record's own (`wall_seconds`, `train_seconds`, `test_seconds`); records say
+"""What the runs of a scale cost, from their records: per experiment, method and hardware (which names the torch
+threads a run had), the runs (lr-grid points, whose test is deferred or never made, counted apart), their summed wall
+time and the median per run, split into training and test evaluation. Every number is a record's own (`wall_seconds`, `train_seconds`, `test_seconds`); records say
 on which hardware they ran, not how loaded it was, so times from a shared machine are upper bounds."""
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ def _minutes(seconds: list[float]) -> str:
 
 def render_costs(results_dir: Path, scale: str) -> str:
     """Markdown: one row per (experiment, method) with records at `scale`, then the total."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for path in sorted(Path(results_dir, "runs").glob(f"*/{scale}/*.json")):
         record = load_json(path)
         method = (record.get("config") or {}).get("method", {}).get("name", "?")
-        groups[(path.parent.parent.name, method)].append(record)
+        groups[(path.parent.parent.name, method, str(record.get("hardware", "?")))].append(record)
     lines = [f"# What the runs cost (scale `{scale}`)", "",
              "From the records' own times: `wall` is a run's whole time (training, dev and test evaluation), `train` its "
              "training with the dev evaluations, `test` its test decoding and scoring. Grid points are lr-search runs "
@@ -32,12 +32,11 @@ def render_costs(results_dir: Path, scale: str) -> str:
              "| median test (min) | hardware |",
              "|---|---|---|---|---|---|---|---|---|"]
     total_hours, total_runs = 0.0, 0
-    for (experiment, method), records in sorted(groups.items()):
+    for (experiment, method, hardware), records in sorted(groups.items()):
         tested = [r for r in records if r.get("test") is not None]
         hours = sum(r.get("wall_seconds") or 0 for r in records) / 3600
         total_hours += hours
         total_runs += len(records)
-        hardware = ", ".join(sorted({str(r.get("hardware", "?")) for r in records}))
         lines.append(f"| {experiment} | {method} | {len(tested)} | {len(records) - len(tested)} | {hours:.2f} "
                      f"| {_minutes([r['wall_seconds'] for r in tested if r.get('wall_seconds')])} "
                      f"| {_minutes([r['train_seconds'] for r in tested if r.get('train_seconds')])} "
