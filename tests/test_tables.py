@@ -419,3 +419,38 @@ def test_a_rerun_of_the_same_settings_counts_once_the_newer_record():
     new = {**record("demo", "full", {"BLEU": 0.6}), "finished": "2026-11-28 10:00:00", "record": "demo-full-new"}
     other_seed = {**record("demo", "full", {"BLEU": 0.7}, seed=1), "finished": "2026-11-20 10:00:00"}
     assert latest_per_setting([old, new, other_seed]) == [new, other_seed]
+
+
+RANKS = """
+table: ranks
+title: "Ranks"
+model: gpt2-medium
+columns: [4, 64]
+ours:
+  experiment: ranks
+  column_key: config.method.r
+  metric: test.score
+  rows: [{method: LoRA, where: {config.method.name: lora}}]
+claims:
+  - id: small_rank
+    text: "r=4 beats r=64"
+    check: {kind: better, table: ranks, pairs: [[{row: LoRA, col: 4}, {row: LoRA, col: 64}]]}
+"""
+
+
+def test_sides_of_different_columns_pair_by_seed(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "ranks.yaml").write_text(RANKS)
+
+    def ranked(r, seed, score):
+        rec = record("ranks", "lora", {"score": score}, seed=seed)
+        rec["config"]["method"]["r"] = r
+        return {**rec, "record": f"ranks-{r}-{seed}"}
+
+    # r=64 trails r=4 by exactly 1 in every seed, while the seeds spread by 10: only a paired CI sees the gap
+    write_records(tmp_path / "results", "ranks", [ranked(4, s, v) for s, v in enumerate([10.0, 20.0, 30.0])] +
+                  [ranked(64, s, v) for s, v in enumerate([9.0, 19.0])])  # seed 2 of r=64 has not run
+    _, res = build(tmp_path / "experiments", tmp_path / "results")
+    c = res["small_rank"]["comparisons"][0]
+    assert c.paired and c.unpaired_left_out == 1 and (len(c.a), len(c.b)) == (2, 2)
+    assert c.diff == pytest.approx(1.0) and c.ci == pytest.approx((1.0, 1.0)) and c.verdict == "holds"

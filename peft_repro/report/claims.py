@@ -14,7 +14,8 @@ The CI is the 2.5-97.5 percentile of 10,000 hierarchical bootstrap differences (
   when those are all test items): one draw of items for both sides (paired by item, as Koehn 2004), the score of
   each run recomputed on the drawn items (corpus BLEU from their summed n-gram counts, not a mean of item BLEUs);
 - and runs (seeds, low-data subsets), when each side has 2 or more: paired by (column, seed, subset) where each side
-  has each key once (runs without a partner are left out and counted), else each side on its own.
+  has each key once (two sides of different columns, e.g. r=4 against r=64, pair their columns in order: by seed and
+  subset) (runs without a partner are left out and counted), else each side on its own.
 `ci_over` names what was resampled. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
 still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
@@ -142,15 +143,16 @@ def _side(item) -> tuple[list[str], list | None]:
     return [str(r) for r in as_list(rows)], None if cols is None else as_list(cols)
 
 
-def _pool(table: Table, rows: list[str], cols: list) -> list[Run]:
-    """The runs of the cells rows x cols; the key gets the column, so that pooled columns pair column by column (rows
-    pooled on one side are replicates: their keys repeat, and the sides are then resampled independently)."""
+def _pool(table: Table, rows: list[str], cols: list, col_keys: list) -> list[Run]:
+    """The runs of the cells rows x cols; the key gets the column's `col_keys` entry, so that pooled columns pair
+    column by column (rows pooled on one side are replicates: their keys repeat, and the sides are then resampled
+    independently)."""
     names = [str(c) for c in table.columns]
     runs = []
-    for row, col in ((r, c) for r in rows for c in cols):
+    for row, (col, col_key) in ((r, c) for r in rows for c in zip(cols, col_keys)):
         if str(col) not in names:
             raise SpecError(f"table {table.spec['table']} has no column {col!r}")
-        runs += [Run(run.value, (col, *run.key), run.record, run.metric, run.factor)
+        runs += [Run(run.value, (col_key, *run.key), run.record, run.metric, run.factor)
                  for run in table.row(row).cells[str(col)].runs]
     return runs
 
@@ -174,8 +176,10 @@ def comparisons(check: dict, tables: dict[str, Table]) -> list[Comparison]:
             name_a, name_b = (f"{'+'.join(rows)} @ {'+'.join(map(str, cols))}"
                               for rows, cols in ((rows_a, ca), (rows_b, cb)))
             label = f"{name_a} {'>' if kind == 'better' else '≈'} {name_b}"
-            out.append(judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca),
-                                        _pool(table, rows_b, cb))))
+            # sides of other columns (r=4 against r=64) pair their columns in order, so their runs pair by seed
+            keys_a, keys_b = (ca, cb) if ca == cb or len(ca) != len(cb) else (list(range(len(ca))),) * 2
+            out.append(judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca, keys_a),
+                                        _pool(table, rows_b, cb, keys_b))))
     if not out:
         raise SpecError(f"check {check!r} compares nothing")
     return out
@@ -223,7 +227,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           f"Each comparison: d = mean(A) - mean(B) over our runs, 95% percentile bootstrap CI ({N_BOOT:,} resamples, "
           f"numpy seed {SEED}) over test items (one draw for both sides: paired by item; BLEU recomputed from the "
           "resampled items' n-gram counts) and runs (seeds, low-data subsets; paired by column, seed and subset where "
-          "both sides have them, unpaired runs left out) together; `CI over` says which. "
+          "both sides have them, sides of different columns by seed and subset, unpaired runs left out) together; `CI over` says which. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
           "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
