@@ -435,6 +435,9 @@ claims:
   - id: small_rank
     text: "r=4 beats r=64"
     check: {kind: better, table: ranks, pairs: [[{row: LoRA, col: 4}, {row: LoRA, col: 64}]]}
+  - id: pooled_in_other_orders
+    text: "LoRA over both ranks within 1 of itself, the columns listed in two orders"
+    check: {kind: same, margin: 1, table: ranks, pairs: [[{row: LoRA, col: [4, 64]}, {row: LoRA, col: ["64", 4]}]]}
 """
 
 
@@ -454,3 +457,6 @@ def test_sides_of_different_columns_pair_by_seed(tmp_path):
     c = res["small_rank"]["comparisons"][0]
     assert c.paired and c.unpaired_left_out == 1 and (len(c.a), len(c.b)) == (2, 2)
     assert c.diff == pytest.approx(1.0) and c.ci == pytest.approx((1.0, 1.0)) and c.verdict == "holds"
+    # the same columns in another order (and spelled as a string) pair column by column: every difference is 0
+    c = res["pooled_in_other_orders"]["comparisons"][0]
+    assert c.paired and c.diff == 0 and c.ci == pytest.approx((0.0, 0.0))

@@ -157,6 +157,18 @@ def _pool(table: Table, rows: list[str], cols: list, col_keys: list) -> list[Run
     return runs
 
 
+def _column_keys(cols_a: list, cols_b: list) -> tuple[list, list]:
+    """The column part of each side's run keys: the same columns pair column by column; sides of as many other
+    columns (r=4 against r=64) pair them in order, so that their runs pair by seed and subset; anything else gets keys
+    of its own (the sides are then resampled independently)."""
+    names_a, names_b = [str(c) for c in cols_a], [str(c) for c in cols_b]
+    if sorted(names_a) == sorted(names_b):
+        return names_a, names_b
+    if len(names_a) == len(names_b):
+        return list(range(len(names_a))), list(range(len(names_b)))
+    return [("A", c) for c in names_a], [("B", c) for c in names_b]
+
+
 def comparisons(check: dict, tables: dict[str, Table]) -> list[Comparison]:
     if not isinstance(check, dict) or check.get("table") not in tables:
         raise SpecError(f"check {check!r}: `table` must name a reference table")
@@ -176,8 +188,7 @@ def comparisons(check: dict, tables: dict[str, Table]) -> list[Comparison]:
             name_a, name_b = (f"{'+'.join(rows)} @ {'+'.join(map(str, cols))}"
                               for rows, cols in ((rows_a, ca), (rows_b, cb)))
             label = f"{name_a} {'>' if kind == 'better' else '≈'} {name_b}"
-            # sides of other columns (r=4 against r=64) pair their columns in order, so their runs pair by seed
-            keys_a, keys_b = (ca, cb) if ca == cb or len(ca) != len(cb) else (list(range(len(ca))),) * 2
+            keys_a, keys_b = _column_keys(ca, cb)
             out.append(judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca, keys_a),
                                         _pool(table, rows_b, cb, keys_b))))
     if not out:

@@ -26,7 +26,7 @@ def render_costs(results_dir: Path, scale: str) -> str:
              "From the records' own times: `wall` is a run's whole time (training, dev and test evaluation), `train` its "
              "training with the dev evaluations, `test` its test decoding and scoring. Grid points are lr-search runs "
              "without a test of their own. Records since session 10 name their torch threads in `hardware`; the lanes "
-             "of sessions 7-9 ran two threads each on the 2 cores, 4-5x slower than one thread each (docs/default_scale.md), "
+             "of sessions 7-9 ran two threads each on the 2 cores, 2.5-10x slower than one thread each (docs/default_scale.md), "
              "so their times, like any from a shared machine, are upper bounds.", "",
              "| experiment | method | runs | grid points | CPU hours | median wall (min) | median train (min) "
              "| median test (min) | hardware |",
