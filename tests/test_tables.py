@@ -460,3 +460,17 @@ def test_sides_of_different_columns_pair_by_seed(tmp_path):
     # the same columns in another order (and spelled as a string) pair column by column: every difference is 0
     c = res["pooled_in_other_orders"]["comparisons"][0]
     assert c.paired and c.diff == 0 and c.ci == pytest.approx((0.0, 0.0))
+
+
+def test_scale_notes_render_at_their_scale_only(tmp_path):
+    (tmp_path / "experiments").mkdir()
+    noted = RANKS.replace("claims:", "scale_notes: {default: \"r=64 left to scale=gpu\"}\nclaims:", 1).replace(
+        '    text: "r=4 beats r=64"', '    text: "r=4 beats r=64"\n    scale_notes: {default: "see the table"}')
+    (tmp_path / "experiments" / "ranks.yaml").write_text(noted)
+    built, res = build(tmp_path / "experiments", tmp_path / "results")
+    assert "At scale `default`: r=64 left to scale=gpu" in render.render_markdown(built, "default")
+    assert "At scale `smoke`" not in render.render_markdown(built, "smoke")
+    assert "At scale `default`: see the table" in claims.render(list(res.values()), "default")[0]
+    (tmp_path / "experiments" / "ranks.yaml").write_text(RANKS.replace("claims:", "scale_notes: [gpu]\nclaims:", 1))
+    with pytest.raises(spec.SpecError, match="scale_notes"):
+        spec.load_specs(tmp_path / "experiments")

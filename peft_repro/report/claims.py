@@ -35,7 +35,7 @@ import numpy as np
 from ..results import lookup
 from ..stats import N_BOOT, SEED, bootstrap, item_stats, percentile_ci
 from .cells import Run, Table
-from .spec import DASH, SpecError
+from .spec import DASH, SpecError, scale_note
 
 VERDICTS = ("holds", "fails", "inconclusive", "too few runs", "no results")
 TOLERANCE = 1e-9
@@ -256,6 +256,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
                f"Measured at {measured_at(res['comparisons'], scale)}.", ""]
         if res.get("note"):
             md += [f"Note: {res['note']}", ""]
+        md += scale_note(res, scale)
         md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed |",
                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in res["comparisons"]:

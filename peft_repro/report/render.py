@@ -7,7 +7,7 @@ import io
 
 from ..results import lookup
 from .cells import NOT_ABOVE_MAJORITY, NOT_ABOVE_ZERO_SHOT, Cell, Row, Run, Table
-from .spec import DASH, experiments_of
+from .spec import DASH, experiments_of, scale_note
 
 
 def format_mean_sd(values: list[float], digits: int) -> str:
@@ -105,7 +105,8 @@ def render_markdown(tables: dict[str, Table], scale: str) -> str:
     out = []
     for table in tables.values():
         lines = matrix(table)
-        out += [f"## {table.spec.get('title', table.spec['table'])}", "", *caption(table, scale), ""]
+        out += [f"## {table.spec.get('title', table.spec['table'])}", "", *caption(table, scale), "",
+                *scale_note(table.spec, scale)]
         out += ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
         out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines[1:]]
         groups: dict[str, list[Row]] = {}  # rows whose runs have the same provenance

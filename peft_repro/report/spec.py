@@ -40,10 +40,21 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
                             f"named as it)")
         if not (doc.get("metrics") or doc.get("columns")):
             raise SpecError(f"{path}: a table needs `metrics` or `columns`")
+        for item in [doc, *(doc.get("claims") or [])]:
+            notes = item.get("scale_notes") if isinstance(item, dict) else None
+            if notes is not None and not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
+                raise SpecError(f"{path}: `scale_notes` maps a scale to a sentence, e.g. {{default: \"...\"}}")
         tables[name] = {**doc, "table": name, "file": path.name}
         claims += [{**claim, "file": path.name, "check": _own_table(claim.get("check"), name)}
                    for claim in doc.get("claims") or []]
     return tables, claims
+
+
+def scale_note(item: dict, scale: str) -> list[str]:
+    """What a table or claim says about its measurement at this scale (`scale_notes`, e.g. a row left to
+    scale=gpu), as Markdown lines."""
+    note = (item.get("scale_notes") or {}).get(scale)
+    return [f"At scale `{scale}`: {note}", ""] if note else []
 
 
 def _own_table(check, name: str):
