@@ -53,6 +53,44 @@ def table_frame(results_dir, name: str, scale: str):
     return frame
 
 
+DEV_COLUMNS = ["table", "row", "col", "label", "record", "seed", "subset", "epoch", "dev", "selected", "last"]
+
+
+def dev_curve_frame(results_dir, name: str, scale: str):
+    """The dev curves of the runs in the report's table `name`: one row per run and epoch with the dev score of the
+    task's primary metric (x100, as the run's `history` has it after each epoch), whether that epoch is the one the
+    run kept (`selected`) and whether it is the run's last. A run appears once per row (tables whose columns are
+    metrics show it in each); `label` is the row, or "row @ column" where the columns are settings (the rank)."""
+    import pandas as pd
+
+    from .lr_search import record_primary
+
+    spec = spec_of(name)
+    if spec is None:
+        raise ValueError(f"no table spec experiments/{name}.yaml")
+    table = build_tables({name: spec}, Path(results_dir), scale)[name]
+    by_setting = not spec.get("metrics")
+    rows, seen = [], set()
+    for row in table.rows:
+        if row.label.startswith(("Zero-shot", "Majority class")):
+            continue
+        for col, cell in row.cells.items():
+            for run in cell.runs:
+                record = run.record
+                if (row.label, record.get("record")) in seen:
+                    continue
+                seen.add((row.label, record.get("record")))
+                key = f"dev_{record_primary(record)}"
+                curve = [(h["epoch"], h[key]) for h in record.get("history") or [] if key in h]
+                for epoch, dev in curve:
+                    rows.append({"table": name, "row": row.label, "col": col,
+                                 "label": f"{row.label} @ {col}" if by_setting else row.label,
+                                 "record": record.get("record"), "seed": run.key[0], "subset": run.key[1],
+                                 "epoch": epoch, "dev": 100 * dev, "selected": epoch == record.get("selected_epoch"),
+                                 "last": epoch == curve[-1][0]})
+    return pd.DataFrame(rows, columns=DEV_COLUMNS)
+
+
 # two-sided 95% Student t quantiles by degrees of freedom (no scipy in the lock); 1.96 beyond 30
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]

@@ -19,7 +19,8 @@ render = render_module()
 NOTEBOOKS = [p.stem for p in render.notebook_paths()]
 # the report's tables each notebook plots (by hand)
 PLOTS = {"emb_infix_prefix": ["emb_vs_infix"], "lora_heatmap": ["lora_rank_sweep"],
-         "low_data": ["low_data_e2e", "low_data_xsum"], "prefix_length": ["prefix_length_sweep"]}
+         "low_data": ["low_data_e2e", "low_data_xsum"], "prefix_length": ["prefix_length_sweep"],
+         "dev_curves": ["lora_rank_sweep", "low_data_e2e", "e2e_main"]}
 
 
 def make_record(experiment: str, method: dict, test: dict, task: str = "e2e", seed: int = 0, low_data=None,
@@ -35,6 +36,10 @@ def make_record(experiment: str, method: dict, test: dict, task: str = "e2e", se
         "finished": "2026-01-01 00:00:00", "wall_seconds": 1.5, "peak_memory_mb": 100.0,
         "params": {"trainable": 1000, "base": 100000, "trainable_pct": 1.0},
         "dev": dict(test), "test": test, "train_examples": (low_data or {}).get("size", 16), "samples": [],
+        # a dev curve that rises for two epochs and keeps the second (train.py's history and selected_epoch)
+        "history": [{"step": 10 * (e + 1), "epoch": e, **{f"dev_{k}": v - 0.02 * (1 - e) for k, v in test.items()}}
+                    for e in range(2)] + [{"step": 30, "epoch": 2, **{f"dev_{k}": v - 0.01 for k, v in test.items()}}],
+        "selected_epoch": 1,
     }
 
 
@@ -66,6 +71,9 @@ def write_records(results_dir: Path) -> dict[str, int]:
             prefix_init = {"init_text": "summarize"} if method == "prefix" else {}
             records.append(make_record("low_data_xsum", {"name": method, **prefix_init}, rouge, task="xsum",
                                        low_data=low))
+    for method, seed in itertools.product(["full", "lora"], [0, 1]):  # no prefix: the E2E setting's prefix tables
+        lora_rank = {"r": 4} if method == "lora" else {}  # the table's LoRA row is r=4
+        records.append(make_record("e2e_main", {"name": method, **lora_rank}, {"BLEU": 0.5 + 0.01 * seed}, seed=seed))
     records.append(make_record("low_data_e2e", {"name": "prefix"}, {}, status="failed",
                                low_data={"size": 50, "subset": 4}))
     for record in records:
@@ -140,5 +148,20 @@ def test_notebook_runs_without_records(name: str, tmp_path: Path):
     assert f"at scale {SCALE}" in outputs_text(notebook) and "no records for" in outputs_text(notebook)
 
 
-def test_four_notebooks():
-    assert sorted(NOTEBOOKS) == ["emb_infix_prefix", "lora_heatmap", "low_data", "prefix_length"] == sorted(PLOTS)
+def test_five_notebooks():
+    assert sorted(NOTEBOOKS) == ["dev_curves", "emb_infix_prefix", "lora_heatmap", "low_data", "prefix_length"] \
+        == sorted(PLOTS)
+
+
+def test_dev_curves_follow_each_run_once(tmp_path: Path):
+    """Each run's history in its row, once (e2e_main's columns are metrics), the kept epoch marked."""
+    counts = write_records(tmp_path)
+    frame = figures.dev_curve_frame(tmp_path, "e2e_main", SCALE)
+    own = frame[frame["label"].isin(["FT", "LoRA"])]  # the table also reads emb_vs_infix's k=10 runs
+    assert own["record"].nunique() == counts["e2e_main"] == 4 and len(own) == 4 * 3
+    assert (frame.groupby("record").size() == 3).all()  # one point per epoch, not one per metric column
+    ft = frame[(frame["label"] == "FT") & (frame["seed"] == 1)].sort_values("epoch")
+    assert ft["dev"].tolist() == pytest.approx([49.0, 51.0, 50.0]) and ft["selected"].tolist() == [False, True, False]
+    assert ft["last"].tolist() == [False, False, True]
+    ranks = figures.dev_curve_frame(tmp_path, "lora_rank_sweep", SCALE)
+    assert "Wq (wikisql) @ 4" in set(ranks["label"])  # columns that are settings name the cell
