@@ -49,6 +49,9 @@ LANE_B=(
   "+experiment=low_data_xsum method=full task.low_data.size=50"
 )
 
+# appended to every command: one job at a time, one torch thread, no W&B
+RUN_ARGS="hydra/launcher=local_parallel hydra.launcher.n_jobs=1 threads=1 logger=none"
+
 after="" dry=0 lanes=()
 while (($#)); do
   case $1 in
@@ -71,7 +74,7 @@ run_lane() {  # name, commands...
   for spec in "$@"; do
     echo "=== $(date '+%F %T') start: $spec" >> "$logs/lane_$name.log"
     local rc=0
-    eval "$python -m peft_repro $spec hydra/launcher=local_parallel hydra.launcher.n_jobs=1 threads=1 logger=none" \
+    eval "$python -m peft_repro $spec $RUN_ARGS" \
       >> "$logs/lane_$name.log" 2>&1 || rc=$?
     echo "=== $(date '+%F %T') exit $rc: $spec" >> "$logs/lane_$name.log"
   done
@@ -85,10 +88,10 @@ fi
 for name in "${lanes[@]}"; do
   if [[ $name == a ]]; then commands=("${LANE_A[@]}"); else commands=("${LANE_B[@]}"); fi
   if ((dry)); then
-    printf "lane %s:\n" "$name"; printf "  python -m peft_repro %s\n" "${commands[@]}"
+    printf "lane %s:\n" "$name"; printf "  python -m peft_repro %s $RUN_ARGS\n" "${commands[@]}"
     continue
   fi
-  setsid bash -c "$(declare -f run_lane); after='$after' logs='$logs' python='$python'; run_lane $name \"\$@\"" \
+  setsid bash -c "$(declare -f run_lane); after='$after' logs='$logs' python='$python' RUN_ARGS='$RUN_ARGS'; run_lane $name \"\$@\"" \
     lane "${commands[@]}" < /dev/null > /dev/null 2>&1 &
   echo "lane $name: process group $! (stop: kill -- -$!), log $logs/lane_$name.log"
 done
