@@ -474,3 +474,11 @@ def test_scale_notes_render_at_their_scale_only(tmp_path):
     (tmp_path / "experiments" / "ranks.yaml").write_text(RANKS.replace("claims:", "scale_notes: [gpu]\nclaims:", 1))
     with pytest.raises(spec.SpecError, match="scale_notes"):
         spec.load_specs(tmp_path / "experiments")
+
+
+def test_needed_sizes_exceed_what_the_joint_ci_already_had():
+    """The sources' half-widths, scaled up to the joint CI's, never ask for fewer runs or items than were measured."""
+    c = claims.Comparison("a > b", "better", 0, [], [], diff=1.48, ci=(-0.29, 3.27),
+                          half_widths={"items": 1.29, "runs": 0.56})
+    text = claims.needed(c, 3, 3, 200)  # in quadrature 1.41 < 1.48 would say "already enough"; jointly 1.78
+    assert text == "~316 test items"

@@ -118,11 +118,16 @@ def _half(ci: tuple[float, float]) -> float:
 
 def needed(c: Comparison, n_a: int, n_b: int, n_items: int | None) -> str:
     """At the measured variance (half-widths add in quadrature, each shrinks as 1/sqrt(n)): how many runs a side,
-    or test items, would make the CI exclude 0 (`better`) or fit inside the margin (`same`)."""
+    or test items, would make the CI exclude 0 (`better`) or fit inside the margin (`same`). Both half-widths are
+    first scaled so that they add up to the joint CI's (resampling both together is wider than the sum in quadrature
+    when a few runs make the joint draw lumpy), so a size never comes out at or below the one already measured."""
     room = abs(c.diff) if c.kind == "better" else c.margin - abs(c.diff)
     if room <= TOLERANCE:
         return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "outside the margin")
     h_items, h_runs = c.half_widths.get("items", 0.0), c.half_widths.get("runs", 0.0)
+    if c.ci is not None and (h_items or h_runs):
+        scale = max(1.0, _half(c.ci) / math.hypot(h_items, h_runs))
+        h_items, h_runs = h_items * scale, h_runs * scale
     out = []
     if h_runs and room ** 2 > h_items ** 2:
         out.append(f"~{math.ceil(max(n_a, n_b) * h_runs ** 2 / (room ** 2 - h_items ** 2))} runs a side")
