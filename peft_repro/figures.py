@@ -25,6 +25,14 @@ def settings() -> tuple[Path, str]:
     return default_results_dir(scale), scale
 
 
+def _built_table(results_dir, name: str, scale: str):
+    """(spec, the report's built table) of experiments/<name>.yaml at `scale`."""
+    spec = spec_of(name)
+    if spec is None:
+        raise ValueError(f"no table spec experiments/{name}.yaml")
+    return spec, build_tables({name: spec}, Path(results_dir), scale)[name]
+
+
 def table_frame(results_dir, name: str, scale: str):
     """One row per run of each cell of the report's table `name` (experiments/<name>.yaml), as a pandas DataFrame
     (empty, with the columns, if there is none). Columns `FRAME_COLUMNS`: `kind` is "ours", "zero-shot" or
@@ -33,10 +41,7 @@ def table_frame(results_dir, name: str, scale: str):
     factor, e.g. BLEU x100); `seed`/`subset` the run's seed and low-data subset."""
     import pandas as pd
 
-    spec = spec_of(name)
-    if spec is None:
-        raise ValueError(f"no table spec experiments/{name}.yaml")
-    table = build_tables({name: spec}, Path(results_dir), scale)[name]
+    spec, table = _built_table(results_dir, name, scale)
     tasks = {f"{r['method']} ({r['task']})": r for r in (spec.get("ours") or {}).get("rows") or [] if r.get("task")}
     rows = []
     for row in table.rows:
@@ -65,10 +70,7 @@ def dev_curve_frame(results_dir, name: str, scale: str):
 
     from .lr_search import record_primary
 
-    spec = spec_of(name)
-    if spec is None:
-        raise ValueError(f"no table spec experiments/{name}.yaml")
-    table = build_tables({name: spec}, Path(results_dir), scale)[name]
+    spec, table = _built_table(results_dir, name, scale)
     by_setting = not spec.get("metrics")
     rows, seen = [], set()
     for row in table.rows:

@@ -49,7 +49,7 @@ def hardware() -> str:
                 break
     except OSError:
         pass
-    # the thread count says how much of the machine a run had: two lanes of two threads each ran 4-5x slower
+    # the thread count says how much of the machine a run had: two lanes of two threads each ran several times slower
     threads = torch.get_num_threads()
     return f"CPU {cpu} ({os.cpu_count()} cores, {threads} torch thread{'s' if threads > 1 else ''})"
 

@@ -30,16 +30,14 @@ LANE_A=(
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
   "+experiment=lora_weight_type"
 )
-# Lane B: the prefix-tuning claims on E2E, those most likely to be decided first (docs/default_scale.md), and
-# LoRA r=64 on E2E (3 runs: small_rank_enough_e2e has no other cell to wait for; r=4 is e2e_main's LoRA cell), then
-# e2e_main's lr grids extended past the edges they chose (conf/setting/e2e.yaml: one point each for FT, LoRA, EMB
-# and INFIX; a method whose choice moves trains its 3 seeds again at the new rate), then r=64 again: it takes LoRA's
-# rate from r=4, so it trains again if that moved (else every cell is found).
+# Lane B: the prefix-tuning claims on E2E, those most likely to be decided first (docs/default_scale.md): e2e_main's
+# lr grids extended past the edges they chose (conf/setting/e2e.yaml; a method whose choice moves trains its 3 seeds
+# again at the new rate), then LoRA r=64 on E2E (small_rank_enough_e2e; it takes LoRA's rate from r=4, e2e_main's
+# cell, so it comes after the grids).
 # emb_vs_infix's k=1, 20 come late: they add comparisons to prefix_gt_infix_gt_emb, which then still waits for
 # more EMB-10 and INFIX-10 seeds (its ROUGE-L comparison).
 LANE_B=(
   "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=0,1,2"
-  "+experiment=lora_rank_sweep_e2e method.r=64 seed=0,1,2"
   "+experiment=e2e_main method=full,lora,embedding_only,infix"
   "+experiment=lora_rank_sweep_e2e method.r=64 seed=0,1,2"
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"

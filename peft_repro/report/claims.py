@@ -14,8 +14,8 @@ The CI is the 2.5-97.5 percentile of 10,000 hierarchical bootstrap differences (
   when those are all test items): one draw of items for both sides (paired by item, as Koehn 2004), the score of
   each run recomputed on the drawn items (corpus BLEU from their summed n-gram counts, not a mean of item BLEUs);
 - and runs (seeds, low-data subsets), when each side has 2 or more: paired by (column, seed, subset) where each side
-  has each key once (two sides of different columns, e.g. r=4 against r=64, pair their columns in order: by seed and
-  subset) (runs without a partner are left out and counted), else each side on its own.
+  has each key once (sides of different columns, e.g. r=4 against r=64, pair their columns in order, so by seed and
+  subset; runs without a partner are left out and counted), else each side on its own.
 `ci_over` names what was resampled. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
 still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
@@ -243,7 +243,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           f"Each comparison: d = mean(A) - mean(B) over our runs, 95% percentile bootstrap CI ({N_BOOT:,} resamples, "
           f"numpy seed {SEED}) over test items (one draw for both sides: paired by item; BLEU recomputed from the "
           "resampled items' n-gram counts) and runs (seeds, low-data subsets; paired by column, seed and subset where "
-          "both sides have them, sides of different columns by seed and subset, unpaired runs left out) together; `CI over` says which. "
+          "both sides have them, sides of different columns by seed and subset, unpaired runs left out) together; "
+          "`CI over` says which. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
           "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "

@@ -1,7 +1,8 @@
 """What the runs of a scale cost, from their records: per experiment, method and hardware (which names the torch
 threads a run had), the runs (lr-grid points, whose test is deferred or never made, counted apart), their summed wall
-time and the median per run, split into training and test evaluation. Every number is a record's own (`wall_seconds`, `train_seconds`, `test_seconds`); records say
-on which hardware they ran, not how loaded it was, so times from a shared machine are upper bounds."""
+time and the median per run, split into training and test evaluation. Every number is a record's own
+(`wall_seconds`, `train_seconds`, `test_seconds`); records say on which hardware they ran, not how loaded it was, so
+times from a shared machine are upper bounds."""
 from __future__ import annotations
 
 import statistics
@@ -16,7 +17,7 @@ def _minutes(seconds: list[float]) -> str:
 
 
 def render_costs(results_dir: Path, scale: str) -> str:
-    """Markdown: one row per (experiment, method) with records at `scale`, then the total."""
+    """Markdown: one row per (experiment, method, hardware) with records at `scale`, then the total."""
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for path in sorted(Path(results_dir, "runs").glob(f"*/{scale}/*.json")):
         record = load_json(path)
