@@ -237,6 +237,25 @@ def _hw(c: Comparison, source: str) -> str:
     return f"{c.half_widths[source]:.2f}" if source in c.half_widths else DASH
 
 
+def at_a_glance(results: list[dict]) -> str:
+    """The ledger in the numbers a powered scale is judged by: claims decided, the fewest runs on a side of a measured
+    comparison (a side that trains nothing is one run by nature), and the median CI half-width of the comparisons in
+    percentage points (columns shown x100: BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own)."""
+    verdicts = [res["verdict"] for res in results]
+    decided = sum(v in ("holds", "fails") for v in verdicts)
+    counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := verdicts.count(v)))
+    text = f"**At a glance**: {decided} of {len(results)} claims decided ({counts})."
+    measured = [c for res in results for c in res["comparisons"] if c.diff is not None]
+    sides = [len(side) for c in measured for side in (c.a, c.b) if not trains_nothing(side)]
+    if sides:
+        text += f" Fewest runs on a side that trains, over the measured comparisons: {min(sides)}."
+    points = [_half(c.ci) for c in measured if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
+    if points:
+        text += (f" Median 95% CI half-width of the {len(points)} measured comparisons in percentage points: "
+                 f"{float(np.median(points)):.2f}.")
+    return text
+
+
 def render(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv)."""
     md = [f"# Claims ledger (scale `{scale}`)", "",
@@ -250,7 +269,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
           "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance. Rules: peft_repro/report/claims.py.", "",
+          "variance. Rules: peft_repro/report/claims.py.", "", at_a_glance(results), "",
           "| claim | verdict | comparisons | measured at |", "|---|---|---|---|"]
     for res in results:
         counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(c.verdict == v for c in res["comparisons"])))
