@@ -12,8 +12,9 @@
 # # Dev curves: did the runs train to a plateau?
 #
 # The dev score of each run after every epoch (its record's `history`: the task's primary metric on the dev items,
-# x100), for the cells of the report's tables `e2e_main`, `lora_rank_sweep` and `low_data_e2e`: the runs the tables
-# show, at the learning rate chosen on dev. Each line is a cell's mean over its runs (± sd). A run keeps its best
+# x100), for the cells of the report's tables that train more than one epoch (`e2e_main`, `lora_rank_sweep`,
+# `low_data_e2e`, `prefix_init`, `low_data_xsum`, `xsum_main`): the runs the tables show, at the learning rate chosen
+# on dev. Each line is a cell's mean over its runs (± sd). A run keeps its best
 # dev epoch; when that is mostly the last epoch, the runs are still rising and more steps would help. Nothing is
 # trained here: the notebook only reads `results/`.
 #
@@ -27,7 +28,8 @@ import matplotlib.pyplot as plt
 
 from peft_repro import figures as F
 
-TABLES, NAME = ["e2e_main", "lora_rank_sweep", "low_data_e2e"], "dev_curves"
+TABLES = ["e2e_main", "lora_rank_sweep", "low_data_e2e", "prefix_init", "low_data_xsum", "xsum_main"]
+NAME = "dev_curves"
 RESULTS, SCALE = F.settings()
 out = F.figure_path(RESULTS, SCALE, NAME)
 curves = {table: F.dev_curve_frame(RESULTS, table, SCALE) for table in TABLES}
@@ -49,8 +51,12 @@ drawn = {table: frame for table, frame in curves.items() if not frame.empty}
 if not drawn:
     F.no_records(TABLES, SCALE, out)
 else:
-    fig, axes = plt.subplots(1, len(drawn), figsize=(5.5 * len(drawn), 4), squeeze=False)
-    for ax, (table, frame) in zip(axes[0], drawn.items()):
+    ncols = min(3, len(drawn))
+    nrows = -(-len(drawn) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False)
+    for ax in axes.flat[len(drawn):]:
+        ax.set_visible(False)
+    for ax, (table, frame) in zip(axes.flat, drawn.items()):
         stats = F.summarize(frame, ["label", "epoch"], "dev", interval="sd")
         for label, line in stats.groupby("label"):
             line = line.sort_values("epoch")
