@@ -30,19 +30,21 @@ def lr_search_cell(config: dict) -> tuple[str, dict] | None:
     """(group, search point) of a run under `lr_search`: the group is its settings without the learning rate, the
     seed, the `reference` keys (so every seed and, e.g., every low-data subset shares one choice) and the experiment's
     name (experiments that share runs share the choice); the search
-    point is the seed and reference values whose runs, one per grid lr, make the choice. None without a search."""
+    point is the seed and reference values whose runs, one per grid lr, make the choice. The test settings
+    (`results.TEST_ONLY`) are left out too: runs tested on more items (e2e_main's 630 MRs) keep the choice made on dev
+    by the grid points of the same training. None without a search."""
     search = config.get("lr_search")
     if not search:
         return None
-    varying = {"trainer.lr": None, "seed": search.get("seed", 0), **(search.get("reference") or {})}
+    point = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
     group = json.loads(json.dumps(results.identity({**config, "experiment": None})))  # shared across experiments
-    for dotted in varying:
+    for dotted in ["trainer.lr", *point, *(f"task.{key}" for key in results.TEST_ONLY)]:
         *parents, leaf = dotted.split(".")
         node = group
         for part in parents:
             node = node.get(part) or {}
         node.pop(leaf, None)
-    return json.dumps(group, sort_keys=True), {k: v for k, v in varying.items() if k != "trainer.lr"}
+    return json.dumps(group, sort_keys=True), point
 
 
 def choose_lr(points: dict[float, float]) -> float:

@@ -71,6 +71,8 @@ NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "dat
 
 # task settings that change only training or model selection, not the test items, prompt or decoding
 TRAINING_ONLY = ("max_train_examples", "low_data", "max_dev_examples", "dev_decode", "dev_size")
+# task settings that change only the test evaluation, not training or the dev scores the lr is chosen on
+TEST_ONLY = ("max_eval_examples", "decode")
 
 
 def eval_setting(config: dict) -> dict:

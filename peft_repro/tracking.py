@@ -15,10 +15,10 @@ def table_cell(config: dict) -> dict:
     """`table_row` / `table_col` of a run: its cell of the experiment's table (`experiments/<experiment>.yaml`, placed
     by the report's `cells_of`); nothing when the experiment has no table or the run fills no cell. A run that fills
     several columns (a table whose columns are metrics) has no `table_col`."""
-    from .report.spec import cells_of, spec_of
+    from .report.spec import at_scale, cells_of, spec_of
 
     spec = spec_of(str(config.get("experiment")))
-    cells = cells_of({"config": config}, spec) if spec else []
+    cells = cells_of({"config": config}, at_scale(spec, config.get("scale_name"))) if spec else []
     if not cells:
         return {}
     rows, columns = {row for row, _ in cells}, {str(col) for _, col in cells}

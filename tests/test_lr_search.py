@@ -89,3 +89,15 @@ def test_method_zero_shot_records_an_experiments_zero_shot_row_once(tmp_path: Pa
     path.unlink()
     (path.parent / "zero_shot-0123456789ab.json").write_text(json.dumps(older))
     assert run_main(*args).returncode == 0 and len(load_records(tmp_path, "zero_shot", "smoke")) == 2
+
+
+def test_runs_tested_on_more_items_keep_the_choice_of_the_grid_points_of_their_training():
+    """e2e_main's main rows tested again on all 630 MRs (`task.max_eval_examples` null, lr_search off): they join the
+    group of the grid points made with the 200-MR test, so a rerun at a rate not chosen on dev is left out."""
+    points = [record(1e-4, 0.40, tested=False), record(1e-3, 0.50), record(1e-2, 0.45, tested=False)]
+    full_test = [{**r, "record": r["record"] + "-all",
+                  "config": {**r["config"], "lr_search": None, "task": {**r["config"]["task"], "max_eval_examples": None,
+                                                                        "decode": {"num_beams": 5}}}}
+                 for r in (record(1e-3, 0.50), record(1e-3, 0.30, seed=1), record(1e-2, 0.95, seed=1))]
+    kept = dev_selected(points + full_test)
+    assert sorted(r["record"] for r in kept) == ["prefix-0.001-0-0", "prefix-0.001-0-0-all", "prefix-0.001-1-0-all"]

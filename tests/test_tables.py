@@ -493,3 +493,27 @@ def test_needed_sizes_exceed_what_the_joint_ci_already_had():
                           half_widths={"items": 1.29, "runs": 0.56})
     text = claims.needed(c, 3, 3, 200)  # in quadrature 1.41 < 1.48 would say "already enough"; jointly 1.78
     assert text == "~316 test items"
+
+
+def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_rows_lr_choice(tmp_path):
+    """e2e_main at the default scale shows only its runs tested on every MR (`where_at_scale`); its lr line still
+    lists the grid points, made with the smaller test set."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "demo.yaml").write_text(DEMO.replace(
+        "  experiment: demo\n", "  experiment: demo\n  where_at_scale: {default: {config.task.max_eval_examples: null}}\n"))
+    search = {"grid": [1e-4, 1e-3], "seed": 0}
+
+    def run(lr, seed, bleu, n_test, tested=True):
+        rec = record("demo", "full", {"BLEU": bleu, "NIST": 8.0} if tested else None, seed=seed)
+        rec["record"] += f"-{lr}-{n_test}"
+        rec["config"] |= {"seed": seed, "trainer": {"lr": lr}, "lr_search": search if n_test else None}
+        rec["config"]["task"]["max_eval_examples"] = n_test
+        return rec | {"dev": {"BLEU": {1e-4: 0.3, 1e-3: 0.5}[lr]}}
+
+    write_records(tmp_path / "results", "demo", [run(1e-4, 0, 0.3, 4, tested=False), run(1e-3, 0, 0.5, 4),
+                                                 run(1e-3, 0, 0.52, None), run(1e-3, 1, 0.56, None)])
+    specs, _ = spec.load_specs(tmp_path / "experiments")
+    table = cells.build_tables(specs, tmp_path / "results", "default")["demo"]
+    assert [r.value for r in table.row("FT").cells["BLEU"].runs] == pytest.approx([52.0, 56.0])
+    assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)"
+    assert spec.at_scale(specs["demo"], "smoke") is specs["demo"]  # other scales: every record, as before

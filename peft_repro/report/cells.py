@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..lr_search import choose_lr, dev_selected, lr_search_cell, record_primary
-from ..results import eval_setting, latest_per_setting, load_records, lookup, same_settings
+from ..results import TEST_ONLY, eval_setting, latest_per_setting, load_records, lookup, same_settings
 from ..stats import bootstrap, item_stats, percentile_ci
-from .spec import SpecError, cells_of, column_spec, experiments_of, first, matches, row_label
+from .spec import SpecError, at_scale, cells_of, column_spec, experiments_of, first, matches, row_label
 
 
 @dataclass
@@ -111,11 +111,17 @@ def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) ->
     rows = []
     for label in list(paper_rows) + [lab for lab in ours_rows if lab not in paper_rows]:
         paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
-        choice = lr_choice([r for r in searched if matches(r, {**ours.get("where", {}), **mine.get("where", {})})]) \
-            if mine else ""
+        choice = lr_choice([r for r in searched if matches(r, dev_where({**ours.get("where", {}),
+                                                                           **mine.get("where", {})}))]) if mine else ""
         rows.append(Row(label, paper.get("values") or [], paper.get("note", ""),
                         {str(c): cells[label, str(c)] for c in columns}, choice))
     return Table(spec, columns, add_zero_shot(rows, columns, zero_shots), records=records)
+
+
+def dev_where(where: dict) -> dict:
+    """A row's filter without its test settings (`TEST_ONLY`): its lr was chosen on the grid points of the same
+    training, whatever test set they were made with."""
+    return {k: v for k, v in where.items() if not k.startswith(tuple(f"config.task.{t}" for t in TEST_ONLY))}
 
 
 def lr_choice(records: list[dict]) -> str:
@@ -203,6 +209,7 @@ def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[
     zero_shots = [r for r in load_records(results_dir, "zero_shot", scale) if r.get("status") == "ok"]
     tables = {}
     for name, spec in specs.items():
+        spec = at_scale(spec, scale)
         records = table_records(results_dir, spec, scale, cache)
         # a run that two of the experiments made counts once (the latest), whichever folder holds it
         tables[name] = build_table(spec, latest_per_setting([r for r in records if r.get("status") == "ok"]),

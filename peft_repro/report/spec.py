@@ -57,6 +57,16 @@ def scale_note(item: dict, scale: str) -> list[str]:
     return [f"At scale `{scale}`: {note}", ""] if note else []
 
 
+def at_scale(spec: dict, scale: str | None) -> dict:
+    """The spec as it reads records of one scale: `ours.where_at_scale[scale]` merged into `ours.where` (e.g.
+    e2e_main at the default scale: only its runs tested on every MR)."""
+    ours = spec.get("ours") or {}
+    extra = (ours.get("where_at_scale") or {}).get(scale)
+    if not extra:
+        return spec
+    return {**spec, "ours": {**ours, "where": {**ours.get("where", {}), **extra}}}
+
+
 def _own_table(check, name: str):
     """A claim checks its own file's table unless its `check` names another."""
     if isinstance(check, list):
