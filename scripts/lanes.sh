@@ -21,12 +21,17 @@ set -euo pipefail
 
 # Lane A: LoRA Tables 5/6 on WikiSQL. The equal-budget cells (Wq,Wv r=4 against Wq r=8) and r=4, 8 first: they
 # decide qv_beats_q_equal_budget and two ranks of qv_beats_q. Then Wq,Wv at r=1 and 64 (rank1_suffices_qv has no
-# run yet), xsum_main (prefix_below_ft_xsum has no run yet; session 12 moved it ahead: of the claims without runs it
-# is the likeliest to be decided), the prefix half of low-data XSum at 50, low-data E2E at 100, the other ranks,
-# low-data XSum at 100.
+# run yet), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev (experiments/e2e_main.yaml: 200
+# left prefix - FT undecided, mostly from the items), xsum_main (prefix_below_ft_xsum has no run yet; of the claims
+# without runs it is the likeliest to be decided), the prefix half of low-data XSum at 50, low-data E2E at 100, the
+# other ranks, low-data XSum at 100.
+ALL_MRS="seed=0,1,2 task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8"
   "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=1,64"
+  "+experiment=e2e_main method=prefix_mlp trainer.lr=1e-3 $ALL_MRS"
+  "+experiment=e2e_main method=full trainer.lr=2e-4 $ALL_MRS"
+  "+experiment=e2e_main method=lora trainer.lr=5e-3 $ALL_MRS"
   "+experiment=xsum_main"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
