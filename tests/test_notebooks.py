@@ -20,7 +20,7 @@ NOTEBOOKS = [p.stem for p in render.notebook_paths()]
 # the report's tables each notebook plots (by hand)
 PLOTS = {"emb_infix_prefix": ["emb_vs_infix"], "lora_heatmap": ["lora_rank_sweep"],
          "low_data": ["low_data_e2e", "low_data_xsum"], "prefix_length": ["prefix_length_sweep"],
-         "dev_curves": ["lora_rank_sweep", "low_data_e2e", "low_data_xsum", "e2e_main"]}
+         "dev_curves": ["emb_vs_infix", "lora_rank_sweep", "low_data_e2e", "low_data_xsum", "e2e_main"]}
 
 
 def make_record(experiment: str, method: dict, test: dict, task: str = "e2e", seed: int = 0, low_data=None,
