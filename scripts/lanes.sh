@@ -41,9 +41,8 @@ LANE_A=(
 )
 # Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, then the two relevant
 # words at seeds 1, 2; the random-init controls wait: those of equal length were one run, session 12), the FT half
-# of low-data XSum at 50, emb_vs_infix's k=1, 20 (they add comparisons to
-# prefix_gt_infix_gt_emb, which then still waits for more EMB-10 and INFIX-10 seeds on ROUGE-L), and low-data XSum's
-# FT at 100.
+# of low-data XSum at 50, emb_vs_infix's k=1, 20 (they add comparisons to prefix_gt_infix_gt_emb, which then still
+# waits for more EMB-10 and INFIX-10 seeds on ROUGE-L), and low-data XSum's FT at 100.
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
