@@ -40,13 +40,14 @@ LANE_A=(
   "+experiment=lora_weight_type"
 )
 # Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, then the two relevant
-# words at seeds 1, 2; the random-init controls wait: those of equal length were one run, session 12), the FT half
-# of low-data XSum at 50, emb_vs_infix's k=1, 20 (they add comparisons to prefix_gt_infix_gt_emb, which then still
+# words at seeds 1, 2, then the random-init controls: those of equal length were one run until session 13 gave each
+# its own draw, so their grid and all 8 reran), the FT half of low-data XSum at 50, emb_vs_infix's k=1, 20 (they add comparisons to prefix_gt_infix_gt_emb, which then still
 # waits for more EMB-10 and INFIX-10 seeds on ROUGE-L), and low-data XSum's FT at 100.
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
   "+experiment=prefix_init method.init=auto 'method.init_text=table-to-text:,summarize' seed=1,2"
+  "+experiment=prefix_init method.init=random"
   "+experiment=low_data_xsum method=full task.low_data.size=50"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
   "+experiment=low_data_xsum method=full task.low_data.size=100"

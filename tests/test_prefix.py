@@ -328,6 +328,25 @@ def test_random_init_distributions():
     assert abs(emb.prefix_embeddings.std().item() / table_std - 1) < 0.1
 
 
+def test_random_controls_of_equal_length_are_distinct_draws(tokenizer):
+    """prefix_init's random control of each word: k from the word, values from a draw of its own (session 12 found
+    the controls of equal length were one run); reproducible, and the run's RNG stream goes on unchanged."""
+    words = ["active", "divide"]
+    assert len({len(tokenizer(w, add_special_tokens=False).input_ids) for w in words}) == 1
+
+    def control(word, seed=0):
+        model = tiny_model("llama")
+        torch.manual_seed(seed)  # as a run: its seed, then the method
+        adapted = apply_method(model, {"name": "prefix", "init": "random", "init_text": word})
+        return adapted.export_prefix(), torch.rand(3)  # the prefix, then the next numbers of the run's stream
+
+    (active, after_a), (divide, after_d) = control("active"), control("divide")
+    assert active.shape == divide.shape and not torch.equal(active, divide)
+    torch.testing.assert_close(control("active")[0], active, rtol=0, atol=0)
+    assert not torch.equal(control("active", seed=1)[0], active)
+    torch.testing.assert_close(after_a, after_d, rtol=0, atol=0)
+
+
 def test_bad_configs_are_clear_errors():
     with pytest.raises(ValueError, match="num_virtual_tokens"):
         apply_method(tiny_model("llama"), {"name": "prefix", "num_virtual_tokens": 0})

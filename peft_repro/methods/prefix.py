@@ -22,7 +22,8 @@ Initialization (``init``; ``auto``, the default, means ``words`` when ``init_tex
   * ``random``: P ~ N(0, 1) (``nn.Embedding``'s default, as HF PEFT and the original code's direct prefix); with the
     MLP, P' ~ N(0, 1) and both Linear layers keep PyTorch's default kaiming-uniform init (as PEFT and the original).
   * ``random`` with ``init_text`` set: random values, the length of the text's tokens (the control of a word init
-    at equal k: prefix_init compares both).
+    at equal k: prefix_init compares both). The values are a draw of the text's own (`text_draw_seed`): two controls
+    of equal length at one seed are two random inits, not one run twice.
   * ``words``: run the frozen LM on the tokens of ``init_text`` and use their per-layer keys/values (positions
     0..n-1, exactly where the prefix sits), so the initial model equals the frozen LM prompted with the text. The
     prefix length becomes the text's token count. With the MLP, the MLP is first fitted to those activations by
@@ -35,6 +36,8 @@ virtual_tokens.py; a run's record keeps the real k (`Adapted.record_fields`), wh
 """
 from __future__ import annotations
 
+import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -86,8 +89,12 @@ class PrefixAdapted(Adapted):
         ids = word_ids(model, cfg.init_text, tokenizer) if cfg.init_text else None  # init=random: only their count
         k = len(ids) if ids is not None else cfg.num_virtual_tokens
         self.num_virtual_tokens = k
-        self.prefix = PrefixEncoder(n_layers, kv_heads, head_dim, k, cfg.projection, cfg.mid_dim,
-                                    cfg.embed_dim or hidden_size(model.config), cfg.dropout, device)
+        own_draw = cfg.init == "random" and cfg.init_text is not None
+        with torch.random.fork_rng() if own_draw else nullcontext():  # the run's stream goes on as without it
+            if own_draw:
+                torch.manual_seed(text_draw_seed(cfg.init_text))
+            self.prefix = PrefixEncoder(n_layers, kv_heads, head_dim, k, cfg.projection, cfg.mid_dim,
+                                        cfg.embed_dim or hidden_size(model.config), cfg.dropout, device)
         self.init_fit_mse = None
         if cfg.init == "words":
             kv = word_activations(model, ids)
@@ -122,6 +129,13 @@ class PrefixAdapted(Adapted):
         config = {"num_virtual_tokens": k, "num_layers": n_layers, "token_dim": kv_heads * head_dim,
                   "num_attention_heads": kv_heads, "num_transformer_submodules": 1, "prefix_projection": False}
         return config, {"prompt_embeddings": kv.permute(2, 0, 1, 3, 4).reshape(k, -1).contiguous()}
+
+
+def text_draw_seed(text: str) -> int:
+    """The seed of a random init of `text`'s length, from the run's RNG state (its seed) and the text, without drawing
+    from it: each control at each seed is its own draw, the same on every machine (crc32, not the salted `hash`). 32
+    bits: the CPU generator (mt19937) keeps only the low 32 bits of a seed."""
+    return zlib.crc32(text.encode(), zlib.crc32(torch.get_rng_state().numpy().tobytes()))
 
 
 def apply(model: nn.Module, cfg: PrefixConfig, tokenizer=None) -> Adapted:
