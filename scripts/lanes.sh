@@ -23,8 +23,8 @@ set -euo pipefail
 # decide qv_beats_q_equal_budget and two ranks of qv_beats_q. Then Wq,Wv at r=1 and 64 (rank1_suffices_qv has no
 # run yet), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev (experiments/e2e_main.yaml: 200
 # left prefix - FT undecided, mostly from the items), xsum_main (prefix_below_ft_xsum has no run yet; of the claims
-# without runs it is the likeliest to be decided), the prefix half of low-data XSum at 50, low-data E2E at 100, the
-# other ranks, low-data XSum at 100.
+# without runs it is the likeliest to be decided), the prefix half of low-data XSum at 50, low-data E2E at 100,
+# low-data XSum at 100.
 ALL_MRS="seed=0,1,2 task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8"
@@ -35,14 +35,14 @@ LANE_A=(
   "+experiment=xsum_main"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
-  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,64"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
   "+experiment=lora_weight_type"
 )
 # Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, then the two relevant
 # words at seeds 1, 2, then the random-init controls: those of equal length were one run until session 13 gave each
 # its own draw, so their grid and all 8 reran), the FT half of low-data XSum at 50, emb_vs_infix's k=1, 20 (they add comparisons to prefix_gt_infix_gt_emb, which then still
-# waits for more EMB-10 and INFIX-10 seeds on ROUGE-L), and low-data XSum's FT at 100.
+# waits for more EMB-10 and INFIX-10 seeds on ROUGE-L), the other WikiSQL ranks (moved from lane A in session 13: lane
+# A had about 9 CPU hours more queued), and low-data XSum's FT at 100.
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -50,6 +50,7 @@ LANE_B=(
   "+experiment=prefix_init method.init=random"
   "+experiment=low_data_xsum method=full task.low_data.size=50"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
+  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,64"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
 )
 
