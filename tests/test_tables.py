@@ -517,3 +517,40 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
     assert [r.value for r in table.row("FT").cells["BLEU"].runs] == pytest.approx([52.0, 56.0])
     assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)"
     assert spec.at_scale(specs["demo"], "smoke") is specs["demo"]  # other scales: every record, as before
+
+
+def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):
+    """prefix_init: the grid runs with one init word (`lr_search.reference`) and every word trains at its choice; the
+    table says so, one line for the rows that share it, naming the reference (an audit found the line read as if
+    only that word had been tuned)."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "words.yaml").write_text("""
+table: words
+title: "Init words"
+model: gpt2-medium
+metrics: [BLEU]
+ours:
+  experiment: words
+  columns: {BLEU: {metric: test.BLEU, factor: 100}}
+  rows:
+    - {method: apple, where: {config.method.init_text: apple}}
+    - {method: pear, where: {config.method.init_text: pear}}
+""")
+    search = {"grid": [1e-4, 1e-3], "seed": 0, "reference": {"method.init_text": "apple"}}
+
+    def run(word, lr, dev, tested=True):
+        rec = record("words", "prefix", {"BLEU": dev + 0.1} if tested else None)
+        rec["record"] += f"-{word}-{lr}"
+        rec["config"] |= {"seed": 0, "trainer": {"lr": lr}, "lr_search": search}
+        rec["config"]["method"]["init_text"] = word
+        return rec | {"dev": {"BLEU": dev}}
+
+    write_records(tmp_path / "results", "words", [run("apple", 1e-4, 0.3, tested=False), run("apple", 1e-3, 0.5),
+                                                  run("pear", 1e-3, 0.4)])
+    specs, _ = spec.load_specs(tmp_path / "experiments")
+    table = cells.build_tables(specs, tmp_path / "results", "default")["words"]
+    line = "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better) " \
+           "(at method.init_text=apple)"
+    assert table.row("apple").lr_choice == table.row("pear").lr_choice == line
+    md = render.render_markdown({"words": table}, "default").splitlines()
+    assert f"- apple, pear: {line}" in md and not any(m.startswith("- pear:") for m in md)

@@ -2,6 +2,7 @@
 one record per setting, with the zero-shot (and majority-class) rows of the same test settings."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,21 +112,30 @@ def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) ->
     rows = []
     for label in list(paper_rows) + [lab for lab in ours_rows if lab not in paper_rows]:
         paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
-        choice = lr_choice([r for r in searched if matches(r, dev_where({**ours.get("where", {}),
-                                                                           **mine.get("where", {})}))]) if mine else ""
+        where = dev_where({**ours.get("where", {}), **mine.get("where", {})}, searched) if mine else None
+        choice = lr_choice([r for r in searched if matches(r, where)]) if mine else ""
         rows.append(Row(label, paper.get("values") or [], paper.get("note", ""),
                         {str(c): cells[label, str(c)] for c in columns}, choice))
     return Table(spec, columns, add_zero_shot(rows, columns, zero_shots), records=records)
 
 
-def dev_where(where: dict) -> dict:
-    """A row's filter without its test settings (`TEST_ONLY`): its lr was chosen on the grid points of the same
-    training, whatever test set they were made with."""
-    return {k: v for k, v in where.items() if not k.startswith(tuple(f"config.task.{t}" for t in TEST_ONLY))}
+def dev_where(where: dict, records: list[dict] = ()) -> dict:
+    """A row's filter without its test settings (`TEST_ONLY`) and the search's `reference` keys: its lr was chosen on
+    the grid points of the same training, whatever test set they were made with, at the reference (e.g. every init
+    word takes the choice made with "table-to-text:")."""
+    dropped = tuple(f"config.task.{t}" for t in TEST_ONLY) + tuple(f"config.{k}" for k in search_reference(records))
+    return {k: v for k, v in where.items() if not k.startswith(dropped)}
+
+
+def search_reference(records: list[dict]) -> dict:
+    """The `lr_search.reference` settings of these records (a table may pool experiments: all of theirs)."""
+    return {k: v for r in records for k, v in ((r["config"].get("lr_search") or {}).get("reference") or {}).items()}
 
 
 def lr_choice(records: list[dict]) -> str:
-    """'lr 2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points."""
+    """'2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points, and
+    the search's reference settings where these records differ in them ('... (at method.init_text=table-to-text:)':
+    the other init words take the choice made with this one)."""
     search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
     if not search:
         return ""
@@ -143,7 +153,9 @@ def lr_choice(records: list[dict]) -> str:
             edge = " (chosen, at the grid's edge: a wider grid may do better)" if chosen in (min(points), max(points)) \
                 else " (chosen)"
             texts.append(", ".join(f"{lr:g}: {100 * v:.1f}" + (edge if lr == chosen else "") for lr, v in points.items()))
-    return "; ".join(texts)
+    reference = ", ".join(f"{k}={v}" for k, v in search_reference(records).items()  # where the rows' runs differ
+                          if len({json.dumps(lookup(r, f"config.{k}"), default=str) for r in records}) > 1)
+    return "; ".join(texts) + (f" (at {reference})" if texts and reference else "")
 
 
 def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:

@@ -112,7 +112,11 @@ def render_markdown(tables: dict[str, Table], scale: str) -> str:
         groups: dict[str, list[Row]] = {}  # rows whose runs have the same provenance
         for row in table.rows:
             groups.setdefault(provenance(_records(row_runs(row))), []).append(row)
-        choices = [f"- {row.label}: {row.lr_choice}" for row in table.rows if row.lr_choice]
+        rows_of: dict[str, list[str]] = {}  # rows that share a choice (made at the search's reference) share a line
+        for row in table.rows:
+            if row.lr_choice:
+                rows_of.setdefault(row.lr_choice, []).append(row.label)
+        choices = [f"- {', '.join(labels)}: {choice}" for choice, labels in rows_of.items()]
         if choices:
             out += ["", "Learning rates tried on dev (dev score x100 of the primary metric at the search point; "
                         "the cells use the chosen one):", *choices]
