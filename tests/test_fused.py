@@ -150,10 +150,19 @@ def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
         assert fused["dev"] == alone["dev"] and fused["test"] == alone["test"], key
         assert fused["lr_selection"] == alone["lr_selection"] and fused["params"] == alone["params"]
         assert fused["num_virtual_tokens"] == alone["num_virtual_tokens"]
-        assert [h.get("loss") for h in fused["history"]] == pytest.approx([h.get("loss") for h in alone["history"]],
-                                                                            abs=1e-5)
+        assert_same_losses(fused, alone)
         assert fused["test_items"] == alone["test_items"]
         assert {**fused["config"], "results_dir": None} == {**alone["config"], "results_dir": None}
+
+
+def assert_same_losses(fused: dict, alone: dict) -> None:
+    """The same training-loss history, to float32 rounding: the fused batch has other GEMM shapes, and on an AVX-512
+    CPU an EMB run's epoch loss of ~5.56 differed by 6.5e-5 (1.2e-5 relative; the same every time), where a wrong
+    batch, lr or step differs by 1e-3 and more (dev and test outputs are compared exactly)."""
+    losses = [[h.get("loss") for h in r["history"]] for r in (fused, alone)]
+    assert [x is None for x in losses[0]] == [x is None for x in losses[1]]
+    assert [x for x in losses[0] if x is not None] == pytest.approx([x for x in losses[1] if x is not None],
+                                                                    rel=1e-4, abs=1e-5)
 
 
 @needs_data("e2e")
@@ -168,8 +177,7 @@ def test_a_fused_emb_vs_infix_sweep_records_what_the_local_launcher_records(tmp_
         assert fused["fused_cells"] == 2 and "fused_cells" not in alone
         assert fused["dev"] == alone["dev"] and fused["test"] == alone["test"], key
         assert fused["params"] == alone["params"] and fused["num_virtual_tokens"] == alone["num_virtual_tokens"]
-        assert [h.get("loss") for h in fused["history"]] == pytest.approx([h.get("loss") for h in alone["history"]],
-                                                                            abs=1e-5)
+        assert_same_losses(fused, alone)
 
 
 def test_a_diverging_cell_stops_at_the_step_it_stops_alone_and_the_others_go_on(tokenizer, tmp_path: Path):
