@@ -44,13 +44,18 @@ print(f"{runs['record'].nunique()} runs in table {TABLE} at scale {SCALE} in {RE
 # Each cell (a word or its control) and each group, pooled over its words' runs as the claim pools them.
 
 # %%
-stats = F.summarize(runs, ["row"], "value", interval="sd").set_index("row")
-word_of = {row: row.removeprefix("random (").removesuffix(")") for row in stats.index}
-stats["init"] = ["random" if row.startswith("random (") else "words" for row in stats.index]
-stats["group"] = [groups.get(word_of[row], "?") for row in stats.index]
-pooled = runs.assign(init=runs["row"].str.startswith("random (").map({True: "random", False: "words"}),
-                     group=runs["row"].map(lambda row: groups.get(row.removeprefix("random (").removesuffix(")"))))
-print(F.summarize(pooled, ["group", "init"], "value", interval="ci95").to_string(index=False))
+def word_of(row: str) -> str:  # "random (keep)" -> "keep"
+    return row.removeprefix("random (").removesuffix(")")
+
+
+def init_of(row: str) -> str:
+    return "random" if row.startswith("random (") else "words"
+
+
+runs = runs.assign(word=runs["row"].map(word_of), init=runs["row"].map(init_of),
+                   group=runs["row"].map(lambda row: groups.get(word_of(row), "?")))
+print(F.summarize(runs, ["group", "init"], "value", interval="ci95").to_string(index=False))
+stats = F.summarize(runs, ["row", "word", "init", "group"], "value", interval="sd").set_index("row")
 stats
 
 # %%
@@ -58,7 +63,7 @@ if stats.empty:
     F.no_records(TABLE, SCALE, out)
 else:
     colors = {"relevant": "tab:green", "irrelevant": "tab:blue"}
-    order = [w for w in groups if w in word_of.values()]
+    order = [w for w in groups if w in set(stats["word"])]
     fig, ax = plt.subplots(figsize=(1.1 * len(order) + 2, 4.2))
     width = 0.38
     for i, word in enumerate(order):

@@ -50,7 +50,8 @@ LANE_B=(
   "+experiment=prefix_init method.init=random"
   "+experiment=low_data_xsum method=full task.low_data.size=50"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
-  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,64"
+  "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64"
+  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
 )
 

@@ -158,11 +158,11 @@ def test_a_fused_sweep_records_what_the_local_launcher_records(tmp_path: Path):
 def assert_same_losses(fused: dict, alone: dict) -> None:
     """The same training-loss history, to float32 rounding: the fused batch has other GEMM shapes, and on an AVX-512
     CPU an EMB run's epoch loss of ~5.56 differed by 6.5e-5 (1.2e-5 relative; the same every time), where a wrong
-    batch, lr or step differs by 1e-3 and more (dev and test outputs are compared exactly)."""
+    batch, lr or step differs by 1e-3 and more (dev and test outputs are compared exactly). Tolerance: 4x that."""
     losses = [[h.get("loss") for h in r["history"]] for r in (fused, alone)]
     assert [x is None for x in losses[0]] == [x is None for x in losses[1]]
     assert [x for x in losses[0] if x is not None] == pytest.approx([x for x in losses[1] if x is not None],
-                                                                    rel=1e-4, abs=1e-5)
+                                                                    rel=5e-5, abs=1e-5)
 
 
 @needs_data("e2e")

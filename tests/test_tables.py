@@ -521,7 +521,7 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
 
 def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):
     """prefix_init: the grid runs with one init word (`lr_search.reference`) and every word trains at its choice; the
-    table says so, one line for the rows that share it, naming the reference (an audit found the line read as if
+    table says so: the other words share one line, which names the reference (an audit found the line read as if
     only that word had been tuned)."""
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "words.yaml").write_text("""
@@ -535,6 +535,7 @@ ours:
   rows:
     - {method: apple, where: {config.method.init_text: apple}}
     - {method: pear, where: {config.method.init_text: pear}}
+    - {method: plum, where: {config.method.init_text: plum}}
 """)
     search = {"grid": [1e-4, 1e-3], "seed": 0, "reference": {"method.init_text": "apple"}}
 
@@ -549,8 +550,8 @@ ours:
                                                   run("pear", 1e-3, 0.4)])
     specs, _ = spec.load_specs(tmp_path / "experiments")
     table = cells.build_tables(specs, tmp_path / "results", "default")["words"]
-    line = "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better) " \
-           "(at method.init_text=apple)"
-    assert table.row("apple").lr_choice == table.row("pear").lr_choice == line
+    line = "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)"
+    assert table.row("apple").lr_choice == line
+    assert table.row("pear").lr_choice == table.row("plum").lr_choice == line + " (at method.init_text=apple)"
     md = render.render_markdown({"words": table}, "default").splitlines()
-    assert f"- apple, pear: {line}" in md and not any(m.startswith("- pear:") for m in md)
+    assert f"- apple: {line}" in md and f"- pear, plum: {line} (at method.init_text=apple)" in md

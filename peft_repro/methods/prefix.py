@@ -89,8 +89,9 @@ class PrefixAdapted(Adapted):
         ids = word_ids(model, cfg.init_text, tokenizer) if cfg.init_text else None  # init=random: only their count
         k = len(ids) if ids is not None else cfg.num_virtual_tokens
         self.num_virtual_tokens = k
-        own_draw = cfg.init == "random" and cfg.init_text is not None
-        with torch.random.fork_rng() if own_draw else nullcontext():  # the run's stream goes on as without it
+        own_draw = cfg.init == "random" and bool(cfg.init_text)
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices) if own_draw else nullcontext():  # the run's stream: as before
             if own_draw:
                 torch.manual_seed(text_draw_seed(cfg.init_text))
             self.prefix = PrefixEncoder(n_layers, kv_heads, head_dim, k, cfg.projection, cfg.mid_dim,
@@ -133,8 +134,8 @@ class PrefixAdapted(Adapted):
 
 def text_draw_seed(text: str) -> int:
     """The seed of a random init of `text`'s length, from the run's RNG state (its seed) and the text, without drawing
-    from it: each control at each seed is its own draw, the same on every machine (crc32, not the salted `hash`). 32
-    bits: the CPU generator (mt19937) keeps only the low 32 bits of a seed."""
+    from it: each control at each seed is its own draw, the same on every machine with this torch version (crc32 of
+    the generator's state, not the salted `hash`). 32 bits: mt19937 keeps only the low 32 bits of a seed."""
     return zlib.crc32(text.encode(), zlib.crc32(torch.get_rng_state().numpy().tobytes()))
 
 

@@ -2,7 +2,6 @@
 one record per setting, with the zero-shot (and majority-class) rows of the same test settings."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,22 +108,27 @@ def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) ->
         for label, column in cells_of(record, spec):
             if (run := _run(record, spec, ours_rows[label], column)) is not None:
                 cells[label, str(column)].runs.append(run)
+    reference = search_reference(searched)
     rows = []
     for label in list(paper_rows) + [lab for lab in ours_rows if lab not in paper_rows]:
         paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
-        where = dev_where({**ours.get("where", {}), **mine.get("where", {})}, searched) if mine else None
-        choice = lr_choice([r for r in searched if matches(r, where)]) if mine else ""
-        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""),
-                        {str(c): cells[label, str(c)] for c in columns}, choice))
+        row_cells = {str(c): cells[label, str(c)] for c in columns}
+        choice = ""
+        if mine:
+            where = {**ours.get("where", {}), **mine.get("where", {})}
+            choice = lr_choice([r for r in searched if matches(r, dev_where(where, reference))])
+            choice += inherited(reference, where, [run.record for cell in row_cells.values() for run in cell.runs]) \
+                if choice else ""
+        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), row_cells, choice))
     return Table(spec, columns, add_zero_shot(rows, columns, zero_shots), records=records)
 
 
-def dev_where(where: dict, records: list[dict] = ()) -> dict:
+def dev_where(where: dict, reference: dict = None) -> dict:
     """A row's filter without its test settings (`TEST_ONLY`) and the search's `reference` keys: its lr was chosen on
     the grid points of the same training, whatever test set they were made with, at the reference (e.g. every init
     word takes the choice made with "table-to-text:")."""
-    dropped = tuple(f"config.task.{t}" for t in TEST_ONLY) + tuple(f"config.{k}" for k in search_reference(records))
-    return {k: v for k, v in where.items() if not k.startswith(dropped)}
+    dropped = [f"config.task.{t}" for t in TEST_ONLY] + [f"config.{k}" for k in reference or {}]
+    return {k: v for k, v in where.items() if not any(k == d or k.startswith(d + ".") for d in dropped)}
 
 
 def search_reference(records: list[dict]) -> dict:
@@ -132,10 +136,17 @@ def search_reference(records: list[dict]) -> dict:
     return {k: v for r in records for k, v in ((r["config"].get("lr_search") or {}).get("reference") or {}).items()}
 
 
+def inherited(reference: dict, where: dict, records: list[dict]) -> str:
+    """' (at method.r=4)' when a row's filter or its runs leave the search's reference: they take the choice made
+    there (prefix k=1 and 40 take k=10's; low-data subsets 1-4 take subset 0's). A method without the key (FT has no
+    rank) is not away from it."""
+    away = [k for k, v in reference.items() if where.get(f"config.{k}", v) != v
+            or any(lookup(r, f"config.{k}") not in (None, v) for r in records)]
+    return f" (at {', '.join(f'{k}={reference[k]}' for k in away)})" if away else ""
+
+
 def lr_choice(records: list[dict]) -> str:
-    """'2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points, and
-    the search's reference settings where these records differ in them ('... (at method.init_text=table-to-text:)':
-    the other init words take the choice made with this one)."""
+    """'2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points."""
     search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
     if not search:
         return ""
@@ -153,9 +164,7 @@ def lr_choice(records: list[dict]) -> str:
             edge = " (chosen, at the grid's edge: a wider grid may do better)" if chosen in (min(points), max(points)) \
                 else " (chosen)"
             texts.append(", ".join(f"{lr:g}: {100 * v:.1f}" + (edge if lr == chosen else "") for lr, v in points.items()))
-    reference = ", ".join(f"{k}={v}" for k, v in search_reference(records).items()  # where the rows' runs differ
-                          if len({json.dumps(lookup(r, f"config.{k}"), default=str) for r in records}) > 1)
-    return "; ".join(texts) + (f" (at {reference})" if texts and reference else "")
+    return "; ".join(texts)
 
 
 def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:
