@@ -255,7 +255,14 @@ def test_claims_report_lists_each_claim(demo):
                                                                                    r.factor) for r in a]))
                 for a in (bleu, nist)]
     glance = claims.at_a_glance([{"verdict": "holds", "comparisons": compared}])
-    assert glance.endswith("Median 95% CI half-width of the 1 measured comparisons in percentage points: 0.00.")
+    assert glance.endswith("Median 95% CI half-width of the 1 measured comparisons (repeats counted once) in "
+                           "percentage points: 0.00.")
+    # the same runs compared again (a pool of sizes with one size measured) count once; other runs count
+    wider = claims.judge(claims.Comparison("a > c", "better", 0, bleu, [cells.Run(r.value - 5 * r.key[1], r.key, {},
+                                                                                r.metric, r.factor) for r in bleu]))
+    glance = claims.at_a_glance([{"verdict": "holds", "comparisons": [*compared, compared[0]]},
+                                 {"verdict": "holds", "comparisons": [wider]}])
+    assert "Median 95% CI half-width of the 2 measured comparisons" in glance
 
 
 def test_both_paper_versions_and_empty_cells(tmp_path):

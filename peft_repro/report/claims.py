@@ -240,20 +240,29 @@ def _hw(c: Comparison, source: str) -> str:
 def at_a_glance(results: list[dict]) -> str:
     """The ledger in the numbers a powered scale is judged by: claims decided, the fewest runs on a side of a measured
     comparison (a side that trains nothing is one run by nature), and the median CI half-width of the comparisons in
-    percentage points (columns shown x100: BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own)."""
+    percentage points (columns shown x100: BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own),
+    each measurement once (`_measurement`)."""
     verdicts = [res["verdict"] for res in results]
     decided = sum(v in ("holds", "fails") for v in verdicts)
     counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := verdicts.count(v)))
     text = f"**At a glance**: {decided} of {len(results)} claims decided ({counts})."
-    measured = [c for res in results for c in res["comparisons"] if c.diff is not None]
+    measured = list({_measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
     sides = [len(side) for c in measured for side in (c.a, c.b) if not trains_nothing(side)]
     if sides:
         text += f" Fewest runs on a side that trains, over the measured comparisons: {min(sides)}."
     points = [_half(c.ci) for c in measured if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
     if points:
-        text += (f" Median 95% CI half-width of the {len(points)} measured comparisons in percentage points: "
-                 f"{float(np.median(points)):.2f}.")
+        text += (f" Median 95% CI half-width of the {len(points)} measured comparisons (repeats counted once) in "
+                 f"percentage points: {float(np.median(points)):.2f}.")
     return text
+
+
+def _measurement(c: Comparison) -> tuple:
+    """What a comparison measures: its kind and the runs on each side. A pool of sizes of which only one has runs
+    (low-data at 50 alone) is the same measurement as that size's comparison, and counts once."""
+    def side(runs):
+        return tuple(sorted((r.record.get("record", ""), r.metric, r.key, r.value) for r in runs))
+    return c.kind, c.margin, side(c.a), side(c.b)
 
 
 def render(results: list[dict], scale: str) -> tuple[str, str]:
