@@ -261,7 +261,7 @@ def _measurement(c: Comparison) -> tuple:
     """What a comparison measures: its kind and the runs on each side. A pool of sizes of which only one has runs
     (low-data at 50 alone) is the same measurement as that size's comparison, and counts once."""
     def side(runs):
-        return tuple(sorted((r.record.get("record", ""), r.metric, r.key, r.value) for r in runs))
+        return tuple(sorted(((r.record.get("record", ""), r.metric, r.key, r.value) for r in runs), key=repr))
     return c.kind, c.margin, side(c.a), side(c.b)
 
 
