@@ -19,12 +19,9 @@
 # LoRA step took 28-35 s with both lanes at two threads, 6 s with the other lane paused.
 set -euo pipefail
 
-# Lane A: LoRA Tables 5/6 on WikiSQL. The equal-budget cells (Wq,Wv r=4 against Wq r=8) and r=4, 8 first: they
-# decide qv_beats_q_equal_budget and two ranks of qv_beats_q. Then Wq,Wv at r=1 and 64 (rank1_suffices_qv has no
-# run yet), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev (experiments/e2e_main.yaml: 200
-# left prefix - FT undecided, mostly from the items), xsum_main (prefix_below_ft_xsum has no run yet; of the claims
-# without runs it is the likeliest to be decided), the prefix half of low-data XSum at 50, low-data E2E at 100,
-# low-data XSum at 100.
+# Lane A: LoRA Tables 5/6 on WikiSQL (the equal-budget pair Wq,Wv r=4 against Wq r=8, r=4, 8, then Wq,Wv at r=1,
+# 64), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main (prefix_below_ft_xsum),
+# the prefix half of low-data XSum at 50 and 100.
 ALL_MRS="seed=0,1,2 task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8"
@@ -34,15 +31,14 @@ LANE_A=(
   "+experiment=e2e_main method=lora trainer.lr=5e-3 $ALL_MRS"
   "+experiment=xsum_main"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
-  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
   "+experiment=lora_weight_type"
 )
-# Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, then the two relevant
-# words at seeds 1, 2, then the random-init controls: those of equal length were one run until session 13 gave each
-# its own draw, so their grid and all 8 reran), the FT half of low-data XSum at 50, emb_vs_infix's k=1, 20 (they add comparisons to prefix_gt_infix_gt_emb, which then still
-# waits for more EMB-10 and INFIX-10 seeds on ROUGE-L), the other WikiSQL ranks (moved from lane A in session 13: lane
-# A had about 9 CPU hours more queued), and low-data XSum's FT at 100.
+# Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, the two relevant words at
+# seeds 1, 2, the random-init controls, each its own draw since session 13), the FT half of low-data XSum at 50,
+# emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), low-data E2E at 100 (moved from lane A in session
+# 14: the runs that can still decide a claim go before the WikiSQL ranks, which decide none), the other WikiSQL
+# ranks, and low-data XSum's FT at 100.
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -50,6 +46,7 @@ LANE_B=(
   "+experiment=prefix_init method.init=random"
   "+experiment=low_data_xsum method=full task.low_data.size=50"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
+  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
   "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64"
   "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
