@@ -130,7 +130,7 @@ def train_and_record(cell: RunCell) -> dict:
     # discrete prompt picks its prompt on dev; then the context holds the real k (init words or the prompt set it)
     check_model_fits(cfg, model, adapted.num_virtual_tokens, dev_decode, test_decode)
     params = adapted.parameter_counts()
-    log.info("%s on %s: %d trainable parameters (%.4f%% of %d)", adapted.method, cfg.model.name,
+    log.info("%s: %s on %s, %d trainable parameters (%.4f%% of %d)", cell.key, adapted.method, cfg.model.name,
              params["trainable"], params["trainable_pct"], params["base"])
     resume_file = results.resume_path(cell.path, cell.config, cell.fingerprint)
     if not cfg.resume:  # resume=false: start over, not from a killed run's checkpoint

@@ -4,10 +4,11 @@
 # runs its sweeps one after another. Finished cells are found and skipped, and a killed cell resumes from its last
 # epoch, so the same command continues the queue in the next session.
 #
-#   scripts/lanes.sh [--after PID] [--dry-run] [a] [b]     (no lane named: both)
+#   scripts/lanes.sh [--after PID] [--dry-run | --status] [a] [b]     (no lane named: both)
 #
 #   --after PID  start once process PID has ended (a sweep already running in that lane's place)
 #   --dry-run    print each lane's commands and exit
+#   --status     print each lane's sweep, cell and progress (from its log) and exit
 #
 # The lanes run this checkout's code. To keep editing while they run, start them from a second worktree and write
 # the records here:  git worktree add ../run-lanes HEAD && cd ../run-lanes &&
@@ -55,13 +56,14 @@ LANE_B=(
 # appended to every command: one job at a time, one torch thread, no W&B
 RUN_ARGS="hydra/launcher=local_parallel hydra.launcher.n_jobs=1 threads=1 logger=none"
 
-after="" dry=0 lanes=()
+after="" dry=0 status=0 lanes=()
 while (($#)); do
   case $1 in
     --after) after=$2; shift 2 ;;
     --dry-run) dry=1; shift ;;
+    --status) status=1; shift ;;
     a|b) lanes+=("$1"); shift ;;
-    *) echo "error: unknown argument $1 (usage: scripts/lanes.sh [--after PID] [--dry-run] [a] [b])" >&2; exit 2 ;;
+    *) echo "error: unknown argument $1 (usage: scripts/lanes.sh [--after PID] [--dry-run | --status] [a] [b])" >&2; exit 2 ;;
   esac
 done
 ((${#lanes[@]})) || lanes=(a b)
@@ -82,6 +84,19 @@ run_lane() {  # name, commands...
     echo "=== $(date '+%F %T') exit $rc: $spec" >> "$logs/lane_$name.log"
   done
 }
+
+show_status() {  # name: the lane's last sweep line, its current cell and progress bar, and how fresh the log is
+  local log="$logs/lane_$1.log"
+  [[ -f $log ]] || { echo "lane $1: no log at $log"; return; }
+  echo "lane $1 (log written $(( $(date +%s) - $(stat -c %Y "$log") )) s ago):"
+  grep -a '^=== ' "$log" | tail -n 1 | sed 's/^=== /  /'
+  grep -a 'trainable parameters' "$log" | tail -n 1 | sed 's/.*\] - /  cell: /' | cut -c1-200
+  tail -c 4000 "$log" | tr '\r' '\n' | grep -a '%|' | tail -n 1 | sed 's/^ */  /'
+}
+if ((status)); then
+  for name in "${lanes[@]}"; do show_status "$name"; done
+  exit 0
+fi
 
 if ((!dry)); then
   mkdir -p "$logs"
