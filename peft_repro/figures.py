@@ -15,6 +15,7 @@ from .paths import results_dir as default_results_dir
 from .report.cells import build_tables
 from .report.spec import spec_of
 from .results import lookup
+from .stats import t_quantile
 
 FRAME_COLUMNS = ["table", "kind", "row", "method", "task", "col", "value", "seed", "subset", "model", "record"]
 
@@ -93,15 +94,6 @@ def dev_curve_frame(results_dir, name: str, scale: str):
     return pd.DataFrame(rows, columns=DEV_COLUMNS)
 
 
-# two-sided 95% Student t quantiles by degrees of freedom (no scipy in the lock); 1.96 beyond 30
-_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
-
-
-def t975(dof: int) -> float:
-    return _T975[dof - 1] if 1 <= dof <= len(_T975) else 1.96
-
-
 def summarize(frame, by: list[str], value: str, factor: float = 1.0, interval: str = "sd"):
     """Mean, sd, n and an error half-width of `value` x `factor` per `by` group, runs without the value dropped.
 
@@ -115,7 +107,7 @@ def summarize(frame, by: list[str], value: str, factor: float = 1.0, interval: s
     data = frame.dropna(subset=[value]).assign(_v=lambda f: f[value] * factor)
     out = data.groupby(by, dropna=False)["_v"].agg(mean="mean", sd="std", n="count").reset_index()
     if interval == "ci95":
-        out["err"] = [sd * t975(n - 1) / math.sqrt(n) if n > 1 else math.nan for sd, n in zip(out["sd"], out["n"])]
+        out["err"] = [sd * t_quantile(0.975, n - 1) / math.sqrt(n) if n > 1 else math.nan for sd, n in zip(out["sd"], out["n"])]
     elif interval == "sd":
         out["err"] = out["sd"]
     else:

@@ -108,7 +108,7 @@ def test_table_frame_and_summary(tmp_path: Path):
     stats = figures.summarize(ours.assign(size=ours["col"].astype(int)), ["row", "size"], "value", interval="ci95")
     row = stats[(stats["row"] == "FT") & (stats["size"] == 50)].iloc[0]
     assert row["n"] == 3 and row["mean"] == pytest.approx(100 * (0.2 + 0.05 * math.log(50) + 0.01 - 0.03))
-    assert row["sd"] == pytest.approx(1.0) and row["err"] == pytest.approx(4.303 / math.sqrt(3))
+    assert row["sd"] == pytest.approx(1.0) and row["err"] == pytest.approx(4.302653 / math.sqrt(3))
     lora = figures.table_frame(tmp_path, "lora_rank_sweep", SCALE)
     assert set(lora["method"]) == {"Wq", "Wq,Wv", "Wq,Wk,Wv,Wo"} and set(lora["task"]) == {"mnli", "wikisql"}
     assert len(lora[lora["kind"] == "ours"]) == counts["lora_rank_sweep"]

@@ -1,10 +1,12 @@
 """`python -m peft_repro.report`: reference tables beside ours, the claims ledger, LaTeX, CLI, on hand-made records."""
 import json
+import math
 import re
 
+import numpy as np
 import pytest
 
-from peft_repro import report
+from peft_repro import report, stats
 from peft_repro.paths import repo_root, results_dir
 from peft_repro.report import cells, claims, costs, render, spec
 from peft_repro.report.__main__ import main as report_main
@@ -352,7 +354,9 @@ claims:
     res = {c["id"]: c for c in claims.evaluate(claim_specs, cells.build_tables(specs, tmp_path, "default"))}
     decided = res["emb_beats_discrete"]["comparisons"][0]
     assert (decided.verdict, decided.ci_over, len(decided.a), len(decided.b)) == ("holds", "seeds", 3, 1)
-    assert decided.ci[0] == pytest.approx(10.0 - 3.0, abs=1e-9) and decided.ci[1] == pytest.approx(12.0 - 3.0)
+    # the discrete side adds no spread: the CI is the EMB seeds' t interval (sd 1, 2 degrees of freedom) about 11 - 3
+    half = 4.302653 / 3 ** 0.5
+    assert decided.ci == pytest.approx((8.0 - half, 8.0 + half), abs=1e-5)
     assert res["emb_beats_one"]["verdict"] == "too few runs"
 
 
@@ -415,11 +419,11 @@ def test_accuracy_tables_get_zero_shot_and_majority_rows_and_marks():
     zero_shot["config"]["task"].pop("max_train_examples")  # training-only settings do not separate test settings
     other = mnli("zero_shot", 0.50, majority_rate=0.354)
     other["config"]["task"]["max_eval_examples"] = 100  # other test items: not this table's zero-shot
-    table = cells.build_table(spec, [mnli("lora", 0.35), mnli("lora", 0.37, seed=1), mnli("full", 0.60),
-                                      mnli("full", 0.62, seed=1)], [other, zero_shot])
+    table = cells.build_table(spec, [mnli("lora", 0.35), mnli("lora", 0.37, seed=1), mnli("lora", 0.36, seed=2),
+                                      mnli("full", 0.60), mnli("full", 0.62, seed=1)], [other, zero_shot])
     lines = render.matrix(table)
     assert lines[1][:3] == ["Zero-shot", "ours", "33.0"] and lines[2][:3] == ["Majority class", "ours", "35.4"]
-    assert lines[3][2] == "36.0 ± 1.4 (n=2)‡"  # 35-37 reaches the majority rate 35.4, not the zero-shot 33
+    assert lines[3][2] == "36.0 ± 1.0 (n=3)‡"  # 36 +- 2.5 (t, 2 df) reaches the majority rate 35.4, not the zero-shot 33
     assert lines[4][2] == "61.0 ± 1.4 (n=2)"
 
 
@@ -494,12 +498,36 @@ def test_scale_notes_render_at_their_scale_only(tmp_path):
         spec.load_specs(tmp_path / "experiments")
 
 
-def test_needed_sizes_exceed_what_the_joint_ci_already_had():
-    """The sources' half-widths, scaled up to the joint CI's, never ask for fewer runs or items than were measured."""
-    c = claims.Comparison("a > b", "better", 0, [], [], diff=1.48, ci=(-0.29, 3.27),
-                          half_widths={"items": 1.29, "runs": 0.56})
-    text = claims.needed(c, 3, 3, 200)  # in quadrature 1.41 < 1.48 would say "already enough"; jointly 1.78
-    assert text == "~316 test items"
+def test_runs_ci_is_a_t_interval_that_covers_95_percent_at_three_seeds():
+    """Three paired seeds: the CI is the paired t interval (2 degrees of freedom), not the bootstrap's range of the
+    seeds; over normal noise it covers the true difference about 95% of the time (the percentile bootstrap: ~76%)."""
+    assert stats.t_quantile(0.975, 2) == pytest.approx(4.302653, abs=1e-5)
+    assert stats.t_quantile(0.975, 9) == pytest.approx(2.262157, abs=1e-5)
+    df, q = 3.5, stats.t_quantile(0.995, 3.5)  # fractional df (Welch): the density integrates to 0.995 up to q
+    x = np.linspace(0, q, 200_001)
+    density = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2)) * (1 + x * x / df) ** -(
+        (df + 1) / 2)
+    assert 0.5 + np.trapezoid(density, x) == pytest.approx(0.995, abs=1e-7)
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(2000):
+        a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate(rng.normal(1.0, 1.0, 3))]
+        b = [cells.Run(v, (0, s, None), {}) for s, v in enumerate(rng.normal(0.0, 1.0, 3))]
+        lo, hi = claims.judge(claims.Comparison("a > b", "better", 0, a, b)).ci
+        covered += lo <= 1.0 <= hi
+    assert 0.93 < covered / 2000 < 0.97
+
+
+def test_needed_sizes_decide_at_the_measured_variance_and_exceed_what_was_measured():
+    """`needed` extrapolates the CI's own formula: the size it names decides, one less does not."""
+    a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([1.0, 2.5, 1.6])]
+    b = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([0.0, 2.4, 0.3])]
+    c = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
+    assert c.verdict == "inconclusive" and c.needed.startswith("~") and c.needed.endswith(" runs a side")
+    n = int(c.needed[1:].split()[0])
+    assert n > 3
+    assert c.stats.predicted_half_width(runs_factor=n / 3) < c.diff <= c.stats.predicted_half_width(
+        runs_factor=(n - 1) / 3)
 
 
 def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_rows_lr_choice(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..lr_search import choose_lr, dev_selected, lr_search_cell, record_primary
 from ..results import TEST_ONLY, eval_setting, latest_per_setting, load_records, lookup, same_settings
-from ..stats import bootstrap, item_stats, percentile_ci
+from ..stats import difference_ci, item_stats
 from .spec import SpecError, at_scale, cells_of, column_spec, experiments_of, first, matches, row_label
 
 
@@ -217,10 +217,10 @@ def mark(cell: Cell, zero_shot: Run, majority: float | None) -> str:
         return ""
     items = items if all(items) else None
     out = ""
-    if percentile_ci(bootstrap(cell.runs, [zero_shot], False, items, by_runs))[0] <= 0:
+    if difference_ci(cell.runs, [zero_shot], False, items, by_runs).ci[0] <= 0:
         out += NOT_ABOVE_ZERO_SHOT
     if majority is not None:
-        lo = percentile_ci(bootstrap(cell.runs, [], False, items and items[:-1], by_runs))[0]
+        lo = difference_ci(cell.runs, [], False, items and items[:-1], by_runs).ci[0]
         out += NOT_ABOVE_MAJORITY if lo <= majority else ""
     return out
 

@@ -4,18 +4,22 @@ A claim's `check` (a mapping, or a list of them) compares cells of its file's ta
 in pairs of sides [A, B]; a side is a row label, a list of row labels, or {row: label(s), col: column(s)}; lists pool cells. Sides without `col` are compared
 once per entry of the check's `columns`. Each comparison looks at d = mean(A) - mean(B) over our runs:
 
-- `kind: better` (A > B): holds when the 95% bootstrap CI of d lies above 0, fails when it lies below 0, else
+- `kind: better` (A > B): holds when the 95% CI of d (below) lies above 0, fails when it lies below 0, else
   inconclusive.
 - `kind: same` (A within noise of B, needs `margin`, in the column's units): holds when the CI lies inside
   (-margin, margin), fails when it lies entirely outside it, else inconclusive.
 
-The CI is the 2.5-97.5 percentile of 10,000 hierarchical bootstrap differences (numpy, seed 0) that resample
+The 95% CI is d +- t * sqrt(SE_items^2 + SE_runs^2) (peft_repro/stats.py), from
 - test items, when every run's record has its items' metric statistics (`test_items`; older records: their samples,
-  when those are all test items): one draw of items for both sides (paired by item, as Koehn 2004), the score of
-  each run recomputed on the drawn items (corpus BLEU from their summed n-gram counts, not a mean of item BLEUs);
-- and runs (seeds, low-data subsets), when each side has 2 or more: paired by (column, seed, subset) where each side
-  has each key once (sides of different columns, e.g. r=4 against r=64, pair their columns in order, so by seed and
-  subset; runs without a partner are left out and counted), else each side on its own.
+  when those are all test items): the sd of 10,000 bootstrap draws of the items (numpy, seed 0), one draw for both
+  sides (paired by item, as Koehn 2004), the score of each run recomputed on the drawn items (corpus BLEU from their
+  summed n-gram counts, not a mean of item BLEUs);
+- and runs (seeds, low-data subsets), when each side has 2 or more: the paired differences' sd over sqrt(n), paired
+  by (column, seed, subset) where each side has each key once (sides of different columns, e.g. r=4 against r=64,
+  pair their columns in order, so by seed and subset; runs without a partner are left out and counted), else
+  Welch's SE of the two sides;
+with Student's t at the Welch-Satterthwaite degrees of freedom (n - 1 from the runs). A percentile bootstrap over 3
+seeds, used until session 14, covers about 76% instead of 95%.
 `ci_over` names what was resampled. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
 still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..results import lookup
-from ..stats import N_BOOT, SEED, bootstrap, item_stats, percentile_ci
+from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats
 from .cells import Run, Table
 from .spec import DASH, SpecError, scale_note
 
@@ -54,6 +58,7 @@ class Comparison:
     ci: tuple[float, float] | None = None
     ci_over: str = ""           # what the CI resamples: items, seeds (x subsets), or both
     half_widths: dict = field(default_factory=dict)  # CI half-width from each source alone: {"items": h, "runs": h}
+    stats: DiffCI | None = None  # the CI's parts (SEs, degrees of freedom): what `needed` extrapolates
     needed: str = ""            # inconclusive: how many more runs or items would decide it at the measured variance
     verdict: str = "no results"
 
@@ -93,12 +98,11 @@ def judge(c: Comparison) -> Comparison:
     runs_name = ("seeds x subsets" if any(r.key[-1] is not None for r in a + b) else "seeds") \
         if all(len({r.key for r in side}) == len(side) for side in (a, b)) else "pooled runs"
     c.ci_over = " x ".join(["items"] * by_items + [runs_name] * by_runs)
-    if by_items:
-        c.half_widths["items"] = _half(percentile_ci(bootstrap(a, b, c.paired, items, runs=False)))
-    if by_runs:
-        c.half_widths["runs"] = _half(percentile_ci(bootstrap(a, b, c.paired, None, runs=True)))
     if c.ci_over:
-        c.ci = lo, hi = percentile_ci(bootstrap(a, b, c.paired, items, runs=by_runs))
+        c.stats = difference_ci(a, b, c.paired, items, by_runs)
+        c.ci = lo, hi = c.stats.ci
+        c.half_widths = {source: c.stats.half_width(source) for source, on in (("items", by_items),
+                                                                               ("runs", by_runs)) if on}
     if not (enough and c.ci_over):
         c.verdict = "too few runs"  # an item-level CI leaves out the training noise: shown, but decides nothing
         return c
@@ -108,7 +112,8 @@ def judge(c: Comparison) -> Comparison:
         m = c.margin
         c.verdict = "holds" if -m < lo and hi < m else "fails" if lo > m or hi < -m else "inconclusive"
     if c.verdict == "inconclusive":
-        c.needed = needed(c, len(a), len(b), len(set.intersection(*(set(ids) for ids, _ in items))) if items else None)
+        c.needed = needed(c, max(len(a), len(b)),
+                          len(set.intersection(*(set(ids) for ids, _ in items))) if items else None)
     return c
 
 
@@ -116,24 +121,36 @@ def _half(ci: tuple[float, float]) -> float:
     return (ci[1] - ci[0]) / 2
 
 
-def needed(c: Comparison, n_a: int, n_b: int, n_items: int | None) -> str:
-    """At the measured variance (half-widths add in quadrature, each shrinks as 1/sqrt(n)): how many runs a side,
-    or test items, would make the CI exclude 0 (`better`) or fit inside the margin (`same`). Both half-widths are
-    first scaled so that they add up to the joint CI's (resampling both together is wider than the sum in quadrature
-    when a few runs make the joint draw lumpy), so a size never comes out at or below the one already measured."""
+MAX_FACTOR = 1000  # sizes beyond 1000 times the measured ones are not a plan
+
+
+def needed(c: Comparison, n_runs: int, n_items: int | None) -> str:
+    """At the measured variance (`c.stats`: each SE shrinks as 1/sqrt(n), the runs' degrees of freedom grow with
+    them): the fewest runs a side, or test items (the runs as they are), whose CI would exclude 0 (`better`) or fit
+    inside the margin (`same`)."""
     room = abs(c.diff) if c.kind == "better" else c.margin - abs(c.diff)
     if room <= TOLERANCE:
         return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "outside the margin")
-    h_items, h_runs = c.half_widths.get("items", 0.0), c.half_widths.get("runs", 0.0)
-    if c.ci is not None and (h_items or h_runs):
-        scale = max(1.0, _half(c.ci) / math.hypot(h_items, h_runs))
-        h_items, h_runs = h_items * scale, h_runs * scale
     out = []
-    if h_runs and room ** 2 > h_items ** 2:
-        out.append(f"~{math.ceil(max(n_a, n_b) * h_runs ** 2 / (room ** 2 - h_items ** 2))} runs a side")
-    if n_items and h_items and room ** 2 > h_runs ** 2:
-        out.append(f"~{math.ceil(n_items * h_items ** 2 / (room ** 2 - h_runs ** 2)):,} test items")
+    if c.stats.se_runs and (n := _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs) < room,
+                                         n_runs)):
+        out.append(f"~{n} runs a side")
+    if n_items and c.stats.se_items and (n := _fewest(
+            lambda k: c.stats.predicted_half_width(items_factor=k / n_items) < room, n_items)):
+        out.append(f"~{n:,} test items")
     return " or ".join(out) or "more runs and more test items together"
+
+
+def _fewest(decides, measured: int) -> int | None:
+    """The smallest size above `measured` for which `decides(size)` (monotone), up to MAX_FACTOR times it."""
+    hi = measured * MAX_FACTOR
+    if not decides(hi):
+        return None
+    lo = measured  # decides(lo) is False: the measured CI did not decide
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if not decides(mid) else (lo, mid)
+    return hi
 
 
 def _side(item) -> tuple[list[str], list | None]:
@@ -268,11 +285,12 @@ def _measurement(c: Comparison) -> tuple:
 def render(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv)."""
     md = [f"# Claims ledger (scale `{scale}`)", "",
-          f"Each comparison: d = mean(A) - mean(B) over our runs, 95% percentile bootstrap CI ({N_BOOT:,} resamples, "
-          f"numpy seed {SEED}) over test items (one draw for both sides: paired by item; BLEU recomputed from the "
-          "resampled items' n-gram counts) and runs (seeds, low-data subsets; paired by column, seed and subset where "
-          "both sides have them, sides of different columns by seed and subset, unpaired runs left out) together; "
-          "`CI over` says which. "
+          "Each comparison: d = mean(A) - mean(B) over our runs, 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "
+          f"items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw for both "
+          "sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the sd of "
+          "the differences over seeds and low-data subsets, paired by column, seed and subset where both sides have "
+          "them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) together, t "
+          "at the Welch-Satterthwaite degrees of freedom (n - 1 from the runs); `CI over` says which. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
           "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
