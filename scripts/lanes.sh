@@ -20,37 +20,50 @@
 # LoRA step took 28-35 s with both lanes at two threads, 6 s with the other lane paused.
 set -euo pipefail
 
+# Every compared cell gets 5 runs (docs/default_scale.md, session 14: with the claims' t intervals, 3 seeds leave 2
+# degrees of freedom, t = 4.30; 5 seeds halve the runs' CI half-width). Seeds 0-2 of a sweep run before its seeds 3, 4.
+#
 # Lane A: LoRA Tables 5/6 on WikiSQL (the equal-budget pair Wq,Wv r=4 against Wq r=8, r=4, 8, then Wq,Wv at r=1,
 # 64), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main (prefix_below_ft_xsum),
-# the prefix half of low-data XSum at 50 and 100.
-ALL_MRS="seed=0,1,2 task.max_eval_examples=null lr_search=null"
+# the prefix half of low-data XSum at 50, low-data E2E at 100, the prefix half of low-data XSum at 100.
+ALL_MRS="task.max_eval_examples=null lr_search=null"
 LANE_A=(
-  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8"
-  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=1,64"
-  "+experiment=e2e_main method=prefix_mlp trainer.lr=1e-3 $ALL_MRS"
-  "+experiment=e2e_main method=full trainer.lr=2e-4 $ALL_MRS"
-  "+experiment=e2e_main method=lora trainer.lr=5e-3 $ALL_MRS"
-  "+experiment=xsum_main"
+  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8 seed=0,1,2"
+  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=1,64 seed=0,1,2"
+  "+experiment=e2e_main method=prefix_mlp trainer.lr=1e-3 seed=0,1,2 $ALL_MRS"
+  "+experiment=e2e_main method=full trainer.lr=2e-4 seed=0,1,2 $ALL_MRS"
+  "+experiment=e2e_main method=lora trainer.lr=5e-3 seed=0,1,2 $ALL_MRS"
+  "+experiment=xsum_main seed=0,1,2"
+  "+experiment=xsum_main seed=3,4"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
+  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
   "+experiment=lora_weight_type"
 )
 # Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, the two relevant words at
 # seeds 1, 2, the random-init controls, each its own draw since session 13), the FT half of low-data XSum at 50,
-# emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), low-data E2E at 100 (moved from lane A in session
-# 14: the runs that can still decide a claim go before the WikiSQL ranks, which decide none), the other WikiSQL
-# ranks, and low-data XSum's FT at 100.
+# seeds 3 and 4 of every compared cell of the E2E setting (e2e_main's rows on 630 MRs and EMB-10, INFIX-10,
+# PREFIX-10 and LoRA r=4 on its 200; PREFIX-1 and -40; LoRA r=64), emb_vs_infix's k=1, 20 (comparisons of
+# prefix_gt_infix_gt_emb), low-data XSum's FT at 100, the other WikiSQL ranks, and seeds 3, 4 of every WikiSQL cell
+# (last: qv_beats_q and its equal-budget pair hold at 3 seeds).
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
   "+experiment=prefix_init method.init=auto 'method.init_text=table-to-text:,summarize' seed=1,2"
   "+experiment=prefix_init method.init=random"
   "+experiment=low_data_xsum method=full task.low_data.size=50"
+  "+experiment=e2e_main method=prefix_mlp trainer.lr=1e-3 seed=3,4 $ALL_MRS"
+  "+experiment=e2e_main method=full trainer.lr=2e-4 seed=3,4 $ALL_MRS"
+  "+experiment=e2e_main method=lora trainer.lr=5e-3 seed=3,4 $ALL_MRS"
+  "+experiment=e2e_main method=prefix_mlp,embedding_only,infix,lora seed=3,4"
+  "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=3,4"
+  "+experiment=lora_rank_sweep_e2e method.r=64 seed=3,4"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
-  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
-  "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64"
-  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2"
+  "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=3,4"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
+  "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64 seed=0,1,2"
+  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2 seed=0,1,2"
+  "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,4,8,64 seed=3,4"
 )
 
 # appended to every command: one job at a time, one torch thread, no W&B
