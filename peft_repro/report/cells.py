@@ -211,17 +211,16 @@ def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> lis
 def mark(cell: Cell, zero_shot: Run, majority: float | None) -> str:
     """† when the cell's 95% CI of (cell - zero-shot) reaches 0, ‡ when its CI reaches the majority-class rate; no
     mark where no CI exists (one run whose record lacks per-item statistics)."""
-    items = [item_stats(r) for r in cell.runs + [zero_shot]]
     by_runs = len(cell.runs) >= 2
-    if not (all(items) or by_runs):
-        return ""
-    items = items if all(items) else None
+    own = [item_stats(r) for r in cell.runs]
+    with_zero_shot = own + [item_stats(zero_shot)]
     out = ""
-    if difference_ci(cell.runs, [zero_shot], False, items, by_runs).ci[0] <= 0:
+    if (all(with_zero_shot) or by_runs) and difference_ci(
+            cell.runs, [zero_shot], False, with_zero_shot if all(with_zero_shot) else None, by_runs).ci[0] <= 0:
         out += NOT_ABOVE_ZERO_SHOT
-    if majority is not None:
-        lo = difference_ci(cell.runs, [], False, items and items[:-1], by_runs).ci[0]
-        out += NOT_ABOVE_MAJORITY if lo <= majority else ""
+    if majority is not None and (all(own) or by_runs):  # the cell's own items, whatever zero-shot kept
+        out += NOT_ABOVE_MAJORITY if difference_ci(cell.runs, [], False, own if all(own) else None,
+                                                   by_runs).ci[0] <= majority else ""
     return out
 
 

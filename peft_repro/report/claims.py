@@ -18,9 +18,9 @@ The 95% CI is d +- t * sqrt(SE_items^2 + SE_runs^2) (peft_repro/stats.py), from
   by (column, seed, subset) where each side has each key once (sides of different columns, e.g. r=4 against r=64,
   pair their columns in order, so by seed and subset; runs without a partner are left out and counted), else
   Welch's SE of the two sides;
-with Student's t at the Welch-Satterthwaite degrees of freedom (n - 1 from the runs). A percentile bootstrap over 3
-seeds, used until session 14, covers about 76% instead of 95%.
-`ci_over` names what was resampled. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
+with Student's t at the Welch-Satterthwaite degrees of freedom (the runs': n - 1 when paired, else Welch's; the
+items': infinitely many), the half-width never below the runs' own t interval (peft_repro/stats.py says why). A percentile bootstrap over 3 seeds, used until session 14, covers about 76% instead of 95%.
+`ci_over` names what the CI is over. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
 still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
 count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its measured
@@ -56,7 +56,7 @@ class Comparison:
     unpaired_left_out: int = 0  # runs without a partner on the other side (paired comparisons only)
     diff: float | None = None
     ci: tuple[float, float] | None = None
-    ci_over: str = ""           # what the CI resamples: items, seeds (x subsets), or both
+    ci_over: str = ""           # what the CI is over: items, seeds (x subsets), or both
     half_widths: dict = field(default_factory=dict)  # CI half-width from each source alone: {"items": h, "runs": h}
     stats: DiffCI | None = None  # the CI's parts (SEs, degrees of freedom): what `needed` extrapolates
     needed: str = ""            # inconclusive: how many more runs or items would decide it at the measured variance
@@ -125,12 +125,13 @@ MAX_FACTOR = 1000  # sizes beyond 1000 times the measured ones are not a plan
 
 
 def needed(c: Comparison, n_runs: int, n_items: int | None) -> str:
-    """At the measured variance (`c.stats`: each SE shrinks as 1/sqrt(n), the runs' degrees of freedom grow with
-    them): the fewest runs a side, or test items (the runs as they are), whose CI would exclude 0 (`better`) or fit
-    inside the margin (`same`)."""
-    room = abs(c.diff) if c.kind == "better" else c.margin - abs(c.diff)
+    """At the measured variance and difference (`c.stats`: each SE shrinks as 1/sqrt(n), the runs' degrees of
+    freedom grow with them): the fewest runs a side (both sides grown alike), or test items (the runs as they are),
+    whose CI would exclude 0 (`better`), or fit inside the margin or lie outside it (`same`)."""
+    # better: the CI must clear 0; same: fit inside the margin (holds) or clear it (fails)
+    room = abs(c.diff) if c.kind == "better" else abs(c.margin - abs(c.diff))
     if room <= TOLERANCE:
-        return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "outside the margin")
+        return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "at the margin")
     out = []
     if c.stats.se_runs and (n := _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs) < room,
                                          n_runs)):
@@ -167,8 +168,8 @@ def _side(item) -> tuple[list[str], list | None]:
 
 def _pool(table: Table, rows: list[str], cols: list, col_keys: list) -> list[Run]:
     """The runs of the cells rows x cols; the key gets the column's `col_keys` entry, so that pooled columns pair
-    column by column (rows pooled on one side are replicates: their keys repeat, and the sides are then resampled
-    independently)."""
+    column by column (rows pooled on one side are replicates: their keys repeat, and the sides are then unpaired:
+    Welch's SE)."""
     names = [str(c) for c in table.columns]
     runs = []
     for row, (col, col_key) in ((r, c) for r in rows for c in zip(cols, col_keys)):
@@ -182,7 +183,7 @@ def _pool(table: Table, rows: list[str], cols: list, col_keys: list) -> list[Run
 def _column_keys(cols_a: list, cols_b: list) -> tuple[list, list]:
     """The column part of each side's run keys: the same columns pair column by column; sides of as many other
     columns (r=4 against r=64) pair them in order, so that their runs pair by seed and subset; anything else gets keys
-    of its own (the sides are then resampled independently)."""
+    of its own (the sides are then unpaired)."""
     names_a, names_b = [str(c) for c in cols_a], [str(c) for c in cols_b]
     if sorted(names_a) == sorted(names_b):
         return names_a, names_b
@@ -290,7 +291,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the sd of "
           "the differences over seeds and low-data subsets, paired by column, seed and subset where both sides have "
           "them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) together, t "
-          "at the Welch-Satterthwaite degrees of freedom (n - 1 from the runs); `CI over` says which. "
+          "at the Welch-Satterthwaite degrees of freedom (n - 1 from paired runs), the half-width never below the "
+          "runs' own t interval; `CI over` says which. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
           "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
