@@ -24,8 +24,10 @@ set -euo pipefail
 # degrees of freedom, t = 4.30; 5 seeds halve the runs' CI half-width). Seeds 0-2 of a sweep run before its seeds 3, 4.
 #
 # Lane A: LoRA Tables 5/6 on WikiSQL (the equal-budget pair Wq,Wv r=4 against Wq r=8, r=4, 8, then Wq,Wv at r=1,
-# 64), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main (prefix_below_ft_xsum),
-# the prefix half of low-data XSum at 50, low-data E2E at 100, the prefix half of low-data XSum at 100.
+# 64), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main's seeds 0-2
+# (prefix_below_ft_xsum), the prefix half of low-data XSum at 50 (the FT half runs in lane B: together they give
+# prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, low-data E2E at 100, the prefix half
+# of low-data XSum at 100.
 ALL_MRS="task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8 seed=0,1,2"
@@ -34,8 +36,8 @@ LANE_A=(
   "+experiment=e2e_main method=full trainer.lr=2e-4 seed=0,1,2 $ALL_MRS"
   "+experiment=e2e_main method=lora trainer.lr=5e-3 seed=0,1,2 $ALL_MRS"
   "+experiment=xsum_main seed=0,1,2"
-  "+experiment=xsum_main seed=3,4"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
+  "+experiment=xsum_main seed=3,4"
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
   "+experiment=lora_weight_type"
