@@ -629,3 +629,22 @@ ours:
     assert table.row("pear").lr_choice == table.row("plum").lr_choice == line + " (at method.init_text=apple)"
     md = render.render_markdown({"words": table}, "default").splitlines()
     assert f"- apple: {line}" in md and f"- pear, plum: {line} (at method.init_text=apple)" in md
+
+
+def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure():
+    """Bonferroni on the failing side: 3 comparisons, one just below 0 at 95% (paired t: -1 +- 0.99) but not at
+    1 - 0.05/3, leave the claim inconclusive; one far below fails it; alone, the mild one fails its claim."""
+    def compare(diffs):
+        a = [cells.Run(d, (0, s, None), {}) for s, d in enumerate(diffs)]
+        b = [cells.Run(0.0, (0, s, None), {}) for s in range(len(diffs))]
+        return claims.judge(claims.Comparison("a > b", "better", 0, a, b))
+
+    holding = [compare([2.0, 2.2, 1.8]), compare([3.0, 3.1, 2.9])]
+    mild = compare([-1.0, -1.4, -0.6])
+    assert mild.verdict == "fails" and mild.ci[1] < 0
+    assert claims.overall(claims.judge_family([mild, *holding])) == "inconclusive" and mild.fails_family_wise is False
+    strong = compare([-5.0, -5.2, -4.8])
+    assert claims.overall(claims.judge_family([strong, *holding])) == "fails" and strong.fails_family_wise
+    alone = compare([-1.0, -1.4, -0.6])
+    assert claims.overall(claims.judge_family([alone])) == "fails" and alone.fails_family_wise is None
+    assert claims.overall(claims.judge_family(holding)) == "holds"

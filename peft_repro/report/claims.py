@@ -24,8 +24,11 @@ items': infinitely many), the half-width never below the runs' own t interval (p
 still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
 count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its measured
-comparisons (those with results; the report counts the rest): it fails if any fails, holds if all hold, else takes
-the first of inconclusive / too few runs; "no results" if none was measured.
+comparisons (those with results; the report counts the rest): it holds if all hold, fails if any fails family-wise,
+else takes the first of inconclusive / too few runs; "no results" if none was measured. Family-wise: a claim of m
+comparisons that could each fail (holds, fails or inconclusive) fails only through a comparison whose CI at the
+Bonferroni level 1 - 0.05/m is on the failing side too (30 independent comparisons at 95% each would let one fail
+about 1 time in 2 when every difference is 0); "all hold" needs no such correction (each must clear its own CI).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..results import lookup
-from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats
+from ..stats import N_BOOT, SEED, DiffCI, difference_ci, half_width, item_stats
 from .cells import Run, Table
 from .spec import DASH, SpecError, scale_note
 
@@ -60,6 +63,7 @@ class Comparison:
     half_widths: dict = field(default_factory=dict)  # CI half-width from each source alone: {"items": h, "runs": h}
     stats: DiffCI | None = None  # the CI's parts (SEs, degrees of freedom): what `needed` extrapolates
     needed: str = ""            # inconclusive: how many more runs or items would decide it at the measured variance
+    fails_family_wise: bool | None = None  # a failing comparison of a claim of several: still failing at 1 - 0.05/m
     verdict: str = "no results"
 
 
@@ -230,6 +234,29 @@ def overall(verdicts: list[str]) -> str:
     return next(v for v in VERDICTS[2:] if v in measured)
 
 
+FAMILY_ALPHA = 0.05
+
+
+def family_size(comps: list[Comparison]) -> int:
+    """The comparisons of a claim that could fail it: those with a CI that decides (not too few runs, not unmeasured),
+    each measurement once (a pool of sizes of which only one has runs is that size's comparison: `_measurement`)."""
+    return len({_measurement(c) for c in comps if c.verdict in ("holds", "fails", "inconclusive")})
+
+
+def judge_family(comps: list[Comparison]) -> list[str]:
+    """The comparisons' verdicts as the claim counts them: with m > 1 comparisons, a failing one counts only if it
+    still fails at the Bonferroni level 1 - 0.05/m (else it counts as inconclusive); `fails_family_wise` says which."""
+    m = family_size(comps)
+    out = []
+    for c in comps:
+        if c.verdict == "fails" and m > 1:
+            h = half_width(c.stats.se_items, c.stats.se_runs, c.stats.df_runs, 1 - FAMILY_ALPHA / m)
+            lo, hi = c.diff - h, c.diff + h
+            c.fails_family_wise = hi < -TOLERANCE if c.kind == "better" else (lo > c.margin or hi < -c.margin)
+        out.append("inconclusive" if c.fails_family_wise is False else c.verdict)
+    return out
+
+
 def evaluate(claims: list[dict], tables: dict[str, Table]) -> list[dict]:
     """Each claim with its comparisons and overall verdict."""
     results = []
@@ -238,7 +265,7 @@ def evaluate(claims: list[dict], tables: dict[str, Table]) -> list[dict]:
             raise SpecError(f"experiments/{claim.get('file')}: a claim needs id, text and check: {claim!r}")
         checks = claim["check"] if isinstance(claim["check"], list) else [claim["check"]]
         comps = [c for check in checks for c in comparisons(check, tables)]
-        results.append({**claim, "comparisons": comps, "verdict": overall([c.verdict for c in comps])})
+        results.append({**claim, "comparisons": comps, "verdict": overall(judge_family(comps))})
     return results
 
 
@@ -249,6 +276,12 @@ def measured_at(comps: list[Comparison], scale: str) -> str:
 
 def _num(x: float | None) -> str:
     return DASH if x is None else f"{round(x, 2) + 0.0:+.2f}"  # + 0.0: no "-0.00"
+
+
+def _verdict(c: Comparison) -> str:
+    if c.fails_family_wise is None:
+        return c.verdict
+    return c.verdict + (" (family-wise too)" if c.fails_family_wise else " (not family-wise: counts as inconclusive)")
 
 
 def _hw(c: Comparison, source: str) -> str:
@@ -311,6 +344,9 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
         if res.get("note"):
             md += [f"Note: {res['note']}", ""]
         md += scale_note(res, scale)
+        if (m := family_size(res["comparisons"])) > 1:
+            md += [f"Family-wise: the claim fails only through a comparison that also fails at the Bonferroni level "
+                   f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%) of its {m} measured comparisons.", ""]
         md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed |",
                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in res["comparisons"]:
@@ -319,7 +355,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
             paired = ("yes" + (f" ({c.unpaired_left_out} unpaired left out)" if c.unpaired_left_out else "")
                       if c.paired else "no")
             md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
-                      f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {c.verdict} | {c.needed or DASH} |")
+                      f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | {c.needed or DASH} |")
             rows.append({"claim": res["id"], "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                          "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
                          "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
@@ -327,12 +363,15 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
                          "ci_high": "" if c.ci is None else round(c.ci[1], 4), "ci_over": c.ci_over,
                          "half_width_items": round(c.half_widths["items"], 4) if "items" in c.half_widths else "",
                          "half_width_runs": round(c.half_widths["runs"], 4) if "runs" in c.half_widths else "",
-                         "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict, "needed": c.needed,
+                         "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict,
+                         "fails_family_wise": "" if c.fails_family_wise is None else c.fails_family_wise,
+                         "needed": c.needed,
                          "measured_at": measured_at([c], scale)})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["claim", "source", "comparison", "kind", "margin", "n_a", "n_b", "paired",
                                              "mean_diff", "ci_low", "ci_high", "ci_over", "half_width_items",
-                                             "half_width_runs", "unpaired_left_out", "verdict", "needed",
+                                             "half_width_runs", "unpaired_left_out", "verdict",
+                                             "fails_family_wise", "needed",
                                              "measured_at"])
     writer.writeheader()
     writer.writerows(rows)
