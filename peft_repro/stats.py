@@ -18,6 +18,7 @@ covers a mean about 76% of the time, not 95% (83% at 5 runs, 89% at 10: normal r
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -131,6 +132,7 @@ def difference_ci(a: list, b: list, paired: bool, items: list | None, runs: bool
     return DiffCI(diff, (diff - half, diff + half), se_items, se_runs, df_runs, level)
 
 
+@functools.lru_cache(maxsize=4096)  # a report asks for the same few (p, df) many times
 def t_quantile(p: float, df: float) -> float:
     """Student's t quantile for 0.5 <= p < 1 and any df > 0 (fractional, as Welch-Satterthwaite gives; inf: the
     normal one), by bisection on the CDF."""

@@ -190,8 +190,8 @@ def test_two_identical_sweeps_started_together_train_each_cell_once(tmp_path: Pa
     import subprocess
     import sys
 
-    args = ["+experiment=e2e_main", "scale=smoke", "method=full,lora", "task.test_metrics=[BLEU]", "zero_shot=false",
-            f"results_dir={tmp_path}", "threads=1"]
+    args = ["+experiment=e2e_main", "scale=smoke", "method=full,lora", "seed=0,1,2", "task.test_metrics=[BLEU]",
+            "zero_shot=false", f"results_dir={tmp_path}", "threads=1"]
     procs = [subprocess.Popen([sys.executable, "-m", "peft_repro", *args, f"hydra.sweep.dir={tmp_path}/sweep-{i}"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
