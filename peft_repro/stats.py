@@ -89,13 +89,14 @@ class DiffCI:
             return t_quantile(0.5 + self.level / 2, math.inf) * self.se_items
         return t_quantile(0.5 + self.level / 2, self.df_runs) * self.se_runs
 
-    def predicted_half_width(self, runs_factor: float = 1.0, items_factor: float = 1.0) -> float:
+    def predicted_half_width(self, runs_factor: float = 1.0, items_factor: float = 1.0,
+                             level: float | None = None) -> float:
         """The CI half-width with `runs_factor` times the runs and `items_factor` times the test items, at the
         measured variance (each SE shrinks as 1/sqrt(n); the runs' degrees of freedom grow with them, exactly for
-        paired runs, roughly for Welch's)."""
+        paired runs, roughly for Welch's); `level`: another confidence level than the CI's."""
         df_runs = (self.df_runs + 1) * runs_factor - 1 if math.isfinite(self.df_runs) else math.inf
         return half_width(self.se_items / math.sqrt(items_factor), self.se_runs / math.sqrt(runs_factor), df_runs,
-                          self.level)
+                          level or self.level)
 
 
 def half_width(se_items: float, se_runs: float, df_runs: float, level: float = 0.95) -> float:

@@ -13,7 +13,7 @@ from .conftest import REPO, needs_data, our_rows, render_module, run_main, runs_
 SWEEPS = {
     "lora_weight_type": (("mnli", "wikisql"), 14),
     "lora_rank_sweep_e2e": (("e2e",), 7),
-    "e2e_main": (("e2e",), 5),  # 5 methods, at seed 0 (its 3 seeds would triple the Java scoring in CI)
+    "e2e_main": (("e2e",), 5),  # 5 methods, at seed 0 (its 5 seeds would multiply the Java scoring in CI by 5)
     "xsum_main": (("xsum",), 2),
     "low_data_e2e": (("e2e",), 12),
     "low_data_xsum": (("xsum",), 12),

@@ -643,8 +643,20 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     mild = compare([-1.0, -1.4, -0.6])
     assert mild.verdict == "fails" and mild.ci[1] < 0
     assert claims.overall(claims.judge_family([mild, *holding])) == "inconclusive" and mild.fails_family_wise is False
+    assert mild.family_ci[1] > 0 and mild.needed.endswith(" runs a side")  # the runs that would fail it family-wise
+    n = int(mild.needed[1:].split()[0])
+    assert mild.stats.predicted_half_width(runs_factor=n / 3, level=1 - 0.05 / 3) < 1.0 < \
+        mild.stats.predicted_half_width(runs_factor=(n - 1) / 3, level=1 - 0.05 / 3)
     strong = compare([-5.0, -5.2, -4.8])
     assert claims.overall(claims.judge_family([strong, *holding])) == "fails" and strong.fails_family_wise
     alone = compare([-1.0, -1.4, -0.6])
     assert claims.overall(claims.judge_family([alone])) == "fails" and alone.fails_family_wise is None
     assert claims.overall(claims.judge_family(holding)) == "holds"
+    mild = compare([-1.0, -1.4, -0.6])
+    counted = claims.judge_family([mild, *holding])
+    res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": [mild, *holding], "counted": counted,
+           "verdict": claims.overall(counted)}
+    md, csv_text = claims.render([res], "default")
+    assert "| x | **inconclusive** | 2 holds, 1 inconclusive |" in md  # the summary counts as the verdict does
+    lo, hi = mild.family_ci
+    assert f"fails (not [{lo:+.2f}, {hi:+.2f}] family-wise: counts as inconclusive)" in md and ",False," in csv_text

@@ -64,6 +64,8 @@ class Comparison:
     stats: DiffCI | None = None  # the CI's parts (SEs, degrees of freedom): what `needed` extrapolates
     needed: str = ""            # inconclusive: how many more runs or items would decide it at the measured variance
     fails_family_wise: bool | None = None  # a failing comparison of a claim of several: still failing at 1 - 0.05/m
+    family_ci: tuple[float, float] | None = None  # its CI at that level
+    sizes: tuple[int, int | None] = (0, None)  # runs a side and test items measured: what `needed` scales
     verdict: str = "no results"
 
 
@@ -115,9 +117,9 @@ def judge(c: Comparison) -> Comparison:
     else:
         m = c.margin
         c.verdict = "holds" if -m < lo and hi < m else "fails" if lo > m or hi < -m else "inconclusive"
+    c.sizes = max(len(a), len(b)), len(set.intersection(*(set(ids) for ids, _ in items))) if items else None
     if c.verdict == "inconclusive":
-        c.needed = needed(c, max(len(a), len(b)),
-                          len(set.intersection(*(set(ids) for ids, _ in items))) if items else None)
+        c.needed = needed(c)
     return c
 
 
@@ -128,20 +130,22 @@ def _half(ci: tuple[float, float]) -> float:
 MAX_FACTOR = 1000  # sizes beyond 1000 times the measured ones are not a plan
 
 
-def needed(c: Comparison, n_runs: int, n_items: int | None) -> str:
+def needed(c: Comparison, level: float | None = None) -> str:
     """At the measured variance and difference (`c.stats`: each SE shrinks as 1/sqrt(n), the runs' degrees of
     freedom grow with them): the fewest runs a side (both sides grown alike), or test items (the runs as they are),
-    whose CI would exclude 0 (`better`), or fit inside the margin or lie outside it (`same`)."""
+    whose CI (at `level`, else the CI's own) would exclude 0 (`better`), or fit inside the margin or lie outside it
+    (`same`)."""
+    n_runs, n_items = c.sizes
     # better: the CI must clear 0; same: fit inside the margin (holds) or clear it (fails)
     room = abs(c.diff) if c.kind == "better" else abs(c.margin - abs(c.diff))
     if room <= TOLERANCE:
         return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "at the margin")
     out = []
-    if c.stats.se_runs and (n := _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs) < room,
-                                         n_runs)):
+    if c.stats.se_runs and (n := _fewest(
+            lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs, level=level) < room, n_runs)):
         out.append(f"~{n} runs a side")
     if n_items and c.stats.se_items and (n := _fewest(
-            lambda k: c.stats.predicted_half_width(items_factor=k / n_items) < room, n_items)):
+            lambda k: c.stats.predicted_half_width(items_factor=k / n_items, level=level) < room, n_items)):
         out.append(f"~{n:,} test items")
     return " or ".join(out) or "more runs and more test items together"
 
@@ -245,14 +249,21 @@ def family_size(comps: list[Comparison]) -> int:
 
 def judge_family(comps: list[Comparison]) -> list[str]:
     """The comparisons' verdicts as the claim counts them: with m > 1 comparisons, a failing one counts only if it
-    still fails at the Bonferroni level 1 - 0.05/m (else it counts as inconclusive); `fails_family_wise` says which."""
+    still fails at the Bonferroni level 1 - 0.05/m (else it counts as inconclusive); `fails_family_wise` says which,
+    `family_ci` gives that CI. Where only failing is left (the difference on the failing side), `needed` is the size
+    that would fail family-wise."""
     m = family_size(comps)
     out = []
     for c in comps:
-        if c.verdict == "fails" and m > 1:
-            h = half_width(c.stats.se_items, c.stats.se_runs, c.stats.df_runs, 1 - FAMILY_ALPHA / m)
-            lo, hi = c.diff - h, c.diff + h
-            c.fails_family_wise = hi < -TOLERANCE if c.kind == "better" else (lo > c.margin or hi < -c.margin)
+        failing_side = c.diff is not None and (c.diff < 0 if c.kind == "better" else abs(c.diff) > c.margin)
+        if m > 1 and c.verdict in ("fails", "inconclusive") and failing_side:
+            level = 1 - FAMILY_ALPHA / m
+            h = half_width(c.stats.se_items, c.stats.se_runs, c.stats.df_runs, level)
+            lo, hi = c.family_ci = c.diff - h, c.diff + h
+            if c.verdict == "fails":
+                c.fails_family_wise = hi < -TOLERANCE if c.kind == "better" else (lo > c.margin or hi < -c.margin)
+            if not c.fails_family_wise:
+                c.needed = needed(c, level)
         out.append("inconclusive" if c.fails_family_wise is False else c.verdict)
     return out
 
@@ -265,7 +276,8 @@ def evaluate(claims: list[dict], tables: dict[str, Table]) -> list[dict]:
             raise SpecError(f"experiments/{claim.get('file')}: a claim needs id, text and check: {claim!r}")
         checks = claim["check"] if isinstance(claim["check"], list) else [claim["check"]]
         comps = [c for check in checks for c in comparisons(check, tables)]
-        results.append({**claim, "comparisons": comps, "verdict": overall(judge_family(comps))})
+        counted = judge_family(comps)
+        results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
     return results
 
 
@@ -281,7 +293,8 @@ def _num(x: float | None) -> str:
 def _verdict(c: Comparison) -> str:
     if c.fails_family_wise is None:
         return c.verdict
-    return c.verdict + (" (family-wise too)" if c.fails_family_wise else " (not family-wise: counts as inconclusive)")
+    ci = f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}] family-wise"
+    return c.verdict + (f" ({ci} too)" if c.fails_family_wise else f" (not {ci}: counts as inconclusive)")
 
 
 def _hw(c: Comparison, source: str) -> str:
@@ -333,8 +346,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
           "variance. Rules: peft_repro/report/claims.py.", "", at_a_glance(results), "",
           "| claim | verdict | comparisons | measured at |", "|---|---|---|---|"]
-    for res in results:
-        counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := sum(c.verdict == v for c in res["comparisons"])))
+    for res in results:  # the verdicts as the claim counts them (a failure that is not family-wise: inconclusive)
+        counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := res["counted"].count(v)))
         md.append(f"| {res['id']} | **{res['verdict']}** | {counts} | {measured_at(res['comparisons'], scale)} |")
     rows = []
     for res in results:
@@ -346,7 +359,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
         md += scale_note(res, scale)
         if (m := family_size(res["comparisons"])) > 1:
             md += [f"Family-wise: the claim fails only through a comparison that also fails at the Bonferroni level "
-                   f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%) of its {m} measured comparisons.", ""]
+                   f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%), for its {m} comparisons with a deciding CI.",
+                   ""]
         md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed |",
                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in res["comparisons"]:
@@ -365,13 +379,15 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
                          "half_width_runs": round(c.half_widths["runs"], 4) if "runs" in c.half_widths else "",
                          "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict,
                          "fails_family_wise": "" if c.fails_family_wise is None else c.fails_family_wise,
+                         "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),
+                         "ci_family_high": "" if c.family_ci is None else round(c.family_ci[1], 4),
                          "needed": c.needed,
                          "measured_at": measured_at([c], scale)})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["claim", "source", "comparison", "kind", "margin", "n_a", "n_b", "paired",
                                              "mean_diff", "ci_low", "ci_high", "ci_over", "half_width_items",
                                              "half_width_runs", "unpaired_left_out", "verdict",
-                                             "fails_family_wise", "needed",
+                                             "fails_family_wise", "ci_family_low", "ci_family_high", "needed",
                                              "measured_at"])
     writer.writeheader()
     writer.writerows(rows)
