@@ -334,8 +334,9 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
     md = [f"# Claims ledger (scale `{scale}`)", "",
           "Each comparison: d = mean(A) - mean(B) over our runs, 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "
           f"items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw for both "
-          "sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the sd over sqrt(n) of "
-          "the differences over seeds and low-data subsets, paired by column, seed and subset where both sides have "
+          "sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the sd "
+          "over sqrt(n) of the differences over seeds and low-data subsets, paired by column, seed and subset where "
+          "both sides have "
           "them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) together, t "
           "at the Welch-Satterthwaite degrees of freedom (n - 1 from paired runs), the half-width never below the "
           "runs' own t interval; `CI over` says which. "
