@@ -19,7 +19,8 @@ The 95% CI is d +- t * sqrt(SE_items^2 + SE_runs^2) (peft_repro/stats.py), from
   pair their columns in order, so by seed and subset; runs without a partner are left out and counted), else
   Welch's SE of the two sides;
 with Student's t at the Welch-Satterthwaite degrees of freedom (the runs': n - 1 when paired, else Welch's; the
-items': infinitely many), the half-width never below the runs' own t interval (peft_repro/stats.py says why). A percentile bootstrap over 3 seeds, used until session 14, covers about 76% instead of 95%.
+items': infinitely many), the half-width never below the runs' own t interval (peft_repro/stats.py says why). A
+percentile bootstrap over 3 seeds, used until session 14, covers about 76% instead of 95%.
 `ci_over` names what the CI is over. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
 still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
@@ -370,7 +371,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
             paired = ("yes" + (f" ({c.unpaired_left_out} unpaired left out)" if c.unpaired_left_out else "")
                       if c.paired else "no")
             md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
-                      f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | {c.needed or DASH} |")
+                      f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
+                      f"{c.needed or DASH} |")
             rows.append({"claim": res["id"], "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                          "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
                          "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
