@@ -243,8 +243,8 @@ def test_float_noise_is_no_difference_and_unmeasured_comparisons_do_not_decide()
 def test_claims_report_lists_each_claim(demo):
     built, res = build(*demo)
     md, csv_text = claims.render(list(res.values()), "default")
-    assert "| clear | **holds** | 1 holds | scale default, tiny_llama |" in md
-    assert "| missing | **no results** | 1 no results | scale default, tiny_llama |" in md
+    assert "| clear | **holds** | 1 holds | 4 | scale default, tiny_llama |" in md  # 4 runs a side, no plan
+    assert "| missing | **no results** | 1 no results | – | scale default, tiny_llama |" in md
     assert "| A @ x > B @ x | 4 | 4 | yes | +10.00 | [+" in md
     assert len(csv_text.strip().splitlines()) == 1 + 9  # header + one line per comparison
     glance = next(line for line in md.splitlines() if line.startswith("**At a glance**"))
@@ -557,6 +557,28 @@ def test_needed_for_same_counts_runs_that_would_show_a_difference_outside_the_ma
     assert c.verdict == "inconclusive" and c.needed.endswith(" runs a side")
 
 
+def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
+    """`planned_runs: {default: 5}`: a claim measured with 3 runs a side says so in the ledger (3 (5)), and the
+    at-a-glance line counts the claims at their plan; a malformed plan is a spec error."""
+    a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([2.0, 2.2, 1.8])]
+    b = [cells.Run(0.0, (0, s, None), {}) for s in range(3)]
+    compared = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
+
+    def ledger(plan):
+        res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": [compared], "counted": [compared.verdict],
+               "verdict": compared.verdict, "planned_runs": plan}
+        return claims.render([res], "default")[0]
+
+    md = ledger({"default": 5})
+    assert "| x | **holds** | 1 holds | 3 (5) |" in md
+    assert "have their planned runs a side: 0 of 1 (the other verdicts are interim" in md
+    assert "have their planned runs a side: 1 of 1" in ledger({"default": 3})
+    assert "planned runs" not in ledger({"gpu": 5})  # no plan at this scale
+    (tmp_path / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, planned_runs: {default: 1},"))
+    with pytest.raises(spec.SpecError, match="planned_runs"):
+        spec.load_specs(tmp_path)
+
+
 def test_needed_sizes_decide_at_the_measured_variance_and_exceed_what_was_measured():
     """`needed` extrapolates the CI's own formula: the size it names decides, one less does not."""
     a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([1.0, 2.5, 1.6])]
@@ -657,6 +679,6 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": [mild, *holding], "counted": counted,
            "verdict": claims.overall(counted)}
     md, csv_text = claims.render([res], "default")
-    assert "| x | **inconclusive** | 2 holds, 1 inconclusive |" in md  # the summary counts as the verdict does
+    assert "| x | **inconclusive** | 2 holds, 1 inconclusive | 3 |" in md  # the summary counts as the verdict does
     lo, hi = mild.family_ci
     assert f"fails (not [{lo:+.2f}, {hi:+.2f}] family-wise: counts as inconclusive)" in md and ",False," in csv_text

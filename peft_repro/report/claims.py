@@ -302,7 +302,28 @@ def _hw(c: Comparison, source: str) -> str:
     return f"{c.half_widths[source]:.2f}" if source in c.half_widths else DASH
 
 
-def at_a_glance(results: list[dict]) -> str:
+def fewest_runs(comps: list[Comparison]) -> int | None:
+    """The fewest runs on a side that trains, over the comparisons with results (None: none)."""
+    sides = [len(side) for c in comps if c.diff is not None for side in (c.a, c.b) if not trains_nothing(side)]
+    return min(sides) if sides else None
+
+
+def planned_runs(res: dict, scale: str | None) -> int | None:
+    """The runs a side the claim's design plans at this scale (`planned_runs: {default: 5}` in its spec)."""
+    return (res.get("planned_runs") or {}).get(scale)
+
+
+def at_plan(res: dict, scale: str | None) -> bool | None:
+    """Whether every measured comparison of the claim has its planned runs on each side that trains (None: no plan
+    at this scale). A verdict before that is an interim look: more runs are coming whatever it says."""
+    planned = planned_runs(res, scale)
+    if planned is None:
+        return None
+    fewest = fewest_runs(res["comparisons"])
+    return fewest is not None and fewest >= planned
+
+
+def at_a_glance(results: list[dict], scale: str | None = None) -> str:
     """The ledger in the numbers a powered scale is judged by: claims decided, the fewest runs on a side of a measured
     comparison (a side that trains nothing is one run by nature), and the median CI half-width of the comparisons in
     percentage points (columns shown x100: BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own),
@@ -319,6 +340,10 @@ def at_a_glance(results: list[dict]) -> str:
     if points:
         text += (f" Median 95% CI half-width of the {len(points)} measured comparisons (repeats counted once) in "
                  f"percentage points: {float(np.median(points)):.2f}.")
+    plans = [at_plan(res, scale) for res in results]
+    if any(p is not None for p in plans):
+        text += (f" Claims whose measured comparisons have their planned runs a side: {sum(p is True for p in plans)} "
+                 f"of {len(results)} (the other verdicts are interim: their runs are not all in).")
     return text
 
 
@@ -346,11 +371,14 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
           "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance. Rules: peft_repro/report/claims.py.", "", at_a_glance(results), "",
-          "| claim | verdict | comparisons | measured at |", "|---|---|---|---|"]
+          "variance. Rules: peft_repro/report/claims.py.", "", at_a_glance(results, scale), "",
+          "| claim | verdict | comparisons | runs a side (planned) | measured at |", "|---|---|---|---|---|"]
     for res in results:  # the verdicts as the claim counts them (a failure that is not family-wise: inconclusive)
         counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := res["counted"].count(v)))
-        md.append(f"| {res['id']} | **{res['verdict']}** | {counts} | {measured_at(res['comparisons'], scale)} |")
+        fewest, planned = fewest_runs(res["comparisons"]), planned_runs(res, scale)
+        runs = DASH if fewest is None else f"{fewest}" + (f" ({planned})" if planned else "")
+        md.append(f"| {res['id']} | **{res['verdict']}** | {counts} | {runs} | "
+                  f"{measured_at(res['comparisons'], scale)} |")
     rows = []
     for res in results:
         md += ["", f"## {res['id']}: {res['verdict']}", "", f"> {res['text']}", "",

@@ -44,6 +44,12 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
             notes = item.get("scale_notes") if isinstance(item, dict) else None
             if notes is not None and not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
                 raise SpecError(f"{path}: `scale_notes` maps a scale to a sentence, e.g. {{default: \"...\"}}")
+        for claim in doc.get("claims") or []:
+            plan = claim.get("planned_runs") if isinstance(claim, dict) else None
+            if plan is not None and not (isinstance(plan, dict) and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in plan.values())):
+                raise SpecError(f"{path}: `planned_runs` maps a scale to the runs a side it plans (2 or more), "
+                                f"e.g. {{default: 5}}")
         tables[name] = {**doc, "table": name, "file": path.name}
         claims += [{**claim, "file": path.name, "check": _own_table(claim.get("check"), name)}
                    for claim in doc.get("claims") or []]
