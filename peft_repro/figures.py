@@ -107,7 +107,8 @@ def summarize(frame, by: list[str], value: str, factor: float = 1.0, interval: s
     data = frame.dropna(subset=[value]).assign(_v=lambda f: f[value] * factor)
     out = data.groupby(by, dropna=False)["_v"].agg(mean="mean", sd="std", n="count").reset_index()
     if interval == "ci95":
-        out["err"] = [sd * t_quantile(0.975, n - 1) / math.sqrt(n) if n > 1 else math.nan for sd, n in zip(out["sd"], out["n"])]
+        out["err"] = [sd * t_quantile(0.975, n - 1) / math.sqrt(n) if n > 1 else math.nan
+                      for sd, n in zip(out["sd"], out["n"])]
     elif interval == "sd":
         out["err"] = out["sd"]
     else:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..results import lookup
-from ..stats import N_BOOT, SEED, DiffCI, difference_ci, half_width, item_stats
+from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats
 from .cells import Run, Table
 from .spec import DASH, SpecError, scale_note
 
@@ -113,15 +113,19 @@ def judge(c: Comparison) -> Comparison:
     if not (enough and c.ci_over):
         c.verdict = "too few runs"  # an item-level CI leaves out the training noise: shown, but decides nothing
         return c
-    if c.kind == "better":
-        c.verdict = "holds" if lo > TOLERANCE else "fails" if hi < -TOLERANCE else "inconclusive"
-    else:
-        m = c.margin
-        c.verdict = "holds" if -m < lo and hi < m else "fails" if lo > m or hi < -m else "inconclusive"
+    c.verdict = decide(c, lo, hi)
     c.sizes = max(len(a), len(b)), len(set.intersection(*(set(ids) for ids, _ in items))) if items else None
     if c.verdict == "inconclusive":
         c.needed = needed(c)
     return c
+
+
+def decide(c: Comparison, lo: float, hi: float) -> str:
+    """The verdict of a CI [lo, hi] for this comparison's kind (module docstring)."""
+    if c.kind == "better":
+        return "holds" if lo > TOLERANCE else "fails" if hi < -TOLERANCE else "inconclusive"
+    m = c.margin
+    return "holds" if -m < lo and hi < m else "fails" if lo > m or hi < -m else "inconclusive"
 
 
 def _half(ci: tuple[float, float]) -> float:
@@ -259,10 +263,10 @@ def judge_family(comps: list[Comparison]) -> list[str]:
         failing_side = c.diff is not None and (c.diff < 0 if c.kind == "better" else abs(c.diff) > c.margin)
         if m > 1 and c.verdict in ("fails", "inconclusive") and failing_side:
             level = 1 - FAMILY_ALPHA / m
-            h = half_width(c.stats.se_items, c.stats.se_runs, c.stats.df_runs, level)
-            lo, hi = c.family_ci = c.diff - h, c.diff + h
+            h = c.stats.predicted_half_width(level=level)
+            c.family_ci = c.diff - h, c.diff + h
             if c.verdict == "fails":
-                c.fails_family_wise = hi < -TOLERANCE if c.kind == "better" else (lo > c.margin or hi < -c.margin)
+                c.fails_family_wise = decide(c, *c.family_ci) == "fails"
             if not c.fails_family_wise:
                 c.needed = needed(c, level)
         out.append("inconclusive" if c.fails_family_wise is False else c.verdict)
@@ -333,9 +337,8 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
     counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := verdicts.count(v)))
     text = f"**At a glance**: {decided} of {len(results)} claims decided ({counts})."
     measured = list({_measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
-    sides = [len(side) for c in measured for side in (c.a, c.b) if not trains_nothing(side)]
-    if sides:
-        text += f" Fewest runs on a side that trains, over the measured comparisons: {min(sides)}."
+    if (fewest := fewest_runs(measured)) is not None:
+        text += f" Fewest runs on a side that trains, over the measured comparisons: {fewest}."
     points = [_half(c.ci) for c in measured if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
     if points:
         text += (f" Median 95% CI half-width of the {len(points)} measured comparisons (repeats counted once) in "
