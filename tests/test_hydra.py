@@ -55,6 +55,26 @@ def test_every_experiment_composes_at_every_scale(experiment, scale):
     method_config(dict(cfg.method))
 
 
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("task", ["wikisql", "mnli"])
+def test_lora_tables_5_and_6_make_the_same_runs_at_every_scale(task, scale):
+    """conf/setting/lora_gpt3.yaml: Table 5's Wq at r=8 and Wq,Wv at r=4 are Table 6's runs (as in the paper), so
+    the two experiments' configs of these cells compute the same thing and their lr choices are made alike."""
+    from omegaconf import OmegaConf
+
+    from peft_repro.lr_search import lr_search_cell
+    from peft_repro.results import same_settings
+
+    for targets, rank in (("[q]", 8), ("[q,v]", 4)):
+        table5, table6 = (OmegaConf.to_container(composed(
+            [f"+experiment={experiment}", f"scale={scale}", f"task={task}", f"method.targets={targets}", *extra]),
+            resolve=True) for experiment, extra in (("lora_weight_type", []), ("lora_rank_sweep", [f"method.r={rank}"])))
+        assert table5["method"]["r"] == rank
+        assert same_settings(table5, table6, any_experiment=True), (targets, scale)
+        assert lr_search_cell(table5) == lr_search_cell(table6)
+        assert "lora_rank_sweep" in table5["shares_runs_with"] and "lora_weight_type" in table6["shares_runs_with"]
+
 def test_smoke_scale_uses_a_tiny_model_and_user_overrides_win():
     cfg = composed(["+experiment=lora_rank_sweep", "scale=smoke", "trainer.lr=0.123"])
     assert cfg.model.name == "tiny_llama" and cfg.trainer.lr == 0.123
