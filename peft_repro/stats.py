@@ -89,6 +89,12 @@ class DiffCI:
             return t_quantile(0.5 + self.level / 2, math.inf) * self.se_items
         return t_quantile(0.5 + self.level / 2, self.df_runs) * self.se_runs
 
+    def floored(self) -> bool:
+        """Whether items and runs both count and the runs' own t interval is the CI (`half_width`'s floor): wider
+        than the Satterthwaite interval of the two together, which then lies inside it."""
+        return self.se_items > 0 and self.se_runs > 0 and math.isclose(
+            (self.ci[1] - self.ci[0]) / 2, self.half_width("runs"), rel_tol=1e-12)
+
     def predicted_half_width(self, runs_factor: float = 1.0, items_factor: float = 1.0,
                              level: float | None = None) -> float:
         """The CI half-width with `runs_factor` times the runs and `items_factor` times the test items, at the

@@ -69,7 +69,8 @@ def test_lora_tables_5_and_6_make_the_same_runs_at_every_scale(task, scale):
     for targets, rank in (("[q]", 8), ("[q,v]", 4)):
         table5, table6 = (OmegaConf.to_container(composed(
             [f"+experiment={experiment}", f"scale={scale}", f"task={task}", f"method.targets={targets}", *extra]),
-            resolve=True) for experiment, extra in (("lora_weight_type", []), ("lora_rank_sweep", [f"method.r={rank}"])))
+            resolve=True) for experiment, extra in (("lora_weight_type", []),
+                                                     ("lora_rank_sweep", [f"method.r={rank}"])))
         assert table5["method"]["r"] == rank
         assert same_settings(table5, table6, any_experiment=True), (targets, scale)
         assert lr_search_cell(table5) == lr_search_cell(table6)

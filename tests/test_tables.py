@@ -147,11 +147,14 @@ def test_costs_sum_each_methods_records_and_count_grid_points_apart(tmp_path):
                                      {**timed("lora", 3, 360, test=False), "record": "grid"},
                                      timed("full", 0, 3600)])
     write_records(tmp_path, "demo", [{**timed("lora", 4, 300), "hardware": "CPU test, 1 torch thread"}])
+    resumed = {**timed("lora", 5, 600), "wall_seconds": 120, "hardware": "CPU resumed"}  # its clock: since the resume
+    write_records(tmp_path, "demo", [resumed])
     md = costs.render_costs(tmp_path, "default").splitlines()
     assert "| demo | lora | 3 | 1 | 1.10 | 20.0 | 19.0 | 1.0 | CPU test |" in md  # (600+1200+1800+360) / 3600 h
     assert "| demo | lora | 1 | 0 | 0.08 | 5.0 | 4.0 | 1.0 | CPU test, 1 torch thread |" in md  # its own row
+    assert "| demo | lora | 1 | 0 | 0.17 | 10.0 | 9.0 | 1.0 | CPU resumed |" in md  # train + test, not 2 min
     assert "| demo | full | 1 | 0 | 1.00 | 60.0 | 59.0 | 1.0 | CPU test |" in md
-    assert md[-1] == "Total: 6 records, 2.2 CPU hours (wall time summed over runs)."
+    assert md[-1] == "Total: 7 records, 2.4 CPU hours (wall time summed over runs)."
 
 
 def test_table_renders_papers_beside_ours(demo):
@@ -427,6 +430,26 @@ def test_accuracy_tables_get_zero_shot_and_majority_rows_and_marks():
     assert lines[4][2] == "61.0 ± 1.4 (n=2)"
 
 
+def test_rows_of_several_metrics_in_one_column_get_a_zero_shot_row_each():
+    """Low-data XSum's rows show ROUGE-1 and ROUGE-2 in the same size columns: one zero-shot row per metric (the
+    claim's ROUGE-2 among them), not the first row's metric alone."""
+    spec = {"table": "t", "columns": [50], "file": "t.yaml",
+            "ours": {"experiment": "x", "factor": 100, "column_key": "config.task.low_data.size", "rows": [
+                {"method": "FT R-1", "metric": "test.rouge1", "where": {"config.method.name": "full"}},
+                {"method": "FT R-2", "metric": "test.rouge2", "where": {"config.method.name": "full"}}]}}
+
+    def xsum(method, r1, r2):
+        rec = record("x", method, {"rouge1": r1, "rouge2": r2})
+        rec["config"]["task"] = {"name": "xsum", "max_eval_examples": 60, "low_data": {"size": 50}}
+        return rec
+    zero_shot = xsum("zero_shot", 0.11, 0.02)
+    zero_shot["config"]["task"].pop("low_data")
+    lines = render.matrix(cells.build_table(spec, [xsum("full", 0.26, 0.06)], [zero_shot]))
+    assert [line[:3] for line in lines[1:5]] == [["Zero-shot (rouge1)", "ours", "11.0"],
+                                                 ["Zero-shot (rouge2)", "ours", "2.0"],
+                                                 ["FT R-1", "ours", "26.0"], ["FT R-2", "ours", "6.0"]]
+
+
 def test_the_majority_mark_uses_the_cells_own_items_when_zero_shot_kept_none():
     """One MNLI run of 37% on 400 pairs (its items kept) against a majority rate of 35.4%: its item CI (+-4.7)
     reaches the rate (‡), though the zero-shot record has no items to compare with (so no †, and no CI for it)."""
@@ -558,24 +581,46 @@ def test_needed_for_same_counts_runs_that_would_show_a_difference_outside_the_ma
 
 
 def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
-    """`planned_runs: {default: 5}`: a claim measured with 3 runs a side says so in the ledger (3 (5)), and the
-    at-a-glance line counts the claims at their plan; a malformed plan is a spec error."""
+    """`planned_runs: {default: 5}`: a claim measured with 3 runs a side, or with a comparison not yet measured, is
+    an interim look: the ledger marks its verdict and shows 3 (5), and the at-a-glance line counts the claims at their
+    plan; a malformed plan is a spec error."""
     a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([2.0, 2.2, 1.8])]
     b = [cells.Run(0.0, (0, s, None), {}) for s in range(3)]
     compared = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
+    queued = claims.Comparison("c > b", "better", 0, [], [])
 
-    def ledger(plan):
-        res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": [compared], "counted": [compared.verdict],
-               "verdict": compared.verdict, "planned_runs": plan}
+    def ledger(plan, comps=(compared,)):
+        res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": list(comps),
+               "counted": [c.verdict for c in comps], "verdict": compared.verdict, "planned_runs": plan}
         return claims.render([res], "default")[0]
 
     md = ledger({"default": 5})
-    assert "| x | **holds** | 1 holds | 3 (5) |" in md
-    assert "have their planned runs a side: 0 of 1 (the other verdicts are interim" in md
-    assert "have their planned runs a side: 1 of 1" in ledger({"default": 3})
-    assert "planned runs" not in ledger({"gpu": 5})  # no plan at this scale
+    assert "| x | **holds (interim)** | 1 holds | 3 (5) |" in md and "## x: holds (interim)" in md
+    assert "at their plan (every comparison measured, with its planned runs a side): 0 of 1 (the other" in md
+    assert "| x | **holds** |" in ledger({"default": 3}) and "planned runs a side): 1 of 1" in ledger({"default": 3})
+    assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger({"default": 3}, (compared, queued))
+    assert "at their plan" not in ledger({"gpu": 5}) and "(interim)" not in ledger({"gpu": 5})  # no plan here
     (tmp_path / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, planned_runs: {default: 1},"))
     with pytest.raises(spec.SpecError, match="planned_runs"):
+        spec.load_specs(tmp_path)
+
+
+def test_what_a_scale_leaves_to_another_is_not_compared_there(tmp_path):
+    """`left_out: {default: {rows, columns}}`: at that scale, comparisons with a side left out are not made and pooled
+    sides lose the left-out columns (the pooled label says which sizes it averages); at other scales all are made."""
+    (tmp_path / "grid.yaml").write_text(GRID)
+    table = cells.build_tables({"grid": spec.load_specs(tmp_path)[0]["grid"]}, tmp_path, "default")["grid"]
+    check = {"kind": "better", "table": "grid", "columns": ["x"], "pairs": [["A", "B"], ["C", "D"]]}
+    assert [c.label for c in claims.comparisons(check, {"grid": table})] == ["A @ x > B @ x", "C @ x > D @ x"]
+    assert [c.label for c in claims.comparisons(check, {"grid": table}, {"rows": ["D"]})] == ["A @ x > B @ x"]
+    assert claims.comparisons(check, {"grid": table}, {"columns": ["x"]}) == []
+    pooled = {"kind": "better", "table": "grid", "pairs": [[{"row": ["A", "C"], "col": "x"}, {"row": "B", "col": "x"}]]}
+    assert [c.label for c in claims.comparisons(pooled, {"grid": table}, {"rows": ["C"]})] == ["A @ x > B @ x"]
+    claim = {"id": "c", "text": "A > B", "check": check, "left_out": {"default": {"rows": ["C"]}}}
+    assert len(claims.evaluate([claim], {"grid": table}, "default")[0]["comparisons"]) == 1
+    assert len(claims.evaluate([claim], {"grid": table}, "gpu")[0]["comparisons"]) == 2
+    (tmp_path / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, left_out: {default: [C]},"))
+    with pytest.raises(spec.SpecError, match="left_out"):
         spec.load_specs(tmp_path)
 
 

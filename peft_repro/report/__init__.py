@@ -46,7 +46,7 @@ def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list
     version, when nothing changed)."""
     specs, claims = load_specs()
     tables = build_tables(specs, results_dir, scale)
-    claims_md, claims_csv = claims_mod.render(claims_mod.evaluate(claims, tables), scale)
+    claims_md, claims_csv = claims_mod.render(claims_mod.evaluate(claims, tables, scale), scale)
     top = header(results_dir)
     files = {"tables.md": top + f"# The lecture's tables: papers and ours (scale `{scale}`)\n\n"
                                 + render_markdown(tables, scale),

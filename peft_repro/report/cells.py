@@ -173,17 +173,21 @@ def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:
 
 
 def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> list[Row]:
-    """Rows "Zero-shot" (and "Majority class" for accuracy) per task of the table's runs; our cells are marked
-    when their 95% CI (test items x runs) does not lie above them."""
-    tasks = list(dict.fromkeys(lookup(run.record, "config.task.name") for row in rows for cell in row.cells.values()
-                               for run in cell.runs))
+    """Rows "Zero-shot" (and "Majority class" for accuracy) per task of the table's runs, and per metric where rows
+    of one column show different metrics (low-data XSum's R-1, R-2, R-L rows); our cells are marked when their 95% CI
+    (test items x runs) does not lie above them."""
+    def task_of(run):
+        return lookup(run.record, "config.task.name")
+
+    tasks = list(dict.fromkeys(task_of(run) for row in rows for cell in row.cells.values() for run in cell.runs))
     extra = []
-    for task in tasks:
-        suffix = f" ({task})" if len(tasks) > 1 else ""
+    for task, metric in ((task, metric) for task in tasks for metric in _row_metrics(rows, columns, task)):
+        names = ([task] if len(tasks) > 1 else []) + ([metric.rsplit(".", 1)[-1]] if metric else [])
+        suffix = f" ({', '.join(names)})" if names else ""
         zs_cells, majority_cells = {}, {}
         for c in columns:
             ours = [(cell, run) for row in rows for cell in [row.cells[str(c)]] for run in cell.runs[:1]
-                    if lookup(run.record, "config.task.name") == task]
+                    if task_of(run) == task and metric in (None, run.metric)]
             found = {}
             for cell, run in ours:
                 z = matching_zero_shot(run.record, zero_shots)
@@ -206,6 +210,16 @@ def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> lis
             extra.append(Row("Majority class" + suffix, [], "every answer the most frequent test label",
                              {str(c): majority_cells.get(str(c), Cell([], 1, "")) for c in columns}))
     return extra + rows
+
+
+def _row_metrics(rows: list[Row], columns: list, task: str) -> list[str | None]:
+    """The metrics that need a zero-shot row each: those of the rows when one column shows several (else [None]: one
+    row, each column its own metric)."""
+    per_column = [list(dict.fromkeys(run.metric for row in rows for run in row.cells[str(c)].runs[:1]
+                                     if lookup(run.record, "config.task.name") == task)) for c in columns]
+    if all(len(metrics) <= 1 for metrics in per_column):
+        return [None]
+    return list(dict.fromkeys(m for metrics in per_column for m in metrics))
 
 
 def mark(cell: Cell, zero_shot: Run, majority: float | None) -> str:

@@ -26,10 +26,13 @@ still shown; it leaves out training noise); a side that trains nothing (a discre
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
 count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its measured
 comparisons (those with results; the report counts the rest): it holds if all hold, fails if any fails family-wise,
-else takes the first of inconclusive / too few runs; "no results" if none was measured. Family-wise: a claim of m
-comparisons that could each fail (holds, fails or inconclusive) fails only through a comparison whose CI at the
-Bonferroni level 1 - 0.05/m is on the failing side too (30 independent comparisons at 95% each would let one fail
-about 1 time in 2 when every difference is 0); "all hold" needs no such correction (each must clear its own CI).
+else takes the first of inconclusive / too few runs; "no results" if none was measured. What a scale leaves to
+another (the claim's `left_out: {scale: {rows, columns}}`, e.g. MNLI at the default scale) is not compared there.
+Before the claim's plan is complete (`planned_runs`, and every comparison measured) the ledger marks its verdict
+interim: more runs are coming whatever it says. Family-wise: a claim of m comparisons that could each fail (holds,
+fails or inconclusive) fails only through a comparison whose CI at the Bonferroni level 1 - 0.05/m is on the failing
+side too (30 independent comparisons at 95% each would let one fail about 1 time in 2 when every difference is 0);
+"all hold" needs no such correction (each must clear its own CI).
 """
 from __future__ import annotations
 
@@ -110,6 +113,8 @@ def judge(c: Comparison) -> Comparison:
         c.ci = lo, hi = c.stats.ci
         c.half_widths = {source: c.stats.half_width(source) for source, on in (("items", by_items),
                                                                                ("runs", by_runs)) if on}
+        if c.stats.floored():
+            c.ci_over += " (runs' floor)"
     if not (enough and c.ci_over):
         c.verdict = "too few runs"  # an item-level CI leaves out the training noise: shown, but decides nothing
         return c
@@ -205,12 +210,16 @@ def _column_keys(cols_a: list, cols_b: list) -> tuple[list, list]:
     return [("A", c) for c in names_a], [("B", c) for c in names_b]
 
 
-def comparisons(check: dict, tables: dict[str, Table]) -> list[Comparison]:
+def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = None) -> list[Comparison]:
+    """The check's comparisons; `left_out` ({rows, columns}): what this scale leaves to another (the claim's
+    `left_out`), taken out of pooled sides, and comparisons left with an empty side are not made."""
     if not isinstance(check, dict) or check.get("table") not in tables:
         raise SpecError(f"check {check!r}: `table` must name a reference table")
     table, kind = tables[check["table"]], check.get("kind", "better")
     if kind not in ("better", "same") or (kind == "same" and not isinstance(check.get("margin"), (int, float))):
         raise SpecError(f"check {check!r}: kind must be better, or same with a numeric margin")
+    out_rows = {str(r) for r in (left_out or {}).get("rows") or []}
+    out_cols = {str(c) for c in (left_out or {}).get("columns") or []}
     out = []
     for pair in check.get("pairs") or []:
         if not isinstance(pair, list) or len(pair) != 2:
@@ -219,15 +228,19 @@ def comparisons(check: dict, tables: dict[str, Table]) -> list[Comparison]:
         loop = [None] if cols_a is not None and cols_b is not None else check.get("columns")
         if not loop:
             raise SpecError(f"check pair {pair!r}: give each side a col, or the check `columns`")
+        rows_a, rows_b = ([r for r in rows if r not in out_rows] for rows in (rows_a, rows_b))
         for col in loop:
-            ca, cb = cols_a or [col], cols_b or [col]
+            whole_a, whole_b = cols_a or [col], cols_b or [col]
+            ca, cb = ([c for c in cols if str(c) not in out_cols] for cols in (whole_a, whole_b))
+            if not (rows_a and rows_b and ca and cb) or (len(whole_a) == len(whole_b) and len(ca) != len(cb)):
+                continue  # a side left out whole, or sides paired column by column lost different columns
             name_a, name_b = (f"{'+'.join(rows)} @ {'+'.join(map(str, cols))}"
                               for rows, cols in ((rows_a, ca), (rows_b, cb)))
             label = f"{name_a} {'>' if kind == 'better' else '≈'} {name_b}"
             keys_a, keys_b = _column_keys(ca, cb)
             out.append(judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca, keys_a),
                                         _pool(table, rows_b, cb, keys_b))))
-    if not out:
+    if not out and not (out_rows or out_cols):
         raise SpecError(f"check {check!r} compares nothing")
     return out
 
@@ -273,14 +286,15 @@ def judge_family(comps: list[Comparison]) -> list[str]:
     return out
 
 
-def evaluate(claims: list[dict], tables: dict[str, Table]) -> list[dict]:
-    """Each claim with its comparisons and overall verdict."""
+def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = None) -> list[dict]:
+    """Each claim with its comparisons (those of this scale: `left_out`) and overall verdict."""
     results = []
     for claim in claims:
         if not claim.get("id") or not claim.get("text") or not claim.get("check"):
             raise SpecError(f"experiments/{claim.get('file')}: a claim needs id, text and check: {claim!r}")
         checks = claim["check"] if isinstance(claim["check"], list) else [claim["check"]]
-        comps = [c for check in checks for c in comparisons(check, tables)]
+        left_out = (claim.get("left_out") or {}).get(scale)
+        comps = [c for check in checks for c in comparisons(check, tables, left_out)]
         counted = judge_family(comps)
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
     return results
@@ -318,13 +332,19 @@ def planned_runs(res: dict, scale: str | None) -> int | None:
 
 
 def at_plan(res: dict, scale: str | None) -> bool | None:
-    """Whether every measured comparison of the claim has its planned runs on each side that trains (None: no plan
-    at this scale). A verdict before that is an interim look: more runs are coming whatever it says."""
+    """Whether every comparison of the claim at this scale is measured, with its planned runs on each side that
+    trains (None: no plan at this scale). A verdict before that is an interim look: more runs or comparisons are
+    coming whatever it says (what the scale leaves to another is not part of its plan: `left_out`)."""
     planned = planned_runs(res, scale)
     if planned is None:
         return None
     fewest = fewest_runs(res["comparisons"])
-    return fewest is not None and fewest >= planned
+    return all(c.diff is not None for c in res["comparisons"]) and fewest is not None and fewest >= planned
+
+
+def shown_verdict(res: dict, scale: str | None) -> str:
+    """The claim's verdict as the ledger prints it: "(interim)" before its plan is complete."""
+    return res["verdict"] + (" (interim)" if at_plan(res, scale) is False and res["verdict"] != "no results" else "")
 
 
 def at_a_glance(results: list[dict], scale: str | None = None) -> str:
@@ -345,8 +365,9 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
                  f"percentage points: {float(np.median(points)):.2f}.")
     plans = [at_plan(res, scale) for res in results]
     if any(p is not None for p in plans):
-        text += (f" Claims whose measured comparisons have their planned runs a side: {sum(p is True for p in plans)} "
-                 f"of {len(results)} (the other verdicts are interim: their runs are not all in).")
+        text += (f" Claims at their plan (every comparison measured, with its planned runs a side): "
+                 f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
+                 f"runs are not all in).")
     return text
 
 
@@ -368,23 +389,25 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "both sides have "
           "them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) together, t "
           "at the Welch-Satterthwaite degrees of freedom (n - 1 from paired runs), the half-width never below the "
-          "runs' own t interval; `CI over` says which. "
+          "runs' own t interval (`CI over` then says \"runs' floor\": the combined interval lies inside it); `CI "
+          "over` says which sources count. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
           "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
           "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance. Rules: peft_repro/report/claims.py.", "", at_a_glance(results, scale), "",
+          "variance. A verdict before the claim's plan is complete (every comparison measured with its planned "
+          "runs a side) is marked interim. Rules: peft_repro/report/claims.py.", "", at_a_glance(results, scale), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at |", "|---|---|---|---|---|"]
     for res in results:  # the verdicts as the claim counts them (a failure that is not family-wise: inconclusive)
         counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := res["counted"].count(v)))
         fewest, planned = fewest_runs(res["comparisons"]), planned_runs(res, scale)
         runs = DASH if fewest is None else f"{fewest}" + (f" ({planned})" if planned else "")
-        md.append(f"| {res['id']} | **{res['verdict']}** | {counts} | {runs} | "
+        md.append(f"| {res['id']} | **{shown_verdict(res, scale)}** | {counts} | {runs} | "
                   f"{measured_at(res['comparisons'], scale)} |")
     rows = []
     for res in results:
-        md += ["", f"## {res['id']}: {res['verdict']}", "", f"> {res['text']}", "",
+        md += ["", f"## {res['id']}: {shown_verdict(res, scale)}", "", f"> {res['text']}", "",
                f"Source: {res.get('source', '?')} (experiments/{res['file']}). "
                f"Measured at {measured_at(res['comparisons'], scale)}.", ""]
         if res.get("note"):

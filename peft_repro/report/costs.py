@@ -16,6 +16,12 @@ def _minutes(seconds: list[float]) -> str:
     return f"{statistics.median(seconds) / 60:.1f}" if seconds else "–"
 
 
+def _wall(record: dict) -> float:
+    """A run's wall time: its own, or its training and test time where that is longer (a run resumed from a
+    checkpoint keeps the training time before the kill, while its wall clock starts at the resume)."""
+    return max(record.get("wall_seconds") or 0, (record.get("train_seconds") or 0) + (record.get("test_seconds") or 0))
+
+
 def render_costs(results_dir: Path, scale: str) -> str:
     """Markdown: one row per (experiment, method, hardware) with records at `scale`, then the total."""
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
@@ -24,22 +30,23 @@ def render_costs(results_dir: Path, scale: str) -> str:
         method = (record.get("config") or {}).get("method", {}).get("name", "?")
         groups[(path.parent.parent.name, method, str(record.get("hardware", "?")))].append(record)
     lines = [f"# What the runs cost (scale `{scale}`)", "",
-             "From the records' own times: `wall` is a run's whole time (training, dev and test evaluation), `train` its "
-             "training with the dev evaluations, `test` its test decoding and scoring. Grid points are lr-search runs "
-             "without a test of their own. Records since session 10 name their torch threads in `hardware`; the lanes "
-             "of sessions 7-9 ran two threads each on the 2 cores, 2.5-10x slower than one thread each (docs/default_scale.md), "
-             "so their times, like any from a shared machine, are upper bounds.", "",
+             "From the records' own times: `wall` is a run's whole time (training, dev and test evaluation; for a run "
+             "resumed from a checkpoint, at least its training and test time: its clock started at the resume), "
+             "`train` its training with the dev evaluations, `test` its test decoding and scoring. Grid points are "
+             "lr-search runs without a test of their own. Records since session 10 name their torch threads in "
+             "`hardware`; the lanes of sessions 7-9 ran two threads each on the 2 cores, 2.5-10x slower than one thread "
+             "each (docs/default_scale.md), so their times, like any from a shared machine, are upper bounds.", "",
              "| experiment | method | runs | grid points | CPU hours | median wall (min) | median train (min) "
              "| median test (min) | hardware |",
              "|---|---|---|---|---|---|---|---|---|"]
     total_hours, total_runs = 0.0, 0
     for (experiment, method, hardware), records in sorted(groups.items()):
         tested = [r for r in records if r.get("test") is not None]
-        hours = sum(r.get("wall_seconds") or 0 for r in records) / 3600
+        hours = sum(_wall(r) for r in records) / 3600
         total_hours += hours
         total_runs += len(records)
         lines.append(f"| {experiment} | {method} | {len(tested)} | {len(records) - len(tested)} | {hours:.2f} "
-                     f"| {_minutes([r['wall_seconds'] for r in tested if r.get('wall_seconds')])} "
+                     f"| {_minutes([_wall(r) for r in tested if _wall(r)])} "
                      f"| {_minutes([r['train_seconds'] for r in tested if r.get('train_seconds')])} "
                      f"| {_minutes([r['test_seconds'] for r in tested if r.get('test_seconds')])} | {hardware} |")
     lines += ["", f"Total: {total_runs} records, {total_hours:.1f} CPU hours (wall time summed over runs)."]

@@ -50,6 +50,12 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
                     isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in plan.values())):
                 raise SpecError(f"{path}: `planned_runs` maps a scale to the runs a side it plans (2 or more), "
                                 f"e.g. {{default: 5}}")
+            left = claim.get("left_out") if isinstance(claim, dict) else None
+            if left is not None and not (isinstance(left, dict) and all(
+                    isinstance(v, dict) and set(v) <= {"rows", "columns"} and all(isinstance(x, list) for x in
+                                                                                 v.values()) for v in left.values())):
+                raise SpecError(f"{path}: `left_out` maps a scale to the rows and columns it leaves to another, e.g. "
+                                f"{{default: {{rows: [\"Wq (mnli)\"], columns: [200, 500]}}}}")
         tables[name] = {**doc, "table": name, "file": path.name}
         claims += [{**claim, "file": path.name, "check": _own_table(claim.get("check"), name)}
                    for claim in doc.get("claims") or []]
