@@ -573,6 +573,18 @@ def test_item_noise_never_narrows_the_runs_t_interval_and_more_items_never_widen
         assert widths == sorted(widths, reverse=True)
 
 
+def test_ci_over_says_when_the_runs_floor_is_the_ci():
+    """Small item noise beside the runs' spread at 2 degrees of freedom: the runs' own t interval is wider than the
+    Satterthwaite one, and the label says the CI is that floor; large item noise: the combined interval, no label."""
+    floored = stats.DiffCI(0.0, (-stats.t_quantile(0.975, 2), stats.t_quantile(0.975, 2)), 0.5, 1.0, 2)
+    assert floored.floored()
+    half = stats.half_width(3.0, 1.0, 2)
+    assert half > stats.t_quantile(0.975, 2) and not stats.DiffCI(0.0, (-half, half), 3.0, 1.0, 2).floored()
+    a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([2.0, 2.2, 1.8])]
+    b = [cells.Run(0.0, (0, s, None), {}) for s in range(3)]
+    assert claims.judge(claims.Comparison("a > b", "better", 0, a, b)).ci_over == "seeds"  # no items: no floor
+
+
 def test_needed_for_same_counts_runs_that_would_show_a_difference_outside_the_margin():
     a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([3.0, 1.0, 2.5])]
     b = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([0.0, 0.5, 0.0])]
@@ -619,6 +631,16 @@ def test_what_a_scale_leaves_to_another_is_not_compared_there(tmp_path):
     claim = {"id": "c", "text": "A > B", "check": check, "left_out": {"default": {"rows": ["C"]}}}
     assert len(claims.evaluate([claim], {"grid": table}, "default")[0]["comparisons"]) == 1
     assert len(claims.evaluate([claim], {"grid": table}, "gpu")[0]["comparisons"]) == 2
+    with pytest.raises(spec.SpecError, match="does not compare"):  # a typo would leave out nothing
+        claims.evaluate([{**claim, "left_out": {"default": {"rows": ["c"]}}}], {"grid": table}, "default")
+    # sides that pair column by column in order lose their column pairs together: no new pairing appears
+    table.columns = ["1", "2", "8", "64"]
+    for row in table.rows:
+        row.cells.update({c: row.cells["x"] for c in table.columns})
+    ordered = {"kind": "better", "table": "grid",
+               "pairs": [[{"row": "A", "col": [1, 2]}, {"row": "B", "col": [8, 64]}]]}
+    assert [c.label for c in claims.comparisons(ordered, {"grid": table}, {"columns": [2]})] == ["A @ 1 > B @ 8"]
+    assert claims.comparisons(ordered, {"grid": table}, {"columns": [2, 8]}) == []
     (tmp_path / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, left_out: {default: [C]},"))
     with pytest.raises(spec.SpecError, match="left_out"):
         spec.load_specs(tmp_path)

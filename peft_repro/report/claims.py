@@ -231,16 +231,20 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
         rows_a, rows_b = ([r for r in rows if r not in out_rows] for rows in (rows_a, rows_b))
         for col in loop:
             whole_a, whole_b = cols_a or [col], cols_b or [col]
-            ca, cb = ([c for c in cols if str(c) not in out_cols] for cols in (whole_a, whole_b))
-            if not (rows_a and rows_b and ca and cb) or (len(whole_a) == len(whole_b) and len(ca) != len(cb)):
-                continue  # a side left out whole, or sides paired column by column lost different columns
+            if len(whole_a) == len(whole_b):  # sides that pair column by column lose their column pairs together
+                kept = [(a, b) for a, b in zip(whole_a, whole_b) if str(a) not in out_cols and str(b) not in out_cols]
+                ca, cb = [a for a, _ in kept], [b for _, b in kept]
+            else:
+                ca, cb = ([c for c in cols if str(c) not in out_cols] for cols in (whole_a, whole_b))
+            if not (rows_a and rows_b and ca and cb):
+                continue  # a side left out whole
             name_a, name_b = (f"{'+'.join(rows)} @ {'+'.join(map(str, cols))}"
                               for rows, cols in ((rows_a, ca), (rows_b, cb)))
             label = f"{name_a} {'>' if kind == 'better' else '≈'} {name_b}"
             keys_a, keys_b = _column_keys(ca, cb)
             out.append(judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca, keys_a),
                                         _pool(table, rows_b, cb, keys_b))))
-    if not out and not (out_rows or out_cols):
+    if not out and not (check.get("pairs") and (out_rows or out_cols)):
         raise SpecError(f"check {check!r} compares nothing")
     return out
 
@@ -286,6 +290,18 @@ def judge_family(comps: list[Comparison]) -> list[str]:
     return out
 
 
+def _check_left_out(claim: dict, checks: list[dict], left_out: dict | None) -> None:
+    """A left-out row or column must be one the claim compares (a typo would leave out nothing, silently)."""
+    sides = [_side(item) for check in checks for pair in check.get("pairs") or [] for item in pair]
+    rows = {r for side_rows, _ in sides for r in side_rows}
+    cols = {str(c) for check in checks for c in check.get("columns") or []} | \
+        {str(c) for _, side_cols in sides for c in side_cols or []}
+    for kind, named, known in (("row", (left_out or {}).get("rows") or [], rows),
+                               ("column", (left_out or {}).get("columns") or [], cols)):
+        if unknown := [x for x in named if str(x) not in known]:
+            raise SpecError(f"claim {claim['id']}: left_out names {kind}s it does not compare: {unknown}")
+
+
 def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = None) -> list[dict]:
     """Each claim with its comparisons (those of this scale: `left_out`) and overall verdict."""
     results = []
@@ -294,6 +310,7 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
             raise SpecError(f"experiments/{claim.get('file')}: a claim needs id, text and check: {claim!r}")
         checks = claim["check"] if isinstance(claim["check"], list) else [claim["check"]]
         left_out = (claim.get("left_out") or {}).get(scale)
+        _check_left_out(claim, checks, left_out)
         comps = [c for check in checks for c in comparisons(check, tables, left_out)]
         counted = judge_family(comps)
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
@@ -336,7 +353,7 @@ def at_plan(res: dict, scale: str | None) -> bool | None:
     trains (None: no plan at this scale). A verdict before that is an interim look: more runs or comparisons are
     coming whatever it says (what the scale leaves to another is not part of its plan: `left_out`)."""
     planned = planned_runs(res, scale)
-    if planned is None:
+    if planned is None or not res["comparisons"]:  # no plan here, or the scale leaves the whole claim to another
         return None
     fewest = fewest_runs(res["comparisons"])
     return all(c.diff is not None for c in res["comparisons"]) and fewest is not None and fewest >= planned

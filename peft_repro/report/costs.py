@@ -16,7 +16,7 @@ def _minutes(seconds: list[float]) -> str:
     return f"{statistics.median(seconds) / 60:.1f}" if seconds else "–"
 
 
-def _wall(record: dict) -> float:
+def wall_time(record: dict) -> float:
     """A run's wall time: its own, or its training and test time where that is longer (a run resumed from a
     checkpoint keeps the training time before the kill, while its wall clock starts at the resume)."""
     return max(record.get("wall_seconds") or 0, (record.get("train_seconds") or 0) + (record.get("test_seconds") or 0))
@@ -42,11 +42,11 @@ def render_costs(results_dir: Path, scale: str) -> str:
     total_hours, total_runs = 0.0, 0
     for (experiment, method, hardware), records in sorted(groups.items()):
         tested = [r for r in records if r.get("test") is not None]
-        hours = sum(_wall(r) for r in records) / 3600
+        hours = sum(wall_time(r) for r in records) / 3600
         total_hours += hours
         total_runs += len(records)
         lines.append(f"| {experiment} | {method} | {len(tested)} | {len(records) - len(tested)} | {hours:.2f} "
-                     f"| {_minutes([_wall(r) for r in tested if _wall(r)])} "
+                     f"| {_minutes([wall_time(r) for r in tested if wall_time(r)])} "
                      f"| {_minutes([r['train_seconds'] for r in tested if r.get('train_seconds')])} "
                      f"| {_minutes([r['test_seconds'] for r in tested if r.get('test_seconds')])} | {hardware} |")
     lines += ["", f"Total: {total_runs} records, {total_hours:.1f} CPU hours (wall time summed over runs)."]

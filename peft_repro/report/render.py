@@ -7,6 +7,7 @@ import io
 
 from ..results import lookup
 from .cells import NOT_ABOVE_MAJORITY, NOT_ABOVE_ZERO_SHOT, Cell, Row, Run, Table
+from .costs import wall_time
 from .spec import DASH, experiments_of, scale_note
 
 
@@ -181,7 +182,7 @@ def run_lines(table: Table) -> list[dict]:
                     "model": lookup(r, "config.model.name"), "task": lookup(r, "config.task.name"),
                     "train_examples": r.get("train_examples"), "commit": lookup(r, "git.commit"),
                     "dirty": lookup(r, "git.dirty"), "hardware": r.get("hardware"),
-                    "wall_seconds": None if r.get("wall_seconds") is None else round(r["wall_seconds"], 1),
+                    "wall_seconds": None if r.get("wall_seconds") is None else round(wall_time(r), 1),
                     "finished": r.get("finished"), "record": r["record"]})
                 line[column if by_metric else "value"] = round(run.value, 4)
     return list(lines.values())
