@@ -176,10 +176,7 @@ def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> lis
     """Rows "Zero-shot" (and "Majority class" for accuracy) per task of the table's runs, and per metric where rows
     of one column show different metrics (low-data XSum's R-1, R-2, R-L rows); our cells are marked when their 95% CI
     (test items x runs) does not lie above them."""
-    def task_of(run):
-        return lookup(run.record, "config.task.name")
-
-    tasks = list(dict.fromkeys(task_of(run) for row in rows for cell in row.cells.values() for run in cell.runs))
+    tasks = list(dict.fromkeys(_task(run) for row in rows for cell in row.cells.values() for run in cell.runs))
     extra = []
     for task, metric in ((task, metric) for task in tasks for metric in _row_metrics(rows, columns, task)):
         names = ([task] if len(tasks) > 1 else []) + ([metric.rsplit(".", 1)[-1]] if metric else [])
@@ -187,7 +184,7 @@ def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> lis
         zs_cells, majority_cells = {}, {}
         for c in columns:
             ours = [(cell, run) for row in rows for cell in [row.cells[str(c)]] for run in cell.runs[:1]
-                    if task_of(run) == task and metric in (None, run.metric)]
+                    if _task(run) == task and metric in (None, run.metric)]
             found = {}
             for cell, run in ours:
                 z = matching_zero_shot(run.record, zero_shots)
@@ -212,11 +209,15 @@ def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> lis
     return extra + rows
 
 
+def _task(run: Run) -> str | None:
+    return lookup(run.record, "config.task.name")
+
+
 def _row_metrics(rows: list[Row], columns: list, task: str) -> list[str | None]:
     """The metrics that need a zero-shot row each: those of the rows when one column shows several (else [None]: one
     row, each column its own metric)."""
     per_column = [list(dict.fromkeys(run.metric for row in rows for run in row.cells[str(c)].runs[:1]
-                                     if lookup(run.record, "config.task.name") == task)) for c in columns]
+                                     if _task(run) == task)) for c in columns]
     if all(len(metrics) <= 1 for metrics in per_column):
         return [None]
     return list(dict.fromkeys(m for metrics in per_column for m in metrics))
