@@ -749,3 +749,35 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     assert "| x | **inconclusive** | 2 holds, 1 inconclusive | 3 |" in md  # the summary counts as the verdict does
     lo, hi = mild.family_ci
     assert f"fails (not [{lo:+.2f}, {hi:+.2f}] family-wise: counts as inconclusive)" in md and ",False," in csv_text
+
+
+def test_a_robustness_check_is_reported_apart_from_the_claims(tmp_path):
+    """`checks:` in a spec repeat a claim's comparison under a changed design choice: they are judged as claims, shown
+    in their own summary table and sections (naming the claim they check), in the CSV with `check_of`, and not counted
+    in the at-a-glance line; a check must name the claim it repeats."""
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "grid.yaml").write_text(GRID + """
+checks:
+  - {id: clear_again, of: clear, text: "A > B, longer", check: {kind: better, columns: [x], pairs: [[A, B]]}}
+""")
+    write_records(tmp_path, "grid", [record("grid", m, {"score": v}, seed=s % 2, subset=s // 2)
+                                     for m, values in SCORES.items() for s, v in enumerate(values)])
+    specs, claim_specs = spec.load_specs(tmp_path / "exp")
+    assert [c.get("role") for c in claim_specs].count("check") == 1
+    results = claims.evaluate(claim_specs, cells.build_tables(specs, tmp_path, "default"), "default")
+    check = next(r for r in results if r["id"] == "clear_again")
+    assert check["verdict"] == next(r for r in results if r["id"] == "clear")["verdict"] == "holds"
+    md, csv_text = claims.render(results, "default")
+    lecture = len(results) - 1
+    assert f"of {lecture} claims decided" in md  # the check is not one of the claims
+    summary, details = md.split("**Robustness checks**")
+    assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | 1 holds |" in details
+    assert "## clear_again: holds" in details and "A robustness check of `clear`, not a lecture claim." in details
+    assert "clear_again,clear," in csv_text and csv_text.splitlines()[0].startswith("claim,check_of,")
+    (tmp_path / "exp" / "grid.yaml").write_text(GRID + """
+checks:
+  - {id: orphan, of: nothing, text: "t", check: {kind: better, columns: [x], pairs: [[A, B]]}}
+""")
+    specs, claim_specs = spec.load_specs(tmp_path / "exp")
+    with pytest.raises(spec.SpecError, match="orphan needs `of`"):
+        claims.evaluate(claim_specs, cells.build_tables(specs, tmp_path, "default"), "default")

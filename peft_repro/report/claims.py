@@ -314,6 +314,11 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         comps = [c for check in checks for c in comparisons(check, tables, left_out)]
         counted = judge_family(comps)
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
+    ids = {claim.get("id") for claim in claims if claim.get("role") != "check"}
+    for claim in claims:
+        if claim.get("role") == "check" and claim.get("of") not in ids:
+            raise SpecError(f"experiments/{claim['file']}: check {claim['id']} needs `of`, the id of the claim whose "
+                            f"comparison it repeats, not {claim.get('of')!r}")
     return results
 
 
@@ -397,7 +402,9 @@ def _measurement(c: Comparison) -> tuple:
 
 
 def render(results: list[dict], scale: str) -> tuple[str, str]:
-    """(claims.md, claims.csv)."""
+    """(claims.md, claims.csv): the lecture's claims, then the robustness checks (`checks:` in the specs)."""
+    lecture = [res for res in results if res.get("role") != "check"]
+    checks = [res for res in results if res.get("role") == "check"]
     md = [f"# Claims ledger (scale `{scale}`)", "",
           "Each comparison: d = mean(A) - mean(B) over our runs, 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "
           f"items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw for both "
@@ -414,55 +421,76 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
           "variance. A verdict before the claim's plan is complete (every comparison measured with its planned "
-          "runs a side) is marked interim. Rules: peft_repro/report/claims.py.", "", at_a_glance(results, scale), "",
+          "runs a side) is marked interim. Rules: peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at |", "|---|---|---|---|---|"]
-    for res in results:  # the verdicts as the claim counts them (a failure that is not family-wise: inconclusive)
-        counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := res["counted"].count(v)))
-        fewest, planned = fewest_runs(res["comparisons"]), planned_runs(res, scale)
-        runs = DASH if fewest is None else f"{fewest}" + (f" ({planned})" if planned else "")
-        md.append(f"| {res['id']} | **{shown_verdict(res, scale)}** | {counts} | {runs} | "
-                  f"{measured_at(res['comparisons'], scale)} |")
+    md += [_summary_line(res, scale) for res in lecture]
+    if checks:
+        md += ["", "**Robustness checks** (not the lecture's claims, not counted above): a claim's comparison "
+               "repeated under a changed design choice, e.g. a longer training budget. They say whether the claim's "
+               "verdict depends on that choice.", "",
+               "| check | of claim | verdict | comparisons | runs a side (planned) | measured at |",
+               "|---|---|---|---|---|---|"]
+        md += [_summary_line(res, scale) for res in checks]
     rows = []
-    for res in results:
-        md += ["", f"## {res['id']}: {shown_verdict(res, scale)}", "", f"> {res['text']}", "",
-               f"Source: {res.get('source', '?')} (experiments/{res['file']}). "
-               f"Measured at {measured_at(res['comparisons'], scale)}.", ""]
-        if res.get("note"):
-            md += [f"Note: {res['note']}", ""]
-        md += scale_note(res, scale)
-        if (m := family_size(res["comparisons"])) > 1:
-            md += [f"Family-wise: the claim fails only through a comparison that also fails at the Bonferroni level "
-                   f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%), for its {m} comparisons with a deciding CI.",
-                   ""]
-        md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed |",
-               "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for c in res["comparisons"]:
-            ci = DASH if c.ci is None else f"[{_num(c.ci[0])}, {_num(c.ci[1])}]"
-            margin = f" (margin {c.margin:g})" if c.kind == "same" else ""
-            paired = ("yes" + (f" ({c.unpaired_left_out} unpaired left out)" if c.unpaired_left_out else "")
-                      if c.paired else "no")
-            md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
-                      f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
-                      f"{c.needed or DASH} |")
-            rows.append({"claim": res["id"], "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
-                         "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
-                         "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
-                         "ci_low": "" if c.ci is None else round(c.ci[0], 4),
-                         "ci_high": "" if c.ci is None else round(c.ci[1], 4), "ci_over": c.ci_over,
-                         "half_width_items": round(c.half_widths["items"], 4) if "items" in c.half_widths else "",
-                         "half_width_runs": round(c.half_widths["runs"], 4) if "runs" in c.half_widths else "",
-                         "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict,
-                         "fails_family_wise": "" if c.fails_family_wise is None else c.fails_family_wise,
-                         "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),
-                         "ci_family_high": "" if c.family_ci is None else round(c.family_ci[1], 4),
-                         "needed": c.needed,
-                         "measured_at": measured_at([c], scale)})
+    for res in lecture + checks:
+        md += _details(res, scale, rows)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["claim", "source", "comparison", "kind", "margin", "n_a", "n_b", "paired",
-                                             "mean_diff", "ci_low", "ci_high", "ci_over", "half_width_items",
-                                             "half_width_runs", "unpaired_left_out", "verdict",
+    writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "source", "comparison", "kind", "margin", "n_a",
+                                             "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
+                                             "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
                                              "fails_family_wise", "ci_family_low", "ci_family_high", "needed",
                                              "measured_at"])
     writer.writeheader()
     writer.writerows(rows)
     return "\n".join(md) + "\n", buf.getvalue()
+
+
+def _summary_line(res: dict, scale: str) -> str:
+    """A claim's (or a check's) line in the ledger's summary table: the verdicts as it counts them (a failure that is
+    not family-wise: inconclusive)."""
+    counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := res["counted"].count(v)))
+    fewest, planned = fewest_runs(res["comparisons"]), planned_runs(res, scale)
+    runs = DASH if fewest is None else f"{fewest}" + (f" ({planned})" if planned else "")
+    of = f" {res['of']} |" if res.get("role") == "check" else ""
+    return (f"| {res['id']} |{of} **{shown_verdict(res, scale)}** | {counts} | {runs} | "
+            f"{measured_at(res['comparisons'], scale)} |")
+
+
+def _details(res: dict, scale: str, rows: list[dict]) -> list[str]:
+    """A claim's (or a check's) section: its text, notes and comparisons; appends its CSV rows to `rows`."""
+    what = f"A robustness check of `{res['of']}`, not a lecture claim. " if res.get("role") == "check" else ""
+    md = ["", f"## {res['id']}: {shown_verdict(res, scale)}", "", f"> {res['text']}", "",
+          f"{what}Source: {res.get('source', '?')} (experiments/{res['file']}). "
+          f"Measured at {measured_at(res['comparisons'], scale)}.", ""]
+    if res.get("note"):
+        md += [f"Note: {res['note']}", ""]
+    md += scale_note(res, scale)
+    if (m := family_size(res["comparisons"])) > 1:
+        md += [f"Family-wise: the claim fails only through a comparison that also fails at the Bonferroni level "
+               f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%), for its {m} comparisons with a deciding CI.",
+               ""]
+    md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in res["comparisons"]:
+        ci = DASH if c.ci is None else f"[{_num(c.ci[0])}, {_num(c.ci[1])}]"
+        margin = f" (margin {c.margin:g})" if c.kind == "same" else ""
+        paired = ("yes" + (f" ({c.unpaired_left_out} unpaired left out)" if c.unpaired_left_out else "")
+                  if c.paired else "no")
+        md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
+                  f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
+                  f"{c.needed or DASH} |")
+        rows.append({"claim": res["id"], "check_of": res.get("of", "") if res.get("role") == "check" else "",
+                     "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
+                     "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
+                     "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
+                     "ci_low": "" if c.ci is None else round(c.ci[0], 4),
+                     "ci_high": "" if c.ci is None else round(c.ci[1], 4), "ci_over": c.ci_over,
+                     "half_width_items": round(c.half_widths["items"], 4) if "items" in c.half_widths else "",
+                     "half_width_runs": round(c.half_widths["runs"], 4) if "runs" in c.half_widths else "",
+                     "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict,
+                     "fails_family_wise": "" if c.fails_family_wise is None else c.fails_family_wise,
+                     "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),
+                     "ci_family_high": "" if c.family_ci is None else round(c.family_ci[1], 4),
+                     "needed": c.needed,
+                     "measured_at": measured_at([c], scale)})
+    return md

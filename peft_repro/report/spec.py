@@ -40,11 +40,12 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
                             f"named as it)")
         if not (doc.get("metrics") or doc.get("columns")):
             raise SpecError(f"{path}: a table needs `metrics` or `columns`")
-        for item in [doc, *(doc.get("claims") or [])]:
+        items = [*(doc.get("claims") or []), *(doc.get("checks") or [])]
+        for item in [doc, *items]:
             notes = item.get("scale_notes") if isinstance(item, dict) else None
             if notes is not None and not (isinstance(notes, dict) and all(isinstance(v, str) for v in notes.values())):
                 raise SpecError(f"{path}: `scale_notes` maps a scale to a sentence, e.g. {{default: \"...\"}}")
-        for claim in doc.get("claims") or []:
+        for claim in items:
             plan = claim.get("planned_runs") if isinstance(claim, dict) else None
             if plan is not None and not (isinstance(plan, dict) and all(
                     isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in plan.values())):
@@ -57,8 +58,11 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
                 raise SpecError(f"{path}: `left_out` maps a scale to the rows and columns it leaves to another, e.g. "
                                 f"{{default: {{rows: [\"Wq (mnli)\"], columns: [200, 500]}}}}")
         tables[name] = {**doc, "table": name, "file": path.name}
-        claims += [{**claim, "file": path.name, "check": _own_table(claim.get("check"), name)}
-                   for claim in doc.get("claims") or []]
+        # `checks:` repeat a claim's comparison under a changed setting (e.g. a longer budget): evaluated as claims,
+        # reported apart from them (role "check") and not counted among the lecture's claims
+        for key, role in (("claims", {}), ("checks", {"role": "check"})):
+            claims += [{**claim, **role, "file": path.name, "check": _own_table(claim.get("check"), name)}
+                       for claim in doc.get(key) or []]
     return tables, claims
 
 
