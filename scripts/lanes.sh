@@ -46,10 +46,10 @@ LANE_A=(
 # Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, the two relevant words at
 # seeds 1, 2, the random-init controls, each its own draw since session 13), the FT half of low-data XSum at 50,
 # seeds 3 and 4 of every compared cell of the E2E setting (e2e_main's rows on 630 MRs and EMB-10, INFIX-10,
-# PREFIX-10 and LoRA r=4 on its 200; PREFIX-1 and -40; LoRA r=64), the budget check (e2e_main_budget: FT, prefix and
-# LoRA at 150 steps, seeds 0-2: is the setting's 75-step ranking an artefact of its budget?), emb_vs_infix's k=1, 20
-# (comparisons of prefix_gt_infix_gt_emb), low-data XSum's FT at 100, the other WikiSQL ranks, and seeds 3, 4 of every
-# WikiSQL cell (last: qv_beats_q and its equal-budget pair hold at 3 seeds).
+# PREFIX-10 and LoRA r=4 on its 200), the budget check (e2e_main_budget: FT, prefix and LoRA at 150 steps, seeds 0-2:
+# do the E2E head-to-heads' verdicts depend on the setting's 75 steps?), seeds 3, 4 of PREFIX-1 and -40 and LoRA
+# r=64, emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), low-data XSum's FT at 100, the other WikiSQL
+# ranks, and seeds 3, 4 of every WikiSQL cell (last: qv_beats_q and its equal-budget pair hold at 3 seeds).
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -60,9 +60,9 @@ LANE_B=(
   "+experiment=e2e_main method=full trainer.lr=2e-4 seed=3,4 $ALL_MRS"
   "+experiment=e2e_main method=lora trainer.lr=5e-3 seed=3,4 $ALL_MRS"
   "+experiment=e2e_main method=prefix_mlp,embedding_only,infix,lora seed=3,4"
+  "+experiment=e2e_main_budget"
   "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=3,4"
   "+experiment=lora_rank_sweep_e2e method.r=64 seed=3,4"
-  "+experiment=e2e_main_budget"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=3,4"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
