@@ -26,9 +26,9 @@ set -euo pipefail
 # Lane A: LoRA Tables 5/6 on WikiSQL (the equal-budget pair Wq,Wv r=4 against Wq r=8, r=4, 8, then Wq,Wv at r=1,
 # 64), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main's seeds 0-2
 # (prefix_below_ft_xsum), the prefix half of low-data XSum at 50 (the FT half runs in lane B: together they give
-# prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, low-data E2E at 100, and last LoRA
-# Table 5's other five weight-type sets on WikiSQL, 3 seeds each (its Wq r=8 and Wq,Wv r=4 are Table 6's runs, found
-# done; conf/scale_preset/lora_weight_type/default.yaml).
+# prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, low-data E2E at 100, the prefix half
+# of low-data XSum at 100, and last LoRA Table 5's other five weight-type sets on WikiSQL, 3 seeds each (its Wq r=8 and
+# Wq,Wv r=4 are Table 6's runs, found done; conf/scale_preset/lora_weight_type/default.yaml).
 ALL_MRS="task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8 seed=0,1,2"
@@ -40,16 +40,17 @@ LANE_A=(
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
   "+experiment=xsum_main seed=3,4"
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
+  "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
   "+experiment=lora_weight_type"
 )
 # Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, the two relevant words at
 # seeds 1, 2, the random-init controls, each its own draw since session 13), the FT half of low-data XSum at 50,
 # seeds 3 and 4 of every compared cell of the E2E setting (e2e_main's rows on 630 MRs and EMB-10, INFIX-10,
-# PREFIX-10 and LoRA r=4 on its 200), the budget check (e2e_main_budget: FT, prefix and LoRA at 150 steps, seeds 0-2:
-# do the E2E head-to-heads' verdicts depend on the setting's 75 steps?), seeds 3, 4 of PREFIX-1 and -40 and LoRA
-# r=64, emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), low-data XSum at 100 (FT, then prefix: moved
-# from lane A in session 16, which had about 21 CPU hours left to lane B's 16), the other WikiSQL ranks, and seeds 3, 4
-# of every WikiSQL cell (last: qv_beats_q and its equal-budget pair hold at 3 seeds).
+# PREFIX-10 and LoRA r=4 on its 200), the budget check's seeds 0-2 (e2e_main_budget: e2e_main's FT, prefix and LoRA
+# at 150 steps on all 630 MRs: do the head-to-heads' verdicts depend on the setting's 75 steps?), seeds 3, 4 of
+# PREFIX-1 and -40 and LoRA r=64, emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), the budget check's
+# seeds 3, 4, low-data XSum's FT at 100, the other WikiSQL ranks, and seeds 3, 4 of every WikiSQL cell (last:
+# qv_beats_q and its equal-budget pair hold at 3 seeds).
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -60,13 +61,13 @@ LANE_B=(
   "+experiment=e2e_main method=full trainer.lr=2e-4 seed=3,4 $ALL_MRS"
   "+experiment=e2e_main method=lora trainer.lr=5e-3 seed=3,4 $ALL_MRS"
   "+experiment=e2e_main method=prefix_mlp,embedding_only,infix,lora seed=3,4"
-  "+experiment=e2e_main_budget"
+  "+experiment=e2e_main_budget seed=0,1,2"
   "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=3,4"
   "+experiment=lora_rank_sweep_e2e method.r=64 seed=3,4"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=3,4"
+  "+experiment=e2e_main_budget seed=3,4"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
-  "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
   "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64 seed=0,1,2"
   "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2 seed=0,1,2"
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,4,8,64 seed=3,4"
