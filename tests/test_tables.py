@@ -763,7 +763,7 @@ checks:
     write_records(tmp_path, "grid", [record("grid", m, {"score": v}, seed=s % 2, subset=s // 2)
                                      for m, values in SCORES.items() for s, v in enumerate(values)])
     specs, claim_specs = spec.load_specs(tmp_path / "exp")
-    assert [c.get("role") for c in claim_specs].count("check") == 1
+    assert [c["role"] for c in claim_specs].count("check") == 1
     results = claims.evaluate(claim_specs, cells.build_tables(specs, tmp_path, "default"), "default")
     check = next(r for r in results if r["id"] == "clear_again")
     assert check["verdict"] == next(r for r in results if r["id"] == "clear")["verdict"] == "holds"
@@ -774,10 +774,15 @@ checks:
     assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | 1 holds |" in details
     assert "## clear_again: holds" in details and "A robustness check of `clear`, not a lecture claim." in details
     assert "clear_again,clear," in csv_text and csv_text.splitlines()[0].startswith("claim,check_of,")
-    (tmp_path / "exp" / "grid.yaml").write_text(GRID + """
+    for bad, error in (("{id: orphan, of: nothing,", "orphan needs `of`"),
+                       ("{id: of_a_check, of: clear_again,", "of_a_check needs `of`"),
+                       ("{id: clear, of: clear,", r"unique: \['clear'\]")):
+        (tmp_path / "exp" / "grid.yaml").write_text(GRID + """
 checks:
-  - {id: orphan, of: nothing, text: "t", check: {kind: better, columns: [x], pairs: [[A, B]]}}
+  - {id: clear_again, of: clear, text: "A > B, longer", check: {kind: better, columns: [x], pairs: [[A, B]]}}
+  - """ + bad + """ text: "t", check: {kind: better, columns: [x], pairs: [[A, B]]}}
 """)
-    specs, claim_specs = spec.load_specs(tmp_path / "exp")
-    with pytest.raises(spec.SpecError, match="orphan needs `of`"):
-        claims.evaluate(claim_specs, cells.build_tables(specs, tmp_path, "default"), "default")
+        with pytest.raises(spec.SpecError, match=error):
+            spec.load_specs(tmp_path / "exp")
+    (tmp_path / "exp" / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, role: check,"))
+    assert {c["id"]: c["role"] for c in spec.load_specs(tmp_path / "exp")[1]}["clear"] == "claim"  # the key decides

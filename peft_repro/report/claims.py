@@ -28,6 +28,8 @@ count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A cl
 comparisons (those with results; the report counts the rest): it holds if all hold, fails if any fails family-wise,
 else takes the first of inconclusive / too few runs; "no results" if none was measured. What a scale leaves to
 another (the claim's `left_out: {scale: {rows, columns}}`, e.g. MNLI at the default scale) is not compared there.
+A robustness check (`checks:`, role "check") is judged as a claim and reported apart from them: it repeats the
+comparison of the claim it names (`of`) under a changed design choice, and is not one of the lecture's claims.
 Before the claim's plan is complete (`planned_runs`, and every comparison measured) the ledger marks its verdict
 interim: more runs are coming whatever it says. Family-wise: a claim of m comparisons that could each fail (holds,
 fails or inconclusive) fails only through a comparison whose CI at the Bonferroni level 1 - 0.05/m is on the failing
@@ -299,7 +301,8 @@ def _check_left_out(claim: dict, checks: list[dict], left_out: dict | None) -> N
     for kind, named, known in (("row", (left_out or {}).get("rows") or [], rows),
                                ("column", (left_out or {}).get("columns") or [], cols)):
         if unknown := [x for x in named if str(x) not in known]:
-            raise SpecError(f"claim {claim['id']}: left_out names {kind}s it does not compare: {unknown}")
+            raise SpecError(f"{claim.get('role', 'claim')} {claim['id']}: left_out names {kind}s it does not compare: "
+                            f"{unknown}")
 
 
 def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = None) -> list[dict]:
@@ -307,18 +310,14 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
     results = []
     for claim in claims:
         if not claim.get("id") or not claim.get("text") or not claim.get("check"):
-            raise SpecError(f"experiments/{claim.get('file')}: a claim needs id, text and check: {claim!r}")
+            raise SpecError(f"experiments/{claim.get('file')}: a {claim.get('role', 'claim')} needs id, text and check: "
+                            f"{claim!r}")
         checks = claim["check"] if isinstance(claim["check"], list) else [claim["check"]]
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
         comps = [c for check in checks for c in comparisons(check, tables, left_out)]
         counted = judge_family(comps)
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
-    ids = {claim.get("id") for claim in claims if claim.get("role") != "check"}
-    for claim in claims:
-        if claim.get("role") == "check" and claim.get("of") not in ids:
-            raise SpecError(f"experiments/{claim['file']}: check {claim['id']} needs `of`, the id of the claim whose "
-                            f"comparison it repeats, not {claim.get('of')!r}")
     return results
 
 
@@ -403,7 +402,7 @@ def _measurement(c: Comparison) -> tuple:
 
 def render(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv): the lecture's claims, then the robustness checks (`checks:` in the specs)."""
-    lecture = [res for res in results if res.get("role") != "check"]
+    lecture = [res for res in results if res.get("role", "claim") == "claim"]
     checks = [res for res in results if res.get("role") == "check"]
     md = [f"# Claims ledger (scale `{scale}`)", "",
           "Each comparison: d = mean(A) - mean(B) over our runs, 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "

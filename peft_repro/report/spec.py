@@ -1,8 +1,9 @@
 """The lecture's table specs: `experiments/<experiment>.yaml`, one per Hydra experiment and named exactly as it.
 
-A spec holds the papers' numbers by source, the table layout, the claims drawn from it, and `ours:`, the only
-mapping from run records to table cells (schema: experiments/README.md). `cells_of` is that mapping as a function:
-the report, the end-of-sweep table, the W&B `table_row`/`table_col` and the figures all place a run through it.
+A spec holds the papers' numbers by source, the table layout, the claims drawn from it (and `checks:`, robustness
+checks of those claims), and `ours:`, the only mapping from run records to table cells (schema:
+experiments/README.md). `cells_of` is that mapping as a function: the report, the end-of-sweep table, the W&B
+`table_row`/`table_col` and the figures all place a run through it.
 """
 from __future__ import annotations
 
@@ -60,10 +61,23 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
         tables[name] = {**doc, "table": name, "file": path.name}
         # `checks:` repeat a claim's comparison under a changed setting (e.g. a longer budget): evaluated as claims,
         # reported apart from them (role "check") and not counted among the lecture's claims
-        for key, role in (("claims", {}), ("checks", {"role": "check"})):
-            claims += [{**claim, **role, "file": path.name, "check": _own_table(claim.get("check"), name)}
+        for key, role in (("claims", "claim"), ("checks", "check")):
+            claims += [{**claim, "role": role, "file": path.name, "check": _own_table(claim.get("check"), name)}
                        for claim in doc.get(key) or []]
+    _check_ids(claims)
     return tables, claims
+
+
+def _check_ids(claims: list[dict]) -> None:
+    """Claim and check ids are unique, and a check's `of` names the claim whose comparison it repeats."""
+    ids = [claim.get("id") for claim in claims]
+    if dupes := sorted({i for i in ids if ids.count(i) > 1}, key=str):
+        raise SpecError(f"claim and check ids must be unique: {dupes} appear more than once")
+    lecture = {claim.get("id") for claim in claims if claim["role"] == "claim"}
+    for check in claims:
+        if check["role"] == "check" and check.get("of") not in lecture:
+            raise SpecError(f"experiments/{check['file']}: check {check.get('id')} needs `of`, the id of the claim "
+                            f"whose comparison it repeats, not {check.get('of')!r}")
 
 
 def scale_note(item: dict, scale: str) -> list[str]:
