@@ -786,3 +786,32 @@ checks:
             spec.load_specs(tmp_path / "exp")
     (tmp_path / "exp" / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, role: check,"))
     assert {c["id"]: c["role"] for c in spec.load_specs(tmp_path / "exp")[1]}["clear"] == "claim"  # the key decides
+
+
+def test_the_budget_check_sets_150_steps_beside_e2e_mains_own_runs(tmp_path):
+    """experiments/e2e_main_budget.yaml over records made here: 3 epochs are e2e_main's runs on all 630 MRs (not the
+    setting's 200-MR ones), 6 epochs e2e_main_budget's, and its checks compare the 6-epoch cells, paired by seed."""
+    def e2e(experiment, method, bleu, seed, epochs=3, test_mrs=None):
+        rec = record(experiment, method, {"BLEU": bleu}, seed=seed)
+        rec["record"] = f"{experiment}-{method}-{seed}-{epochs}-{test_mrs}"
+        rec["config"].update(model={"name": "smollm2_135m"}, trainer={"epochs": epochs, "lr": 1e-3},
+                             method={"name": method, "num_virtual_tokens": 10, "r": 4, "targets": ["q", "v"]},
+                             task={"name": "e2e", "max_eval_examples": test_mrs})
+        return rec
+
+    write_records(tmp_path, "e2e_main", [e2e("e2e_main", m, v + s / 100, s) for s in range(3) for m, v in
+                                         (("full", 0.57), ("prefix", 0.59), ("lora", 0.58))]
+                  + [e2e("e2e_main", "full", 0.10, s, test_mrs=200) for s in range(3)])  # the setting's 200 MRs
+    write_records(tmp_path, "e2e_main_budget", [e2e("e2e_main_budget", m, v + s / 100 + (s == 1) / 200, s, epochs=6)
+                                                for s in range(3) for m, v in (("full", 0.50), ("prefix", 0.60))])
+    specs, claim_specs = spec.load_specs(repo_root() / "experiments")
+    built = cells.build_tables({"e2e_main_budget": specs["e2e_main_budget"]}, tmp_path, "default")
+    md = render.render_markdown(built, "default").splitlines()
+    assert "| FT | ours | 58.0 ± 1.0 (n=3) | 51.2 ± 1.0 (n=3) | 1,000 (100%) |" in md, md  # not the 200-MR runs
+    assert "| LoRA | ours | 59.0 ± 1.0 (n=3) | – | 1,000 (100%) |" in md, md
+    checks = {c["id"]: c for c in claim_specs if c["role"] == "check" and c["file"] == "e2e_main_budget.yaml"}
+    res = {r["id"]: r for r in claims.evaluate(list(checks.values()), built, "default")}
+    prefix_ft = res["prefix_beats_ft_e2e_at_150_steps"]["comparisons"][0]
+    assert (prefix_ft.label, prefix_ft.paired, len(prefix_ft.a)) == ("Prefix @ 6 > FT @ 6", True, 3)
+    assert prefix_ft.diff == pytest.approx(10.0) and prefix_ft.verdict == "holds"
+    assert res["lora_beats_prefix_e2e_at_150_steps"]["verdict"] == "no results"
