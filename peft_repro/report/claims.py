@@ -402,7 +402,7 @@ def _measurement(c: Comparison) -> tuple:
 
 def render(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv): the lecture's claims, then the robustness checks (`checks:` in the specs)."""
-    lecture = [res for res in results if res.get("role", "claim") == "claim"]
+    lecture = [res for res in results if res.get("role") != "check"]
     checks = [res for res in results if res.get("role") == "check"]
     md = [f"# Claims ledger (scale `{scale}`)", "",
           "Each comparison: d = mean(A) - mean(B) over our runs, 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "
@@ -444,20 +444,25 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
     return "\n".join(md) + "\n", buf.getvalue()
 
 
+def _check_of(res: dict) -> str | None:
+    """The claim a robustness check repeats (None for a claim)."""
+    return res.get("of") if res.get("role") == "check" else None
+
+
 def _summary_line(res: dict, scale: str) -> str:
     """A claim's (or a check's) line in the ledger's summary table: the verdicts as it counts them (a failure that is
     not family-wise: inconclusive)."""
     counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := res["counted"].count(v)))
     fewest, planned = fewest_runs(res["comparisons"]), planned_runs(res, scale)
     runs = DASH if fewest is None else f"{fewest}" + (f" ({planned})" if planned else "")
-    of = f" {res['of']} |" if res.get("role") == "check" else ""
+    of = f" {_check_of(res)} |" if _check_of(res) else ""
     return (f"| {res['id']} |{of} **{shown_verdict(res, scale)}** | {counts} | {runs} | "
             f"{measured_at(res['comparisons'], scale)} |")
 
 
 def _details(res: dict, scale: str, rows: list[dict]) -> list[str]:
     """A claim's (or a check's) section: its text, notes and comparisons; appends its CSV rows to `rows`."""
-    what = f"A robustness check of `{res['of']}`, not a lecture claim. " if res.get("role") == "check" else ""
+    what = f"A robustness check of `{_check_of(res)}`, not a lecture claim. " if _check_of(res) else ""
     md = ["", f"## {res['id']}: {shown_verdict(res, scale)}", "", f"> {res['text']}", "",
           f"{what}Source: {res.get('source', '?')} (experiments/{res['file']}). "
           f"Measured at {measured_at(res['comparisons'], scale)}.", ""]
@@ -478,7 +483,7 @@ def _details(res: dict, scale: str, rows: list[dict]) -> list[str]:
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
                   f"{c.needed or DASH} |")
-        rows.append({"claim": res["id"], "check_of": res.get("of", "") if res.get("role") == "check" else "",
+        rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
                      "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
                      "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
