@@ -86,3 +86,6 @@ def check_run_config(cfg) -> None:
     if grid is not None and (not isinstance(grid, list) or not grid
                              or not all(_fits(lr, (float,)) and lr > 0 for lr in grid)):
         raise ValueError(f"lr_search.grid must be a list of positive learning rates, not {grid!r}")
+    extend = OmegaConf.select(cfg, "lr_search.extend", default=None)
+    if extend is not None and (not _fits(extend, (int,)) or extend < 0):
+        raise ValueError(f"lr_search.extend must be a non-negative integer (rates tried beyond the grid), not {extend!r}")

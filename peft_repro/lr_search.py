@@ -1,10 +1,12 @@
 """Learning rates chosen on dev: the grid search a run makes before training (`search_lr`), and the choice the tables
 apply to records (`dev_selected`).
 
-An experiment lists `method_settings.<method>.lr_grid` and sets `lr_search: {grid, seed, reference}`. Every grid rate
-is trained once at the search point (the seed, plus `reference` settings such as low-data subset 0) as an ordinary
-run with its own record; every run of the group (same settings but the rate, the seed and the reference keys) then
-uses the rate with the best dev score of the task's primary metric. Test scores play no part.
+An experiment lists `method_settings.<method>.lr_grid` and sets `lr_search: {grid, seed, reference, extend}`. Every
+grid rate is trained once at the search point (the seed, plus `reference` settings such as low-data subset 0) as an
+ordinary run with its own record; every run of the group (same settings but the rate, the seed and the reference keys)
+then uses the rate with the best dev score of the task's primary metric. A best rate on the grid's edge says the best
+may lie beyond it: the next rate past the edge is tried too, up to `extend` rates beyond the grid. Test scores play no
+part.
 """
 from __future__ import annotations
 
@@ -83,15 +85,16 @@ def record_primary(record: dict) -> str:
     return task.primary_metric if task else ""
 
 
-def grid_points(cfg: DictConfig, overrides: list[str]):
-    """The search point's task and, per grid rate, (lr, the point's config, its overrides, its record path)."""
+def grid_points(cfg: DictConfig, overrides: list[str], rates: list[float] | None = None):
+    """The search point's task and, per rate (the grid's by default), (lr, the point's config, its overrides, its
+    record path)."""
     search = cfg.lr_search
     point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
     at_point = copy.deepcopy(cfg)
     for dotted, value in point_settings.items():
         OmegaConf.update(at_point, dotted, value, merge=False)
     points = []
-    for lr in search.grid:
+    for lr in search.grid if rates is None else rates:
         point = copy.deepcopy(at_point)
         OmegaConf.update(point, "trainer.lr", lr, merge=False)
         point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in point_settings)
@@ -103,23 +106,69 @@ def grid_points(cfg: DictConfig, overrides: list[str]):
     return build_task(at_point.task, at_point.data_root), points
 
 
+# the rates a grid is extended by: 1, 2, 5 times each power of ten
+RATE_SCALE = sorted(float(f"{m}e{e}") for e in range(-10, 2) for m in (1, 2, 5))
+
+
+def past_the_edge(dev: dict[float, float], extra_left: int) -> float | None:
+    """The next rate to try when the rate chosen on dev is the lowest or the highest tried (the best may lie beyond
+    the grid): the next one past it on the 1-2-5 scale. None when the choice lies inside, or no extra rate is left."""
+    if extra_left <= 0:
+        return None
+    chosen = choose_lr(dev)
+    if chosen == min(dev):
+        beyond = [lr for lr in RATE_SCALE if lr < chosen * (1 - 1e-6)]
+        return beyond[-1] if beyond else None
+    if chosen == max(dev):
+        beyond = [lr for lr in RATE_SCALE if lr > chosen * (1 + 1e-6)]
+        return beyond[0] if beyond else None
+    return None
+
+
 def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -> dict:
     """The learning rate of `lr_search.grid` with the best dev score at the search point (`lr_search.seed` and the
     `reference` settings, e.g. low-data subset 0): each grid point is an ordinary run with its own record, made once
-    and shared by every run of the group (the other seeds and subsets). Runs in parallel split the points between
-    them (a lock file per point) and wait for the ones another run is making. Test scores are never looked at.
-    `run_point(cfg, overrides, run_dir)` makes one point's run."""
+    and shared by every run of the group (the other seeds and subsets). A choice on the edge of the rates tried adds
+    the next rate past it (`past_the_edge`), up to `lr_search.extend` rates beyond the grid. Runs in parallel split the
+    points between them (a lock file per point) and wait for the ones another run is making. Test scores are never
+    looked at. `run_point(cfg, overrides, run_dir)` makes one point's run."""
     search = cfg.lr_search
+    extend = int(search.get("extend") or 0)
     point_task, points = grid_points(cfg, overrides)
+    dev = measure(points, point_task, run_dir, run_point, cfg.experiment)
+    paths = {lr: path for lr, _, _, path in points}
+    if all(score == float("-inf") for score in dev.values()):
+        raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
+    while (beyond := past_the_edge(dev, extend - (len(dev) - len(search.grid)))) is not None:
+        log.info("lr %g, chosen on dev, is the edge of the rates tried (%s): trying %g", choose_lr(dev), dev, beyond)
+        _, [point] = grid_points(cfg, overrides, [beyond])
+        dev |= measure([point], point_task, run_dir, run_point, cfg.experiment)
+        paths[beyond] = point[3]
+    selected = choose_lr(dev)
+    log.info("lr %g chosen on dev (%s)", selected, dev)
+    for lr, path in paths.items():  # the trained states of the rates not chosen are never tested
+        if lr != selected:
+            results.state_path(path).unlink(missing_ok=True)
+    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
+    return {"points": [{"lr": lr, "dev": score if score > float("-inf") else "diverged",
+                        **({"extended": True} if lr not in search.grid else {})} for lr, score in sorted(dev.items())],
+            "selected": selected, "at": point_settings,
+            "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr; a "
+                    f"choice on the edge of the rates tried adds the next rate past it (1-2-5 scale, up to {extend})"}
+
+
+def measure(points: list, point_task, run_dir: Path, run_point, experiment: str) -> dict[float, float]:
+    """Each point's dev score of the task's primary metric (-inf for a diverged run), its run made here unless another
+    process is making it (a lock file per point), whose record it then waits for."""
     fingerprint = point_task.fingerprint()
-    dev, paths = {}, {lr: path for lr, _, _, path in points}
+    dev = {}
     pending = {lr: (point, point_overrides, path) for lr, point, point_overrides, path in points}
     while pending:
         for lr, (point, point_overrides, path) in list(pending.items()):
             done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
             if not done and claim(path.with_suffix(".lock")):
                 try:
-                    log.info("lr search: %s at lr %g", cfg.experiment, lr)
+                    log.info("lr search: %s at lr %g", experiment, lr)
                     run_point(point, point_overrides, run_dir / f"lr_search_{lr:g}")
                 finally:
                     path.with_suffix(".lock").unlink(missing_ok=True)
@@ -131,17 +180,7 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
                 del pending[lr]
         if pending:
             time.sleep(20)  # another run is making these points
-    if all(score == float("-inf") for score in dev.values()):
-        raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
-    selected = choose_lr(dev)
-    log.info("lr %g chosen on dev (%s)", selected, dev)
-    for lr, path in paths.items():  # the trained states of the rates not chosen are never tested
-        if lr != selected:
-            results.state_path(path).unlink(missing_ok=True)
-    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
-    return {"points": [{"lr": lr, "dev": dev[lr] if dev[lr] > float("-inf") else "diverged"} for lr in search.grid],
-            "selected": selected, "at": point_settings,
-            "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr"}
+    return dev
 
 
 def claim(lock: Path) -> bool:

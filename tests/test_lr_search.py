@@ -3,7 +3,7 @@ group; tables keep only the runs at the chosen rate."""
 import json
 from pathlib import Path
 
-from peft_repro.lr_search import choose_lr, dev_selected
+from peft_repro.lr_search import choose_lr, dev_selected, past_the_edge
 from peft_repro.results import load_records
 
 from .conftest import needs_data, run_main
@@ -54,6 +54,32 @@ def test_parallel_runs_share_one_search_and_use_its_rate(tmp_path: Path):
     assert not list((tmp_path / "runs").rglob("*.safetensors"))
     assert {(r["seed"], r["config"]["trainer"]["lr"]) for r in dev_selected(records)} == {
         (0, selection["selected"]), (1, selection["selected"])}
+
+
+def test_a_choice_on_the_grids_edge_tries_the_next_rate_past_it():
+    assert past_the_edge({1e-4: 0.5, 2e-4: 0.4}, extra_left=2) == 5e-5  # the lowest rate won: one step down
+    assert past_the_edge({1e-4: 0.3, 2e-4: 0.4}, extra_left=2) == 5e-4  # the highest won: one step up
+    assert past_the_edge({1e-4: 0.3, 2e-4: 0.4, 5e-4: 0.1}, extra_left=2) is None  # inside: the grid is wide enough
+    assert past_the_edge({1e-4: 0.5, 2e-4: 0.4}, extra_left=0) is None  # no extra rate left
+    assert past_the_edge({5e-3: 0.5, 1e-2: float("-inf")}, extra_left=2) == 2e-3  # a diverged top is no choice
+    assert past_the_edge({3e-4: 0.5, 1e-3: 0.1}, extra_left=1) == 2e-4  # off-scale rates step onto the 1-2-5 scale
+
+
+@needs_data("e2e")
+def test_the_search_extends_a_grid_whose_choice_is_on_its_edge(tmp_path: Path):
+    # a grid of two rates: whichever wins is on an edge, so the search trains one rate past it (extend: 1)
+    out = run_main("+experiment=e2e_main", "scale=smoke", "method=lora", "seed=1", "task.test_metrics=[BLEU]",
+                   "lr_search={grid: [0.001, 0.05], seed: 0, extend: 1}", "logger=none",
+                   f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = load_records(tmp_path, "e2e_main", "smoke")
+    dev = {r["config"]["trainer"]["lr"]: r["dev"]["BLEU"] for r in records if r["seed"] == 0}  # the search point
+    [beyond] = set(dev) - {0.001, 0.05}
+    assert beyond == (5e-4 if choose_lr({0.001: dev[0.001], 0.05: dev[0.05]}) == 0.001 else 0.1)
+    [selection] = [r["lr_selection"] for r in records if r["seed"] == 1]
+    assert {p["lr"]: p["dev"] for p in selection["points"]} == dev and selection["selected"] == choose_lr(dev)
+    assert [p["lr"] for p in selection["points"] if p.get("extended")] == [beyond]
+    assert [r["config"]["trainer"]["lr"] for r in records if r["seed"] == 1] == [selection["selected"]]
 
 
 @needs_data("e2e")

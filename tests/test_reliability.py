@@ -46,6 +46,7 @@ CONFIG_CASES = [
     (["record_samples=abc"], 2, "record_samples must be int"),
     (["resume=maybe"], 2, "resume must be bool, not 'maybe'"),
     (["lr_search={grid: [abc]}"], 2, "lr_search.grid must be a list of positive learning rates"),
+    (["lr_search={grid: [0.001], extend: -1}"], 2, "lr_search.extend must be a non-negative integer"),
     (["+experiment=nosuch"], 1, "Could not find 'experiment/nosuch'"),
     (["model=nosuch"], 1, "Could not find 'model/nosuch'"),
     (["model.source=hub"], 2, "model.source must be smollm2_wheel, pretrained or random, not 'hub'"),
