@@ -88,4 +88,4 @@ def check_run_config(cfg) -> None:
         raise ValueError(f"lr_search.grid must be a list of positive learning rates, not {grid!r}")
     extend = OmegaConf.select(cfg, "lr_search.extend", default=None)
     if extend is not None and (not _fits(extend, (int,)) or extend < 0):
-        raise ValueError(f"lr_search.extend must be a non-negative integer (rates tried beyond the grid), not {extend!r}")
+        raise ValueError(f"lr_search.extend must be a non-negative integer (rates tried past the grid), not {extend!r}")

@@ -111,15 +111,17 @@ RATE_SCALE = sorted(float(f"{m}e{e}") for e in range(-10, 2) for m in (1, 2, 5))
 
 
 def past_the_edge(dev: dict[float, float], extra_left: int) -> float | None:
-    """The next rate to try when the rate chosen on dev is the lowest or the highest tried (the best may lie beyond
-    the grid): the next one past it on the 1-2-5 scale. None when the choice lies inside, or no extra rate is left."""
-    if extra_left <= 0:
+    """The next rate to try when the rate chosen on dev is the lowest or the highest tried and beats its neighbour
+    (the best may lie beyond the grid): the next one past it on the 1-2-5 scale. None when the choice lies inside, ties
+    its neighbour (a flat stretch points nowhere), or no extra rate is left."""
+    rates = sorted(dev)
+    if extra_left <= 0 or len(rates) < 2:
         return None
     chosen = choose_lr(dev)
-    if chosen == min(dev):
+    if chosen == rates[0] and dev[chosen] > dev[rates[1]]:
         beyond = [lr for lr in RATE_SCALE if lr < chosen * (1 - 1e-6)]
         return beyond[-1] if beyond else None
-    if chosen == max(dev):
+    if chosen == rates[-1] and dev[chosen] > dev[rates[-2]]:
         beyond = [lr for lr in RATE_SCALE if lr > chosen * (1 + 1e-6)]
         return beyond[0] if beyond else None
     return None
@@ -139,7 +141,7 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
     paths = {lr: path for lr, _, _, path in points}
     if all(score == float("-inf") for score in dev.values()):
         raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
-    while (beyond := past_the_edge(dev, extend - (len(dev) - len(search.grid)))) is not None:
+    while (beyond := past_the_edge(dev, extend - (len(dev) - len(set(search.grid))))) is not None:
         log.info("lr %g, chosen on dev, is the edge of the rates tried (%s): trying %g", choose_lr(dev), dev, beyond)
         _, [point] = grid_points(cfg, overrides, [beyond])
         dev |= measure([point], point_task, run_dir, run_point, cfg.experiment)

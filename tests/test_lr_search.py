@@ -63,23 +63,46 @@ def test_a_choice_on_the_grids_edge_tries_the_next_rate_past_it():
     assert past_the_edge({1e-4: 0.5, 2e-4: 0.4}, extra_left=0) is None  # no extra rate left
     assert past_the_edge({5e-3: 0.5, 1e-2: float("-inf")}, extra_left=2) == 2e-3  # a diverged top is no choice
     assert past_the_edge({3e-4: 0.5, 1e-3: 0.1}, extra_left=1) == 2e-4  # off-scale rates step onto the 1-2-5 scale
+    assert past_the_edge({1e-4: 0.5, 2e-4: 0.5, 5e-4: 0.2}, extra_left=2) is None  # a tie at the edge points nowhere
+    assert past_the_edge({1e-4: 0.5}, extra_left=2) is None  # one rate is no grid
 
 
 @needs_data("e2e")
 def test_the_search_extends_a_grid_whose_choice_is_on_its_edge(tmp_path: Path):
-    # a grid of two rates: whichever wins is on an edge, so the search trains one rate past it (extend: 1)
-    out = run_main("+experiment=e2e_main", "scale=smoke", "method=lora", "seed=1", "task.test_metrics=[BLEU]",
-                   "lr_search={grid: [0.001, 0.05], seed: 0, extend: 1}", "logger=none",
-                   f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run")
-    assert out.returncode == 0, out.stderr[-3000:]
-    records = load_records(tmp_path, "e2e_main", "smoke")
-    dev = {r["config"]["trainer"]["lr"]: r["dev"]["BLEU"] for r in records if r["seed"] == 0}  # the search point
-    [beyond] = set(dev) - {0.001, 0.05}
-    assert beyond == (5e-4 if choose_lr({0.001: dev[0.001], 0.05: dev[0.05]}) == 0.001 else 0.1)
-    [selection] = [r["lr_selection"] for r in records if r["seed"] == 1]
-    assert {p["lr"]: p["dev"] for p in selection["points"]} == dev and selection["selected"] == choose_lr(dev)
-    assert [p["lr"] for p in selection["points"] if p.get("extended")] == [beyond]
-    assert [r["config"]["trainer"]["lr"] for r in records if r["seed"] == 1] == [selection["selected"]]
+    """search_lr with grid points whose dev score peaks at 2e-5, below the grid: it steps down until the choice is
+    inside or `extend` rates are spent; points made once are reused."""
+    import math
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from peft_repro import results
+    from peft_repro.lr_search import search_lr
+
+    from .conftest import REPO
+
+    trained = []
+
+    def run_point(point, point_overrides, run_dir):  # a grid point's record, its dev BLEU highest at 2e-5
+        trained.append(point.trainer.lr)
+        path = results.record_path(tmp_path, "e2e_main", "smoke", results.run_key(point_overrides))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"status": "ok", "config": OmegaConf.to_container(point, resolve=True),
+                                    "dev": {"BLEU": 1 - abs(math.log10(point.trainer.lr / 2e-5))}}))
+
+    def search(extend):
+        overrides = ["+experiment=e2e_main", "scale=smoke", "method=lora", "seed=1", f"results_dir={tmp_path}",
+                     f"lr_search={{grid: [1e-4, 1e-3], seed: 0, extend: {extend}}}"]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        return search_lr(cfg, overrides, tmp_path / "run", run_point)
+
+    selection = search(extend=2)
+    assert trained == [1e-4, 1e-3, 5e-5, 2e-5]  # still on the edge at 2e-5, but no extra rate is left
+    assert selection["selected"] == 2e-5
+    assert [(p["lr"], p.get("extended", False)) for p in selection["points"]] == [
+        (2e-5, True), (5e-5, True), (1e-4, False), (1e-3, False)]
+    assert search(extend=3)["selected"] == 2e-5 and trained[4:] == [1e-5]  # 1e-5 is worse: the choice is inside
 
 
 @needs_data("e2e")

