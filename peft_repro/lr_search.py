@@ -167,22 +167,48 @@ def measure(points: list, point_task, run_dir: Path, run_point, experiment: str)
     pending = {lr: (point, point_overrides, path) for lr, point, point_overrides, path in points}
     while pending:
         for lr, (point, point_overrides, path) in list(pending.items()):
-            done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
-            if not done and claim(path.with_suffix(".lock")):
+            score = recorded_dev(point, path, point_task, fingerprint)
+            if score is None and claim(path.with_suffix(".lock")):
                 try:
                     log.info("lr search: %s at lr %g", experiment, lr)
                     run_point(point, point_overrides, run_dir / f"lr_search_{lr:g}")
                 finally:
                     path.with_suffix(".lock").unlink(missing_ok=True)
-                done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
-            if done:
-                point_record = results.load_json(done)
-                dev[lr] = point_record["dev"][point_task.primary_metric] \
-                    if point_record["status"] == "ok" else float("-inf")  # a diverged rate is never chosen
+                score = recorded_dev(point, path, point_task, fingerprint)
+            if score is not None:
+                dev[lr] = score
                 del pending[lr]
         if pending:
             time.sleep(20)  # another run is making these points
     return dev
+
+
+def recorded_dev(point: DictConfig, path: Path, point_task, fingerprint: str) -> float | None:
+    """A grid point's dev score from its record (-inf if it diverged: never chosen), None while it has none."""
+    done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
+    if not done:
+        return None
+    record = results.load_json(done)
+    return record["dev"][point_task.primary_metric] if record["status"] == "ok" else float("-inf")
+
+
+def next_extension(cfg: DictConfig, overrides: list[str]):
+    """The point past the grid's edge that the search would train next, judged from the records made so far (the
+    fused launcher trains these together before its jobs search): (lr, config, overrides, record path), or None when
+    a grid point has no record yet or the search needs no further rate."""
+    search = cfg.lr_search
+    point_task, points = grid_points(cfg, overrides)
+    fingerprint = point_task.fingerprint()
+    dev = {lr: recorded_dev(point, path, point_task, fingerprint) for lr, point, _, path in points}
+    if None in dev.values() or all(score == float("-inf") for score in dev.values()):
+        return None
+    while (beyond := past_the_edge(dev, int(search.get("extend") or 0) - (len(dev) - len(set(search.grid))))) \
+            is not None:
+        [point] = grid_points(cfg, overrides, [beyond])[1]
+        if (score := recorded_dev(point[1], point[3], point_task, fingerprint)) is None:
+            return point
+        dev[beyond] = score
+    return None
 
 
 def claim(lock: Path) -> bool:

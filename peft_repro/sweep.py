@@ -5,8 +5,9 @@ runs it (`run.run`).
 
 Records are the cells' own, written as each group ends: a killed sweep, run again, skips the finished cells and
 trains the others. Under `lr_search` the grid points of every fused job train first, as one group (tests wait for
-the choice); then the jobs train at their chosen rates. `processes` > 1 splits each phase's cells over that many
-processes of cores / processes torch threads each (two one-thread processes beat one two-thread one on 2 cores).
+the choice), then any rates past a grid's edge (`lr_search.extend`), a round each; then the jobs train at their chosen
+rates. `processes` > 1 splits each phase's cells over that many processes of cores / processes torch threads each
+(two one-thread processes beat one two-thread one on 2 cores).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from .methods.embedding_only_fused import FusedEmbeddingOnly
 from .methods.fused_cells import base_has_dropout
 from .methods.lora_fused import FusedLoRA
 from .methods.prefix_fused import FusedInfix, FusedPrefix
-from .lr_search import claim, grid_points
+from .lr_search import claim, grid_points, next_extension
 from .methods import method_config
 from .models import load_model
 from .run import (RunCell, cell_logger, check_model_fits, finished_record, record_diverged, record_result,
@@ -66,9 +67,16 @@ def run_jobs(jobs: list[Job], max_rows: int = 64, processes: int = 1) -> list[di
         if cfg.get("lr_search") and cfg.lr_search.get("grid"):
             for lr, point, point_overrides, path in grid_points(cfg, overrides)[1]:
                 points.setdefault(str(path), (point, point_overrides, run_dir / f"lr_search_{lr:g}"))
-    if points:
+    while points:  # the grid points, then those past a grid's edge (`lr_search.extend`), each round fused
         log.info("fused: %d lr-grid points first", len(points))
         _in_processes(list(points.values()), False, max_rows, processes)
+        tried, points = set(points), {}
+        for i in fused:
+            cfg, overrides, run_dir = jobs[i]
+            if cfg.get("lr_search") and cfg.lr_search.get("grid") and (point := next_extension(cfg, overrides)):
+                lr, point_cfg, point_overrides, path = point
+                if str(path) not in tried:  # trained and still without a record: its job's search says why
+                    points.setdefault(str(path), (point_cfg, point_overrides, run_dir / f"lr_search_{lr:g}"))
     records: list[dict | None] = [None] * len(jobs)
     for i, record in zip(fused, _in_processes([jobs[i] for i in fused], True, max_rows, processes)):
         records[i] = record

@@ -196,3 +196,43 @@ def test_a_diverging_cell_stops_at_the_step_it_stops_alone_and_the_others_go_on(
     assert healthy["test"] == expected["test"] and healthy["dev"] == expected["dev"]
     assert [h.get("loss") for h in healthy["history"]] == pytest.approx(
         [h.get("loss") for h in expected["history"]], abs=1e-5)
+
+
+@needs_data("e2e")
+def test_a_fused_sweep_trains_the_rates_past_a_grids_edge_in_rounds_before_its_jobs(tmp_path: Path, monkeypatch):
+    """`run_jobs` under `lr_search.extend`: the grid points of every job train first, then the rate past the edge the
+    records point to, one fused round each, and only then the jobs (which find every point made). The trainings are
+    faked: each point's record has a dev score highest at 2e-5."""
+    import json
+    import math
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from peft_repro import results, sweep
+
+    from .conftest import REPO
+
+    rounds = []
+
+    def fake_in_processes(jobs, search, max_rows, processes):
+        if search:
+            rounds.append("jobs")
+            return [{"seed": cfg.seed} for cfg, _, _ in jobs]
+        rounds.append(sorted(cfg.trainer.lr for cfg, _, _ in jobs))
+        for cfg, overrides, _ in jobs:
+            path = results.record_path(tmp_path, "e2e_main", "smoke", results.run_key(overrides))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"status": "ok", "config": OmegaConf.to_container(cfg, resolve=True),
+                                        "dev": {"BLEU": 1 - abs(math.log10(cfg.trainer.lr / 2e-5))}}))
+        return [None] * len(jobs)
+
+    monkeypatch.setattr(sweep, "_in_processes", fake_in_processes)
+    jobs = []
+    for seed in (0, 1):
+        overrides = ["+experiment=e2e_main", "scale=smoke", "method=lora", f"seed={seed}", f"results_dir={tmp_path}",
+                     "lr_search={grid: [1e-4, 1e-3], seed: 0, extend: 2}"]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            jobs.append((compose(config_name="config", overrides=overrides), overrides, tmp_path / f"job{seed}"))
+    assert sweep.run_jobs(jobs) == [{"seed": 0}, {"seed": 1}]
+    assert rounds == [[1e-4, 1e-3], [5e-5], [2e-5], "jobs"]  # both seeds share one search: each round once
