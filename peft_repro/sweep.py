@@ -67,10 +67,11 @@ def run_jobs(jobs: list[Job], max_rows: int = 64, processes: int = 1) -> list[di
         if cfg.get("lr_search") and cfg.lr_search.get("grid"):
             for lr, point, point_overrides, path in grid_points(cfg, overrides)[1]:
                 points.setdefault(str(path), (point, point_overrides, run_dir / f"lr_search_{lr:g}"))
+    tried: set[str] = set()
     while points:  # the grid points, then those past a grid's edge (`lr_search.extend`), each round fused
-        log.info("fused: %d lr-grid points first", len(points))
+        log.info("fused: %d lr-grid points%s first", len(points), " past a grid's edge" if tried else "")
         _in_processes(list(points.values()), False, max_rows, processes)
-        tried, points = set(points), {}
+        tried, points = tried | set(points), {}
         for i in fused:
             cfg, overrides, run_dir = jobs[i]
             if cfg.get("lr_search") and cfg.lr_search.get("grid") and (point := next_extension(cfg, overrides)):

@@ -687,6 +687,11 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
     write_records(tmp_path / "results", "demo", [diverged])
     table = cells.build_tables(specs, tmp_path / "results", "default")["demo"]
     assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen), 0.01: diverged"
+    # a diverged run with the settings of a finished one (another experiment's, pooled) takes no rate out of the choice
+    twin = diverged | {"record": "diverged-0.001", "config": run(1e-3, 0, 0.5, 4)["config"]}
+    write_records(tmp_path / "results", "demo", [run(1e-4, 1, 0.40, None), twin])  # 1e-4 seed 1: not chosen
+    table = cells.build_tables(specs, tmp_path / "results", "default")["demo"]
+    assert [r.value for r in table.row("FT").cells["BLEU"].runs] == pytest.approx([52.0, 56.0])
 
 
 def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):

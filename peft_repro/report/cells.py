@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..lr_search import choose_lr, dev_selected, lr_search_cell, record_primary
+from ..lr_search import choose_lr, dev_selected, lr_search_cell, past_the_edge, record_primary
 from ..results import TEST_ONLY, eval_setting, latest_per_setting, load_records, lookup, same_settings
 from ..stats import difference_ci, item_stats
 from .spec import SpecError, at_scale, cells_of, column_spec, experiments_of, first, matches, row_label
@@ -99,7 +99,8 @@ def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) ->
     zero-shot (and, for classification, majority-class) rows from the `zero_shots` records of the same test settings."""
     columns = spec.get("metrics") or spec["columns"]
     ours = spec.get("ours") or {}
-    searched, records = records, dev_selected(records)  # cells: only the runs at the rates chosen on dev
+    # cells: only the runs at the rates chosen on dev; a diverged run only in the lr line (`lr_choice`), as tried
+    searched, records = records, dev_selected([r for r in records if r.get("status") != "diverged"])
     ours_rows = {row_label(r): r for r in ours.get("rows") or []}
     paper_rows = {row_label(r): r for r in spec.get("rows") or []}
     cells = {(label, str(c)): _empty_cell(spec, ours_rows.get(label), c) for label in {**paper_rows, **ours_rows}
@@ -162,8 +163,8 @@ def lr_choice(records: list[dict]) -> str:
         points = {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
         if len(points) > 1:
             chosen = choose_lr(points)
-            edge = " (chosen, at the grid's edge: a wider grid may do better)" if chosen in (min(points), max(points)) \
-                else " (chosen)"
+            edge = " (chosen, at the grid's edge: a wider grid may do better)" if past_the_edge(points, 1) \
+                else " (chosen)"  # where the search would try a rate past it, had it one left
             texts.append(", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
                                    + (edge if lr == chosen else "") for lr, v in points.items()))
     return "; ".join(texts)

