@@ -73,8 +73,9 @@ LANE_B=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,4,8,64 seed=3,4"
 )
 
-# appended to every command: one job at a time, one torch thread, no W&B
-RUN_ARGS="hydra/launcher=local_parallel hydra.launcher.n_jobs=1 threads=1 logger=none"
+# appended to every command: one job at a time, one torch thread, no W&B (LANE_RUN_ARGS replaces it: on a lent GPU,
+# scripts/gpu/lecture.sh queue runs both lanes at once with several jobs each)
+RUN_ARGS=${LANE_RUN_ARGS:-"hydra/launcher=local_parallel hydra.launcher.n_jobs=1 threads=1 logger=none"}
 
 after="" dry=0 status=0 lanes=()
 while (($#)); do

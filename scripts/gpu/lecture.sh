@@ -11,7 +11,10 @@
 # written comes back in $OUT/records.tar.gz (`tar -xzf ... -C results` here, then commit the records: each names its
 # hardware); logs in $OUT/logs.tar.gz. A step cut by its deadline loses its unfinished fused group (records are
 # written as a group ends); a rerun of the step resumes the rest.
-# Dry run on a CPU (tiny model, tiny sizes, the same steps): GPU_DRY_RUN=1 bash scripts/gpu/lecture.sh dry
+# `queue ID` in the last call instead runs the default scale's own queue (scripts/lanes.sh) on the GPU, both lanes at
+# once with QUEUE_JOBS (4) jobs each: its records fill the default report's tables, which the CPU lanes take about
+# ten sessions for (docs/default_scale.md); they come back in $OUT/records.tar.gz the same way.
+# Dry runs on a CPU (tiny model, tiny sizes, the same steps): GPU_DRY_RUN=1 bash scripts/gpu/lecture.sh dry|dry-queue
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 STASH=${STASH:-/tmp/peft_repro_stash}
@@ -88,6 +91,28 @@ lecture() {  # $1: extra overrides (the dry run's tiny sizes), $2: the scale's n
   collect "$2"
 }
 
+queue() {  # $1: extra overrides. The default scale's own queue (scripts/lanes.sh, both lanes at once, QUEUE_JOBS
+  # jobs each) until the deadline: the cells the CPU lanes would take days for, in the default report's tables. The
+  # working tree's records travel with the call, so finished cells are skipped and the lr choices made are reused.
+  local mark="$OUT/.queue_start" out groups alive
+  touch "$mark" && sleep 1
+  out=$(LANE_RUN_ARGS="hydra/launcher=local_parallel hydra.launcher.n_jobs=${QUEUE_JOBS:-4} logger=none $1" \
+        PEFT_REPRO_RESULTS="$RESULTS" PYTHON="$PY" bash scripts/lanes.sh a b) && echo "$out"
+  groups=$(echo "$out" | sed -n 's/.*process group \([0-9]*\).*/\1/p')
+  while [ $(( DEADLINE - $(date +%s) )) -gt 40 ]; do
+    alive=0; for g in $groups; do kill -0 -- "-$g" 2>/dev/null && alive=1; done
+    [ "$alive" = 1 ] || break
+    sleep 10
+  done
+  for g in $groups; do kill -- "-$g" 2>/dev/null; done
+  sleep 2; PEFT_REPRO_RESULTS="$RESULTS" bash scripts/lanes.sh --status
+  cp "$(dirname "$RESULTS")"/logs/lane_*.log "$OUT/logs/" 2>/dev/null
+  # every record written or completed in this window (a cut cell leaves none: it trains again next time)
+  (cd "$RESULTS" && find runs -name '*.json' -newer "$mark" | tar -czf "$OUT/records.tar.gz" -T -)
+  tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs
+  echo "records: $(tar -tzf "$OUT/records.tar.gz" | grep -c json)"; ls -la "$OUT"
+}
+
 RESULTS=${PEFT_REPRO_RESULTS:-$PWD/results}
 mkdir -p "$OUT/logs"
 case "${1:-}" in
@@ -99,6 +124,18 @@ case "${1:-}" in
     HOST_TAG=$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).split()[-1].lower())")
     BENCH_ARGS="--cells 8 --steps 20"
     lecture "" gpu ;;
+  queue)
+    PAYLOAD_ID=${2:-}
+    setup
+    nvidia-smi --query-gpu=name,memory.total --format=csv
+    queue "" ;;
+  dry-queue)
+    [ -n "${GPU_DRY_RUN:-}" ] || { echo "error: the dry run is GPU_DRY_RUN=1 bash $0 dry-queue"; exit 2; }
+    STASH=/tmp/peft_repro_dry_stash; rm -rf "$STASH"; mkdir -p "$STASH"
+    PY=${DRY_PY:-.venv/bin/python}
+    setup
+    RESULTS=/tmp/peft_repro_dry_queue/results && rm -rf /tmp/peft_repro_dry_queue && mkdir -p "$RESULTS"
+    queue "model=tiny_llama task.max_train_examples=32 task.max_dev_examples=8" ;;
   dry)
     [ -n "${GPU_DRY_RUN:-}" ] || { echo "error: the dry run is GPU_DRY_RUN=1 bash $0 dry"; exit 2; }
     STASH=/tmp/peft_repro_dry_stash; rm -rf "$STASH"; mkdir -p "$STASH"
@@ -111,5 +148,5 @@ case "${1:-}" in
 results_dir=$RESULTS"
     lecture "$tiny" gpu
     tar -tzf "$OUT/records.tar.gz" | sed -n '1p;$p'; tar -tzf "$OUT/records.tar.gz" | grep -c json ;;
-  *) echo "usage: bash $0 stash|run   (GPU_DRY_RUN=1 bash $0 dry on a CPU)"; exit 2 ;;
+  *) echo "usage: bash $0 stash | run ID | queue ID   (GPU_DRY_RUN=1 bash $0 dry|dry-queue on a CPU)"; exit 2 ;;
 esac
