@@ -21,13 +21,16 @@ from .tasks import EvalItem, task_classes
 
 
 class NoTestResult(ValueError):
-    """A diverged run or an lr-grid point whose test waits: nothing to score again (skipped in a folder)."""
+    """A diverged run, an lr-grid point whose test waits, or (without --metrics) a run scored on every metric of its
+    task: nothing to score again (skipped in a folder)."""
 
 
 def rescore(path: Path, metrics: list[str] | None) -> dict:
     record = results.load_json(path)
     if record.get("status") != "ok" or record.get("test") is None:
         raise NoTestResult(f"{path}: no test result to score again")
+    if not metrics and (not record["config"]["task"].get("test_metrics") or record.get("rescored")):
+        raise NoTestResult(f"{path}: scored on every metric already")
     samples, items = record.get("samples") or [], (record.get("test_items") or {}).get("ids") or []
     if len(samples) != len(items):
         raise ValueError(f"{path} keeps {len(samples)} of its {len(items)} test outputs; rescoring needs them all "
@@ -58,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         for path, in_folder in paths:
             try:
                 print(f"{path.name}: {rescore(path, args.metrics)}")
-            except NoTestResult:
+            except NoTestResult as err:
                 if not in_folder:
                     raise
-                print(f"{path.name}: skipped (no test result)")
+                print(f"{path.name}: skipped ({str(err).split(': ', 1)[-1]})")
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -66,7 +66,7 @@ def peak_memory_mb() -> float:
 
 # overrides that change where or how fast a run goes, not what it computes
 NOT_RESULT_KEYS = ("hydra.", "hydra/", "logger", "resume=", "results_dir=", "data_root=", "threads=", "record_samples=",
-                   "zero_shot=", "lr_search=", "checkpoint_every_steps=", "shares_runs_with=")
+                   "zero_shot=", "lr_search=", "checkpoint_every_steps=", "shares_runs_with=", "task.test_metrics=")
 
 
 # task settings that change only training or model selection, not the test items, prompt or decoding
@@ -97,11 +97,14 @@ EXPERIMENT_INPUTS = ("method_settings", "prompt_candidates", "init_words", "rank
 
 # nested keys that say where inputs come from, not what is computed (the data fingerprint covers the data itself)
 WHERE_FROM = (("task", "hub_fallback"), ("model", "cache_dir"))
+# which test metrics a run scored where it ran (a machine without Java scores E2E's BLEU and NIST; `rescore` adds the
+# rest from the outputs the record keeps, so the record keeps the key): not what the run computed
+SCORED_THERE = (("task", "test_metrics"),)
 
 
 def identity(config: dict) -> dict:
-    """What a resolved config computes: paths, threads, logging and the table layout of older records aside, and the
-    experiment-level inputs (`EXPERIMENT_INPUTS`), whose values take effect through the trainer and method keys they
+    """What a resolved config computes: paths, threads, logging, the test metrics scored where it ran
+    (`SCORED_THERE`) and the table layout of older records aside, and the experiment-level inputs (`EXPERIMENT_INPUTS`), whose values take effect through the trainer and method keys they
     fill (a longer lr grid or a new prompt list changes no prefix run). A key set to null counts as absent: a new
     option whose null default keeps the old behaviour leaves older records valid."""
     def drop_nulls(node):
@@ -111,7 +114,7 @@ def identity(config: dict) -> dict:
 
     kept = {k: v for k, v in config.items() if k + "=" not in NOT_RESULT_KEYS
             and k not in ("logger", "hydra", "table", *EXPERIMENT_INPUTS)}
-    for section, key in WHERE_FROM:
+    for section, key in WHERE_FROM + SCORED_THERE:
         if isinstance(kept.get(section), dict):
             kept[section] = {k: v for k, v in kept[section].items() if k != key}
     return drop_nulls(kept)

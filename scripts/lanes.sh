@@ -76,6 +76,9 @@ LANE_B=(
 # appended to every command: one job at a time, one torch thread, no W&B (LANE_RUN_ARGS replaces it: on a lent GPU,
 # scripts/gpu/lecture.sh queue runs both lanes at once with several jobs each)
 RUN_ARGS=${LANE_RUN_ARGS:-"hydra/launcher=local_parallel hydra.launcher.n_jobs=1 threads=1 logger=none"}
+# appended to the E2E experiments' commands only (a GPU machine has no Java: BLEU and NIST there, every output kept)
+E2E_ARGS=${LANE_E2E_ARGS:-}
+E2E_EXPERIMENTS='^\+experiment=(e2e_main|e2e_main_budget|emb_vs_infix|prefix_length_sweep|lora_rank_sweep_e2e|low_data_e2e|prefix_init|prompt_vs_emb_vs_prefix)( |$)'
 
 after="" dry=0 status=0 lanes=()
 while (($#)); do
@@ -99,8 +102,9 @@ run_lane() {  # name, commands...
   if [[ -n $after ]]; then while kill -0 "$after" 2>/dev/null; do sleep 20; done; fi
   for spec in "$@"; do
     echo "=== $(date '+%F %T') start: $spec" >> "$logs/lane_$name.log"
-    local rc=0
-    eval "$python -m peft_repro $spec $RUN_ARGS" \
+    local rc=0 extra=""
+    [[ $spec =~ $E2E_EXPERIMENTS ]] && extra=$E2E_ARGS
+    eval "$python -m peft_repro $spec $RUN_ARGS $extra" \
       >> "$logs/lane_$name.log" 2>&1 || rc=$?
     echo "=== $(date '+%F %T') exit $rc: $spec" >> "$logs/lane_$name.log"
   done
@@ -127,10 +131,15 @@ fi
 for name in "${lanes[@]}"; do
   if [[ $name == a ]]; then commands=("${LANE_A[@]}"); else commands=("${LANE_B[@]}"); fi
   if ((dry)); then
-    printf "lane %s:\n" "$name"; printf "  python -m peft_repro %s $RUN_ARGS\n" "${commands[@]}"
+    printf "lane %s:\n" "$name"
+    for spec in "${commands[@]}"; do
+      extra=""; [[ $spec =~ $E2E_EXPERIMENTS ]] && extra=" $E2E_ARGS"
+      printf "  python -m peft_repro %s %s%s\n" "$spec" "$RUN_ARGS" "$extra"
+    done
     continue
   fi
-  setsid bash -c "$(declare -f run_lane); after='$after' logs='$logs' python='$python' RUN_ARGS='$RUN_ARGS'; run_lane $name \"\$@\"" \
-    lane "${commands[@]}" < /dev/null > /dev/null 2>&1 &
+  setsid bash -c "$(declare -f run_lane); after='$after' logs='$logs' python='$python' RUN_ARGS='$RUN_ARGS' \
+E2E_ARGS=\"\$1\" E2E_EXPERIMENTS=\"\$2\"; shift 2; run_lane $name \"\$@\"" \
+    lane "$E2E_ARGS" "$E2E_EXPERIMENTS" "${commands[@]}" < /dev/null > /dev/null 2>&1 &
   echo "lane $name: process group $! (stop: kill -- -$!), log $logs/lane_$name.log"
 done

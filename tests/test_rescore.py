@@ -16,18 +16,23 @@ def test_rescoring_a_record_without_the_java_metrics_gives_the_full_runs_scores(
     [full] = load_records(tmp_path, "adhoc", "smoke")
     assert set(full["test"]) == {"BLEU", "NIST", "METEOR", "ROUGE_L", "CIDEr"}
     [path] = (tmp_path / "runs" / "adhoc" / "smoke").glob("*.json")
-    partial = {**full, "test": {k: full["test"][k] for k in ("BLEU", "NIST")}}  # as a GPU run without Java writes
+    gpu_config = {**full["config"], "task": {**full["config"]["task"], "test_metrics": ["BLEU", "NIST"]}}
+    partial = {**full, "config": gpu_config, "test": {k: full["test"][k] for k in ("BLEU", "NIST")}}  # no Java there
     path.write_text(json.dumps(partial))
     deferred = path.with_name("grid-point.json")  # an lr-grid point whose test waits: skipped in a folder
     deferred.write_text(json.dumps({**full, "test": None, "test_deferred": True}))
+    scored = path.with_name("scored.json")  # a run scored on every metric where it ran: skipped in a folder
+    scored.write_text(json.dumps({**full, "samples": full["samples"][:1]}))
     assert rescore.main([str(path.parent)]) == 0
     assert json.loads(deferred.read_text())["test"] is None and rescore.main([str(deferred)]) == 2
-    deferred.unlink()
+    assert json.loads(scored.read_text())["samples"] == full["samples"][:1]
+    deferred.unlink(), scored.unlink()
     again = json.loads(path.read_text())
     assert again["test"] == full["test"] and again["rescored"]["metrics"] == sorted(full["test"])
     assert again["test_items"] == full["test_items"]
+    assert rescore.main([str(path.parent)]) == 0 and json.loads(path.read_text()) == again  # rescored once
 
-    cut = {**full, "samples": full["samples"][:1]}  # a record that kept fewer outputs than its test items
+    cut = {**partial, "samples": full["samples"][:1]}  # a record that kept fewer outputs than its test items
     path.write_text(json.dumps(cut))
     assert rescore.main([str(path)]) == 2
     assert json.loads(path.read_text()) == cut

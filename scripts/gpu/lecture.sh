@@ -96,7 +96,10 @@ queue() {  # $1: extra overrides. The default scale's own queue (scripts/lanes.s
   # working tree's records travel with the call, so finished cells are skipped and the lr choices made are reused.
   local mark="$OUT/.queue_start" out groups alive
   touch "$mark" && sleep 1
+  # E2E runs score BLEU and NIST here and keep every output (no Java on the GPU image): after the untar,
+  # `python -m peft_repro.rescore results/runs/*/default` adds METEOR, ROUGE-L and CIDEr to them and skips the rest
   out=$(LANE_RUN_ARGS="hydra/launcher=local_parallel hydra.launcher.n_jobs=${QUEUE_JOBS:-4} logger=none $1" \
+        LANE_E2E_ARGS="'task.test_metrics=[BLEU,NIST]' record_samples=1000" \
         PEFT_REPRO_RESULTS="$RESULTS" PYTHON="$PY" bash scripts/lanes.sh a b) && echo "$out"
   groups=$(echo "$out" | sed -n 's/.*process group \([0-9]*\).*/\1/p')
   while [ $(( DEADLINE - $(date +%s) )) -gt 40 ]; do
