@@ -104,8 +104,9 @@ SCORED_THERE = (("task", "test_metrics"),)
 
 def identity(config: dict) -> dict:
     """What a resolved config computes: paths, threads, logging, the test metrics scored where it ran
-    (`SCORED_THERE`) and the table layout of older records aside, and the experiment-level inputs (`EXPERIMENT_INPUTS`), whose values take effect through the trainer and method keys they
-    fill (a longer lr grid or a new prompt list changes no prefix run). A key set to null counts as absent: a new
+    (`SCORED_THERE`) and the table layout of older records aside, and the experiment-level inputs
+    (`EXPERIMENT_INPUTS`), whose values take effect through the trainer and method keys they fill (a longer lr grid
+    or a new prompt list changes no prefix run). A key set to null counts as absent: a new
     option whose null default keeps the old behaviour leaves older records valid."""
     def drop_nulls(node):
         if isinstance(node, dict):

@@ -252,7 +252,7 @@ def build_tables(specs: dict[str, dict], results_dir: Path, scale: str) -> dict[
         # a run that two of the experiments made counts once (the latest), whichever folder holds it; a diverged run
         # is in no cell (it has no test), but its rate was tried: the lr line lists it
         diverged = [r for r in records if r.get("status") == "diverged"]
-        tables[name] = build_table(spec, latest_per_setting([r for r in records if r.get("status") == "ok"]) + diverged,
-                                   zero_shots)
+        finished = latest_per_setting([r for r in records if r.get("status") == "ok"])
+        tables[name] = build_table(spec, finished + diverged, zero_shots)
         tables[name].diverged = [r["record"] for r in diverged]
     return tables
