@@ -38,7 +38,7 @@ def lr_search_cell(config: dict) -> tuple[str, dict] | None:
     search = config.get("lr_search")
     if not search:
         return None
-    point = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
+    point = point_settings(search)
     group = json.loads(json.dumps(results.identity({**config, "experiment": None})))  # shared across experiments
     for dotted in ["trainer.lr", *point, *(f"task.{key}" for key in results.TEST_ONLY)]:
         *parents, leaf = dotted.split(".")
@@ -85,25 +85,43 @@ def record_primary(record: dict) -> str:
     return task.primary_metric if task else ""
 
 
-def grid_points(cfg: DictConfig, overrides: list[str], rates: list[float] | None = None):
-    """The search point's task and, per rate (the grid's by default), (lr, the point's config, its overrides, its
-    record path)."""
-    search = cfg.lr_search
-    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
+def search_point(cfg: DictConfig) -> DictConfig:
+    """The run's config at the search point: `lr_search.seed` and the `reference` settings."""
     at_point = copy.deepcopy(cfg)
-    for dotted, value in point_settings.items():
+    for dotted, value in point_settings(cfg.lr_search).items():
         OmegaConf.update(at_point, dotted, value, merge=False)
+    return at_point
+
+
+def point_settings(search) -> dict:
+    return {"seed": search.get("seed", 0), **(search.get("reference") or {})}
+
+
+def point_task(cfg: DictConfig):
+    """The task the grid points are scored on (built once per search: it reads the data)."""
+    at_point = search_point(cfg)
+    return build_task(at_point.task, at_point.data_root)
+
+
+def grid_points(cfg: DictConfig, overrides: list[str], rates: list[float] | None = None) -> list[tuple]:
+    """Per rate (the grid's by default): (lr, the point's config, its overrides, its record path)."""
+    settings, at_point = point_settings(cfg.lr_search), search_point(cfg)
     points = []
-    for lr in search.grid if rates is None else rates:
+    for lr in cfg.lr_search.grid if rates is None else rates:
         point = copy.deepcopy(at_point)
         OmegaConf.update(point, "trainer.lr", lr, merge=False)
-        point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in point_settings)
+        point_overrides = [o for o in overrides if not o.startswith(tuple(f"{k}=" for k in settings)
                                                                     + ("trainer.lr=",))]
-        point_overrides += [f"{k}={v}" for k, v in {**point_settings, "trainer.lr": lr}.items()]
+        point_overrides += [f"{k}={v}" for k, v in {**settings, "trainer.lr": lr}.items()]
         path = results.record_path(Path(cfg.results_dir), cfg.experiment, cfg.scale_name,
                                    results.run_key(point_overrides))
         points.append((lr, point, point_overrides, path))
-    return build_task(at_point.task, at_point.data_root), points
+    return points
+
+
+def extra_rates_left(search, dev: dict[float, float]) -> int:
+    """How many rates past the grid the search may still try (`lr_search.extend` less those tried)."""
+    return int(search.get("extend") or 0) - (len(dev) - len(set(search.grid)))
 
 
 # the rates a grid is extended by: 1, 2, 5 times each power of ten
@@ -135,46 +153,45 @@ def search_lr(cfg: DictConfig, overrides: list[str], run_dir: Path, run_point) -
     points between them (a lock file per point) and wait for the ones another run is making. Test scores are never
     looked at. `run_point(cfg, overrides, run_dir)` makes one point's run."""
     search = cfg.lr_search
-    extend = int(search.get("extend") or 0)
-    point_task, points = grid_points(cfg, overrides)
-    dev = measure(points, point_task, run_dir, run_point, cfg.experiment)
+    task, points = point_task(cfg), grid_points(cfg, overrides)
+    fingerprint = task.fingerprint()
+    dev = measure(points, task, fingerprint, run_dir, run_point, cfg.experiment)
     paths = {lr: path for lr, _, _, path in points}
     if all(score == float("-inf") for score in dev.values()):
         raise ValueError(f"every learning rate of lr_search.grid {list(search.grid)} diverged")
-    while (beyond := past_the_edge(dev, extend - (len(dev) - len(set(search.grid))))) is not None:
+    while (beyond := past_the_edge(dev, extra_rates_left(search, dev))) is not None:
         log.info("lr %g, chosen on dev, is the edge of the rates tried (%s): trying %g", choose_lr(dev), dev, beyond)
-        _, [point] = grid_points(cfg, overrides, [beyond])
-        dev |= measure([point], point_task, run_dir, run_point, cfg.experiment)
+        [point] = grid_points(cfg, overrides, [beyond])
+        dev |= measure([point], task, fingerprint, run_dir, run_point, cfg.experiment)
         paths[beyond] = point[3]
     selected = choose_lr(dev)
     log.info("lr %g chosen on dev (%s)", selected, dev)
     for lr, path in paths.items():  # the trained states of the rates not chosen are never tested
         if lr != selected:
             results.state_path(path).unlink(missing_ok=True)
-    point_settings = {"seed": search.get("seed", 0), **(search.get("reference") or {})}
     return {"points": [{"lr": lr, "dev": score if score > float("-inf") else "diverged",
                         **({"extended": True} if lr not in search.grid else {})} for lr, score in sorted(dev.items())],
-            "selected": selected, "at": point_settings,
+            "selected": selected, "at": point_settings(search),
             "rule": "highest dev score of the primary metric at the search point; a tie goes to the smaller lr; a "
-                    f"choice on the edge of the rates tried adds the next rate past it (1-2-5 scale, up to {extend})"}
+                    "choice on the edge of the rates tried adds the next rate past it (1-2-5 scale, up to "
+                    f"{int(search.get('extend') or 0)})"}
 
 
-def measure(points: list, point_task, run_dir: Path, run_point, experiment: str) -> dict[float, float]:
+def measure(points: list, task, fingerprint: str, run_dir: Path, run_point, experiment: str) -> dict[float, float]:
     """Each point's dev score of the task's primary metric (-inf for a diverged run), its run made here unless another
     process is making it (a lock file per point), whose record it then waits for."""
-    fingerprint = point_task.fingerprint()
     dev = {}
     pending = {lr: (point, point_overrides, path) for lr, point, point_overrides, path in points}
     while pending:
         for lr, (point, point_overrides, path) in list(pending.items()):
-            score = recorded_dev(point, path, point_task, fingerprint)
+            score = recorded_dev(point, path, task, fingerprint)
             if score is None and claim(path.with_suffix(".lock")):
                 try:
                     log.info("lr search: %s at lr %g", experiment, lr)
                     run_point(point, point_overrides, run_dir / f"lr_search_{lr:g}")
                 finally:
                     path.with_suffix(".lock").unlink(missing_ok=True)
-                score = recorded_dev(point, path, point_task, fingerprint)
+                score = recorded_dev(point, path, task, fingerprint)
             if score is not None:
                 dev[lr] = score
                 del pending[lr]
@@ -183,29 +200,27 @@ def measure(points: list, point_task, run_dir: Path, run_point, experiment: str)
     return dev
 
 
-def recorded_dev(point: DictConfig, path: Path, point_task, fingerprint: str) -> float | None:
+def recorded_dev(point: DictConfig, path: Path, task, fingerprint: str) -> float | None:
     """A grid point's dev score from its record (-inf if it diverged: never chosen), None while it has none."""
     done = results.find_done(path, OmegaConf.to_container(point, resolve=True), fingerprint)
     if not done:
         return None
     record = results.load_json(done)
-    return record["dev"][point_task.primary_metric] if record["status"] == "ok" else float("-inf")
+    return record["dev"][task.primary_metric] if record["status"] == "ok" else float("-inf")
 
 
 def next_extension(cfg: DictConfig, overrides: list[str]):
     """The point past the grid's edge that the search would train next, judged from the records made so far (the
     fused launcher trains these together before its jobs search): (lr, config, overrides, record path), or None when
     a grid point has no record yet or the search needs no further rate."""
-    search = cfg.lr_search
-    point_task, points = grid_points(cfg, overrides)
-    fingerprint = point_task.fingerprint()
-    dev = {lr: recorded_dev(point, path, point_task, fingerprint) for lr, point, _, path in points}
+    task = point_task(cfg)
+    fingerprint = task.fingerprint()
+    dev = {lr: recorded_dev(point, path, task, fingerprint) for lr, point, _, path in grid_points(cfg, overrides)}
     if None in dev.values() or all(score == float("-inf") for score in dev.values()):
         return None
-    while (beyond := past_the_edge(dev, int(search.get("extend") or 0) - (len(dev) - len(set(search.grid))))) \
-            is not None:
-        [point] = grid_points(cfg, overrides, [beyond])[1]
-        if (score := recorded_dev(point[1], point[3], point_task, fingerprint)) is None:
+    while (beyond := past_the_edge(dev, extra_rates_left(cfg.lr_search, dev))) is not None:
+        [point] = grid_points(cfg, overrides, [beyond])
+        if (score := recorded_dev(point[1], point[3], task, fingerprint)) is None:
             return point
         dev[beyond] = score
     return None

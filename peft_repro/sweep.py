@@ -65,7 +65,7 @@ def run_jobs(jobs: list[Job], max_rows: int = 64, processes: int = 1) -> list[di
     for i in fused:
         cfg, overrides, run_dir = jobs[i]
         if cfg.get("lr_search") and cfg.lr_search.get("grid"):
-            for lr, point, point_overrides, path in grid_points(cfg, overrides)[1]:
+            for lr, point, point_overrides, path in grid_points(cfg, overrides):
                 points.setdefault(str(path), (point, point_overrides, run_dir / f"lr_search_{lr:g}"))
     tried: set[str] = set()
     while points:  # the grid points, then those past a grid's edge (`lr_search.extend`), each round fused
