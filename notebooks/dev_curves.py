@@ -56,7 +56,7 @@ if not drawn:
 else:
     ncols = min(3, len(drawn))
     nrows = -(-len(drawn) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(drawn):]:
         ax.set_visible(False)
     for ax, (table, frame) in zip(axes.flat, drawn.items()):
@@ -70,7 +70,10 @@ else:
         ax.set_xlabel("epoch")
         ax.set_ylabel("dev score x100 (primary metric)")
         ax.set_title(f"{table}, scale={SCALE}\nmean ± sd over runs")
-        ax.legend(fontsize=7)
+        if stats["label"].nunique() <= 8:
+            ax.legend(fontsize=7)
+        else:  # prefix_init draws 15 cells: below the panel, not over its lines
+            ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.15))
         ax.grid(alpha=0.3)
     F.save(fig, out)
     plt.close(fig)

@@ -66,31 +66,37 @@ def dev_curve_frame(results_dir, name: str, scale: str):
     """The dev curves of the runs in the report's table `name`: one row per run and epoch with the dev score of the
     task's primary metric (x100, as the run's `history` has it after each epoch), whether that epoch is the one the
     run kept (`selected`) and whether it is the run's last. A run appears once per row (tables whose columns are
-    metrics show it in each); `label` is the row, or "row @ column" where the columns are settings (the rank)."""
+    metrics show it in each), and once in tables with a row per metric ("FT R-1", "FT R-2"): in its primary metric's
+    row; `label` is the row, or "row @ column" where the columns are settings (the rank)."""
     import pandas as pd
 
     from .lr_search import record_primary
 
     spec, table = _built_table(results_dir, name, scale)
     by_setting = not spec.get("metrics")
+    shown = [(row, col, run) for row in table.rows if not row.label.startswith(("Zero-shot", "Majority class"))
+             for col, cell in row.cells.items() for run in cell.runs]
+
+    def of_primary(run) -> bool:
+        return run.metric.split(".")[-1] == record_primary(run.record)
+
+    # the curve is the primary metric's: a run shown in a row per metric is drawn in that metric's row only
+    in_primary_row = {run.record.get("record") for _, _, run in shown if of_primary(run)}
     rows, seen = [], set()
-    for row in table.rows:
-        if row.label.startswith(("Zero-shot", "Majority class")):
+    for row, col, run in shown:
+        record = run.record
+        if (row.label, record.get("record")) in seen or (record.get("record") in in_primary_row
+                                                         and not of_primary(run)):
             continue
-        for col, cell in row.cells.items():
-            for run in cell.runs:
-                record = run.record
-                if (row.label, record.get("record")) in seen:
-                    continue
-                seen.add((row.label, record.get("record")))
-                key = f"dev_{record_primary(record)}"
-                curve = [(h["epoch"], h[key]) for h in record.get("history") or [] if key in h]
-                for epoch, dev in curve:
-                    rows.append({"table": name, "row": row.label, "col": col,
-                                 "label": f"{row.label} @ {col}" if by_setting else row.label,
-                                 "record": record.get("record"), "seed": run.key[0], "subset": run.key[1],
-                                 "epoch": epoch, "dev": 100 * dev, "selected": epoch == record.get("selected_epoch"),
-                                 "last": epoch == curve[-1][0]})
+        seen.add((row.label, record.get("record")))
+        key = f"dev_{record_primary(record)}"
+        curve = [(h["epoch"], h[key]) for h in record.get("history") or [] if key in h]
+        for epoch, dev in curve:
+            rows.append({"table": name, "row": row.label, "col": col,
+                         "label": f"{row.label} @ {col}" if by_setting else row.label,
+                         "record": record.get("record"), "seed": run.key[0], "subset": run.key[1],
+                         "epoch": epoch, "dev": 100 * dev, "selected": epoch == record.get("selected_epoch"),
+                         "last": epoch == curve[-1][0]})
     return pd.DataFrame(rows, columns=DEV_COLUMNS)
 
 

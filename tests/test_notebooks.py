@@ -174,3 +174,6 @@ def test_dev_curves_follow_each_run_once(tmp_path: Path):
     assert ft["last"].tolist() == [False, False, True]
     ranks = figures.dev_curve_frame(tmp_path, "lora_rank_sweep", SCALE)
     assert "Wq (wikisql) @ 4" in set(ranks["label"])  # columns that are settings name the cell
+    xsum = figures.dev_curve_frame(tmp_path, "low_data_xsum", SCALE)  # a row per method and ROUGE score
+    assert set(xsum["row"]) == {"Prefix R-2", "FT R-2"}  # the curve is ROUGE-2's (xsum's primary metric)
+    assert (xsum.groupby("record").size() == 3).all() and xsum["record"].nunique() == counts["low_data_xsum"]
