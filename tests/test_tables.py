@@ -694,6 +694,23 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
     assert [r.value for r in table.row("FT").cells["BLEU"].runs] == pytest.approx([52.0, 56.0])
 
 
+def test_lr_line_names_the_setting_of_each_search_in_a_row():
+    """A row whose runs come from two searches (e2e_main_budget's FT at 3 and at 6 epochs) says which line is which;
+    one search needs no name."""
+    def point(lr, epochs, bleu):
+        return {"status": "ok", "seed": 0, "dev": {"BLEU": bleu},
+                "config": {"seed": 0, "task": {"name": "e2e"}, "method": {"name": "full"},
+                           "trainer": {"lr": lr, "epochs": epochs}, "lr_search": {"grid": [1e-4, 1e-3], "seed": 0}}}
+    three = [point(1e-4, 3, 0.3), point(1e-3, 3, 0.5)]
+    six = [point(1e-4, 6, 0.6), point(1e-3, 6, 0.4)]
+    assert cells.lr_choice(three) == "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)"
+    assert cells.lr_choice(three + six) == (
+        "trainer.epochs=3: 0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better); "
+        "trainer.epochs=6: 0.0001: 60.0 (chosen, at the grid's edge: a wider grid may do better), 0.001: 40.0")
+    # a search of one point is no line, and no reason to name the other
+    assert cells.lr_choice(three + six[:1]) == cells.lr_choice(three)
+
+
 def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):
     """prefix_init: the grid runs with one init word (`lr_search.reference`) and every word trains at its choice; the
     table says so: the other words share one line, which names the reference (an audit found the line read as if

@@ -2,6 +2,7 @@
 one record per setting, with the zero-shot (and majority-class) rows of the same test settings."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,16 +159,35 @@ def lr_choice(records: list[dict]) -> str:
             diverged = float("-inf") if r.get("status") == "diverged" else None  # a rate tried: no choice
             groups.setdefault(group, {}).setdefault(lookup(r, "config.trainer.lr"), []).append(
                 (r.get("dev") or {}).get(record_primary(r), diverged))
+    grids = {group: {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
+             for group, points in groups.items()}
+    grids = {group: points for group, points in grids.items() if len(points) > 1}
+    names = group_names(list(grids))
     texts = []
-    for points in groups.values():
-        points = {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
-        if len(points) > 1:
-            chosen = choose_lr(points)
-            edge = " (chosen, at the grid's edge: a wider grid may do better)" if past_the_edge(points, 1) \
-                else " (chosen)"  # where the search would try a rate past it, had it one left
-            texts.append(", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
-                                   + (edge if lr == chosen else "") for lr, v in points.items()))
+    for group, points in grids.items():
+        chosen = choose_lr(points)
+        edge = " (chosen, at the grid's edge: a wider grid may do better)" if past_the_edge(points, 1) \
+            else " (chosen)"  # where the search would try a rate past it, had it one left
+        texts.append(names[group] + ", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
+                                              + (edge if lr == chosen else "") for lr, v in points.items()))
     return "; ".join(texts)
+
+
+def group_names(groups: list[str]) -> dict[str, str]:
+    """'trainer.epochs=6: ' per search group (`lr_search_cell`'s JSON): the settings in which a row's groups differ
+    (e2e_main_budget's FT row searches at 3 and at 6 epochs); '' for a row with one group."""
+    def flat(node, prefix=""):
+        if not isinstance(node, dict):
+            return {prefix[:-1]: json.dumps(node)}
+        return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}{key}.").items()}
+
+    settings = {group: flat(json.loads(group)) for group in groups}
+    keys = sorted({key for s in settings.values() for key in s})
+    differ = [key for key in keys if len({s.get(key) for s in settings.values()}) > 1]
+    if len(groups) < 2 or not differ:
+        return {group: "" for group in groups}
+    return {group: ", ".join(f"{key}={json.loads(s[key]) if key in s else None}" for key in differ) + ": "
+            for group, s in settings.items()}
 
 
 def matching_zero_shot(record: dict, zero_shots: list[dict]) -> dict | None:
