@@ -27,8 +27,9 @@ set -euo pipefail
 # 64), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main's seeds 0-2
 # (prefix_below_ft_xsum), the prefix half of low-data XSum at 50 (the FT half runs in lane B: together they give
 # prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, low-data E2E at 100, the prefix half
-# of low-data XSum at 100, and last LoRA Table 5's other five weight-type sets on WikiSQL, 3 seeds each (its Wq r=8 and
-# Wq,Wv r=4 are Table 6's runs, found done; conf/scale_preset/lora_weight_type/default.yaml).
+# of low-data XSum at 100, the XSum budget check (xsum_main_budget: xsum_main's prefix-tuning at 4 epochs, whose dev
+# ROUGE-2 still rose at 2), and last LoRA Table 5's other five weight-type sets on WikiSQL, 3 seeds each (its Wq r=8
+# and Wq,Wv r=4 are Table 6's runs, found done; conf/scale_preset/lora_weight_type/default.yaml).
 ALL_MRS="task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8 seed=0,1,2"
@@ -41,6 +42,7 @@ LANE_A=(
   "+experiment=xsum_main seed=3,4"
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
+  "+experiment=xsum_main_budget"
   "+experiment=lora_weight_type"
 )
 # Lane B: the prefix-tuning claims. Low-data E2E at 50, prefix_init (every word at seed 0, the two relevant words at

@@ -844,3 +844,31 @@ def test_the_budget_check_sets_150_steps_beside_e2e_mains_own_runs(tmp_path):
     assert (prefix_ft.label, prefix_ft.paired, len(prefix_ft.a)) == ("Prefix @ 6 > FT @ 6", True, 3)
     assert prefix_ft.diff == pytest.approx(10.0) and prefix_ft.verdict == "holds"
     assert res["lora_beats_prefix_e2e_at_150_steps"]["verdict"] == "no results"
+
+
+def test_the_xsum_budget_check_pairs_fts_two_epochs_with_prefix_tunings_four(tmp_path):
+    """experiments/xsum_main_budget.yaml over records made here: 2 epochs are xsum_main's FT and prefix runs, 4 epochs
+    xsum_main_budget's prefix runs; its check pairs FT at 2 epochs with prefix-tuning at 4, by seed."""
+    def xsum(experiment, method, rouge2, seed, epochs=2):
+        rec = record(experiment, method, {"rouge2": rouge2}, seed=seed, pct=100.0 if method == "full" else 4.6)
+        rec["record"] = f"{experiment}-{method}-{seed}-{epochs}"
+        rec["config"].update(model={"name": "smollm2_135m"}, trainer={"epochs": epochs, "lr": 1e-3},
+                             method={"name": method, "num_virtual_tokens": 10}, task={"name": "xsum"})
+        rec["params"]["stored_pct"] = None if method == "full" else 0.09
+        return rec
+
+    write_records(tmp_path, "xsum_main", [xsum("xsum_main", m, v + s / 1000, s) for s in range(3)
+                                          for m, v in (("full", 0.058), ("prefix", 0.053))])
+    write_records(tmp_path, "xsum_main_budget", [xsum("xsum_main_budget", "prefix", 0.060 + s / 1000 + (s == 1) / 2000,
+                                                      s, epochs=4) for s in range(3)])
+    specs, claim_specs = spec.load_specs(repo_root() / "experiments")
+    built = cells.build_tables({"xsum_main_budget": specs["xsum_main_budget"]}, tmp_path, "default")
+    md = render.render_markdown(built, "default").splitlines()
+    assert any(line.startswith("| FT | ours | 5.90 ± 0.10 (n=3) | – |") for line in md), md
+    assert any(line.startswith("| Prefix (0.1%) | ours | 5.40 ± 0.10 (n=3) | 6.12 ± 0.10 (n=3) |") for line in md), md
+    checks = [c for c in claim_specs if c["role"] == "check" and c["file"] == "xsum_main_budget.yaml"]
+    (res,) = claims.evaluate(checks, built, "default")
+    (comparison,) = res["comparisons"]
+    assert (res["of"], comparison.label, comparison.paired, len(comparison.a)) == (
+        "prefix_below_ft_xsum", "FT @ 2 > Prefix (0.1%) @ 4", True, 3)
+    assert comparison.diff == pytest.approx(-0.2167, abs=1e-3) and comparison.verdict == "fails"
