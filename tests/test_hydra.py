@@ -76,20 +76,23 @@ def test_lora_tables_5_and_6_make_the_same_runs_at_every_scale(task, scale):
         assert lr_search_cell(table5) == lr_search_cell(table6)
         assert "lora_rank_sweep" in table5["shares_runs_with"] and "lora_weight_type" in table6["shares_runs_with"]
 
-def test_the_xsum_budget_check_changes_prefix_tunings_epochs_and_grid_only():
-    """conf/setting/xsum.yaml: xsum_main_budget is xsum_main's prefix-tuning at the default scale with 4 epochs and
-    its own grid (the data, decoding, seeds and search point are the table's)."""
+@pytest.mark.parametrize("table,check,epochs,grid", [("xsum_main", "xsum_main_budget", (2, 4), [1e-3, 2e-3]),
+                                                     ("low_data_xsum", "low_data_xsum_budget", (3, 6), [1e-3, 2e-3])])
+def test_an_xsum_budget_check_changes_prefix_tunings_epochs_and_grid_only(table, check, epochs, grid):
+    """conf/setting/xsum.yaml, low_data_xsum.yaml: a budget check is its table's prefix-tuning at the default scale
+    with more epochs and its own grid (the data, decoding, seeds and search point are the table's)."""
     from omegaconf import OmegaConf
 
-    table, check = (OmegaConf.to_container(composed([f"+experiment={name}", "scale=default", "method=prefix_mlp"]),
-                                           resolve=True) for name in ("xsum_main", "xsum_main_budget"))
-    assert (table["trainer"]["epochs"], check["trainer"]["epochs"]) == (2, 4)
-    assert check["lr_search"]["grid"] == [1e-3, 2e-3] and table["lr_search"]["grid"][-2:] == [2e-3, 5e-3]
-    for config in (table, check):
-        for key in ("experiment", "method_settings", "lr_search"):
+    ours, theirs = (OmegaConf.to_container(composed([f"+experiment={name}", "scale=default", "method=prefix_mlp"]),
+                                           resolve=True) for name in (table, check))
+    assert (ours["trainer"]["epochs"], theirs["trainer"]["epochs"]) == epochs
+    assert theirs["lr_search"]["grid"] == grid and ours["lr_search"]["grid"][-2:] == [2e-3, 5e-3]
+    for config in (ours, theirs):
+        for key in ("experiment", "method_settings"):
             config.pop(key)
+        config["lr_search"].pop("grid")
         config["trainer"].pop("epochs")
-    assert table == check
+    assert ours == theirs
 
 
 def test_smoke_scale_uses_a_tiny_model_and_user_overrides_win():

@@ -872,3 +872,32 @@ def test_the_xsum_budget_check_pairs_fts_two_epochs_with_prefix_tunings_four(tmp
     assert (res["of"], comparison.label, comparison.paired, len(comparison.a)) == (
         "prefix_below_ft_xsum", "FT @ 2 > Prefix (0.1%) @ 4", True, 3)
     assert comparison.diff == pytest.approx(-0.2167, abs=1e-3) and comparison.verdict == "fails"
+
+
+def test_the_low_data_xsum_budget_check_pairs_by_subset_and_seed_at_50_articles(tmp_path):
+    """experiments/low_data_xsum_budget.yaml: 3 epochs are low_data_xsum's runs at 50 articles (not at 100), 6 epochs
+    low_data_xsum_budget's prefix runs; its check pairs prefix-tuning at 6 epochs with FT at 3 by subset and seed."""
+    def run(experiment, method, rouge2, subset, seed, size=50, epochs=3):
+        rec = record(experiment, method, {"rouge2": rouge2}, seed=seed, subset=subset)
+        rec["record"] = f"{experiment}-{method}-{subset}-{seed}-{size}-{epochs}"
+        rec["config"].update(model={"name": "smollm2_135m"}, trainer={"epochs": epochs, "lr": 1e-3},
+                             method={"name": method, "init_text": "summarize" if method == "prefix" else None},
+                             task={"name": "xsum", "low_data": {"size": size, "subset": subset}})
+        return rec
+
+    cells_ = [(subset, seed) for subset in range(3) for seed in range(2)]
+    write_records(tmp_path, "low_data_xsum", [run("low_data_xsum", m, v + sub / 1000, sub, s, size=n)
+                                              for sub, s in cells_ for m, v in (("full", 0.06), ("prefix", 0.04))
+                                              for n in (50, 100)])
+    write_records(tmp_path, "low_data_xsum_budget", [run("low_data_xsum_budget", "prefix", 0.065 + sub / 1000 + s / 1000,
+                                                         sub, s, epochs=6) for sub, s in cells_])
+    specs, claim_specs = spec.load_specs(repo_root() / "experiments")
+    built = cells.build_tables({"low_data_xsum_budget": specs["low_data_xsum_budget"]}, tmp_path, "default")
+    table = built["low_data_xsum_budget"]
+    assert [len(table.row(r).cells[c].runs) for r in ("FT R-2", "Prefix R-2") for c in ("3", "6")] == [6, 0, 6, 6]
+    checks = [c for c in claim_specs if c["role"] == "check" and c["file"] == "low_data_xsum_budget.yaml"]
+    (res,) = claims.evaluate(checks, built, "default")
+    (comparison,) = res["comparisons"]
+    assert (res["of"], comparison.label, comparison.paired, len(comparison.a)) == (
+        "prefix_beats_ft_low_data_xsum", "Prefix R-2 @ 6 > FT R-2 @ 3", True, 6)
+    assert comparison.diff == pytest.approx(0.55) and comparison.verdict == "holds"
