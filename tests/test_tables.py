@@ -243,6 +243,22 @@ def test_float_noise_is_no_difference_and_unmeasured_comparisons_do_not_decide()
     assert claims.overall(["no results", "no results"]) == "no results"
 
 
+def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
+    """`last kept`: of a side's runs with a dev curve (2 or more epochs of the primary metric), those whose kept epoch
+    was the last; a run without a curve (a discrete prompt, a one-epoch run) is not counted."""
+    def run(selected, epochs=3, task="e2e"):
+        history = [{"step": e, "epoch": e, "dev_BLEU": 0.5} for e in range(epochs)] + [{"step": 99, "epoch": 9}]
+        return cells.Run(50.0, (None, None), {"config": {"task": {"name": task}}, "history": history,
+                                              "selected_epoch": selected})
+    rising, plateau = [run(2), run(2), run(1)], [run(0), run(1), run(2, epochs=1)]
+    assert claims.last_kept(rising) == (2, 3) and claims.last_kept(plateau) == (0, 2)
+    assert claims.last_kept([run(0, epochs=1)]) is None
+    c = claims.judge(claims.Comparison("a > b", "better", 0, rising, plateau))
+    md, csv_text = claims.render([{"id": "c", "text": "t", "file": "f.yaml", "verdict": c.verdict,
+                                   "counted": [c.verdict], "comparisons": [c]}], "default")
+    assert "| 2/3 · 0/2 |" in md and ",2/3,0/2," in csv_text
+
+
 def test_claims_report_lists_each_claim(demo):
     built, res = build(*demo)
     md, csv_text = claims.render(list(res.values()), "default")

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..lr_search import record_primary
 from ..results import lookup
 from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats
 from .cells import Run, Table
@@ -341,6 +342,23 @@ def _hw(c: Comparison, source: str) -> str:
     return f"{c.half_widths[source]:.2f}" if source in c.half_widths else DASH
 
 
+def last_kept(runs: list[Run]) -> tuple[int, int] | None:
+    """(runs that kept their last dev epoch, runs with a dev curve of 2 or more epochs), None without such runs: a
+    side whose runs mostly kept their last epoch was still rising when training stopped (no plateau)."""
+    curves = []
+    for run in runs:
+        key = f"dev_{record_primary(run.record)}"
+        epochs = [h["epoch"] for h in run.record.get("history") or [] if key in h]
+        if len(epochs) > 1:
+            curves.append(run.record.get("selected_epoch") == epochs[-1])
+    return (sum(curves), len(curves)) if curves else None
+
+
+def _last_kept(c: Comparison) -> str:
+    sides = [last_kept(side) for side in (c.a, c.b)]
+    return DASH if sides == [None, None] else " · ".join(DASH if s is None else f"{s[0]}/{s[1]}" for s in sides)
+
+
 def fewest_runs(comps: list[Comparison]) -> int | None:
     """The fewest runs on a side that trains, over the comparisons with results (None: none)."""
     sides = [len(side) for c in comps if c.diff is not None for side in (c.a, c.b) if not trains_nothing(side)]
@@ -419,7 +437,9 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
           "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance. A verdict before the claim's plan is complete (every comparison measured with its planned "
+          "variance. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
+          "with a dev curve: most of a side's runs there say it still rose when training stopped (no plateau), and a "
+          "longer budget may move the comparison. A verdict before the claim's plan is complete (every comparison measured with its planned "
           "runs a side) is marked interim. Rules: peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at |", "|---|---|---|---|---|"]
     md += [_summary_line(res, scale) for res in lecture]
@@ -438,7 +458,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
                                              "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
                                              "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
                                              "fails_family_wise", "ci_family_low", "ci_family_high", "needed",
-                                             "measured_at"])
+                                             "last_kept_a", "last_kept_b", "measured_at"])
     writer.writeheader()
     writer.writerows(rows)
     return "\n".join(md) + "\n", buf.getvalue()
@@ -473,8 +493,8 @@ def _details(res: dict, scale: str, rows: list[dict]) -> list[str]:
         md += [f"Family-wise: the claim fails only through a comparison that also fails at the Bonferroni level "
                f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%), for its {m} comparisons with a deciding CI.",
                ""]
-    md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed "
+           "| last kept |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["comparisons"]:
         ci = DASH if c.ci is None else f"[{_num(c.ci[0])}, {_num(c.ci[1])}]"
         margin = f" (margin {c.margin:g})" if c.kind == "same" else ""
@@ -482,7 +502,7 @@ def _details(res: dict, scale: str, rows: list[dict]) -> list[str]:
                   if c.paired else "no")
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
-                  f"{c.needed or DASH} |")
+                  f"{c.needed or DASH} | {_last_kept(c)} |")
         rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
                      "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
@@ -496,5 +516,7 @@ def _details(res: dict, scale: str, rows: list[dict]) -> list[str]:
                      "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),
                      "ci_family_high": "" if c.family_ci is None else round(c.family_ci[1], 4),
                      "needed": c.needed,
+                     **{f"last_kept_{side}": "" if (kept := last_kept(runs)) is None else f"{kept[0]}/{kept[1]}"
+                        for side, runs in (("a", c.a), ("b", c.b))},
                      "measured_at": measured_at([c], scale)})
     return md
