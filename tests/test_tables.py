@@ -917,3 +917,9 @@ def test_the_low_data_xsum_budget_check_pairs_by_subset_and_seed_at_50_articles(
     assert (res["of"], comparison.label, comparison.paired, len(comparison.a)) == (
         "prefix_beats_ft_low_data_xsum", "Prefix R-2 @ 6 > FT R-2 @ 3", True, 6)
     assert comparison.diff == pytest.approx(0.55) and comparison.verdict == "holds"
+    # the claim's section names its check
+    built |= cells.build_tables({"low_data_xsum": specs["low_data_xsum"]}, tmp_path, "default")
+    claim = [c for c in claim_specs if c["id"] == "prefix_beats_ft_low_data_xsum"]
+    md, _ = claims.render(claims.evaluate(claim + checks, built, "default"), "default")
+    assert ("Robustness checks of this claim (sections below): `prefix_beats_ft_low_data_xsum_at_6_epochs`, holds "
+            "(interim).") in md.splitlines()

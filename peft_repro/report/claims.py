@@ -452,7 +452,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
         md += [_summary_line(res, scale) for res in checks]
     rows = []
     for res in lecture + checks:
-        md += _details(res, scale, rows)
+        md += _details(res, scale, rows, [check for check in checks if _check_of(check) == res["id"]])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "source", "comparison", "kind", "margin", "n_a",
                                              "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
@@ -480,12 +480,16 @@ def _summary_line(res: dict, scale: str) -> str:
             f"{measured_at(res['comparisons'], scale)} |")
 
 
-def _details(res: dict, scale: str, rows: list[dict]) -> list[str]:
-    """A claim's (or a check's) section: its text, notes and comparisons; appends its CSV rows to `rows`."""
+def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] = ()) -> list[str]:
+    """A claim's (or a check's) section: its text, notes, comparisons and the checks of it; appends its CSV rows to
+    `rows`."""
     what = f"A robustness check of `{_check_of(res)}`, not a lecture claim. " if _check_of(res) else ""
     md = ["", f"## {res['id']}: {shown_verdict(res, scale)}", "", f"> {res['text']}", "",
           f"{what}Source: {res.get('source', '?')} (experiments/{res['file']}). "
           f"Measured at {measured_at(res['comparisons'], scale)}.", ""]
+    if its_checks:
+        md += ["Robustness checks of this claim (sections below): " + "; ".join(
+            f"`{check['id']}`, {shown_verdict(check, scale)}" for check in its_checks) + ".", ""]
     if res.get("note"):
         md += [f"Note: {res['note']}", ""]
     md += scale_note(res, scale)
