@@ -14,12 +14,12 @@
 # The dev score of each run after every epoch (its record's `history`: the task's primary metric on the dev items,
 # x100), for the cells of the report's tables that train more than one epoch (`e2e_main`, `e2e_main_budget`,
 # `emb_vs_infix`, `lora_rank_sweep`, `low_data_e2e`, `prefix_init`, `low_data_xsum`, `low_data_xsum_budget`,
-# `xsum_main`, `xsum_main_budget`): the runs the tables show, at the learning rate chosen on dev (at the default
-# scale e2e_main shows its runs tested on all 630 MRs, emb_vs_infix the E2E setting's EMB, INFIX and PREFIX runs, e2e_main_budget FT, prefix and LoRA after 3
-# and 6 epochs of the same setting: "FT @ 6" trains twice as long as "FT @ 3"; xsum_main_budget and
-# low_data_xsum_budget prefix-tuning after 2 and 4, 3 and 6 epochs). Each line is a cell's mean over its runs (± sd).
-# A run keeps its best dev epoch; when that is mostly the last epoch, the runs are still rising and more steps would
-# help. Nothing is trained here: the notebook only reads `results/`.
+# `xsum_main`, `xsum_main_budget`): the runs the tables show, at the learning rate chosen on dev (at the default scale
+# e2e_main shows its runs tested on all 630 MRs, emb_vs_infix the E2E setting's EMB, INFIX and PREFIX runs,
+# e2e_main_budget FT, prefix and LoRA after 3 and 6 epochs of the same setting: "FT @ 6" trains twice as long as
+# "FT @ 3"; xsum_main_budget and low_data_xsum_budget prefix-tuning after 2 and 4, 3 and 6 epochs). Each line is a
+# cell's mean over its runs (± sd). A run keeps its best dev epoch; when that is mostly the last epoch, the runs are
+# still rising and more steps would help. Nothing is trained here: the notebook only reads `results/`.
 #
 # `PEFT_REPRO_SCALE` (default `default`) and `PEFT_REPRO_RESULTS` pick the records.
 
@@ -73,7 +73,7 @@ else:
         ax.set_title(f"{table}, scale={SCALE}\nmean ± sd over runs")
         if stats["label"].nunique() <= 8:
             ax.legend(fontsize=7)
-        else:  # prefix_init draws 15 cells: below the panel, not over its lines
+        else:  # prefix_init's many cells: below the panel, not over its lines
             ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.15))
         ax.grid(alpha=0.3)
     F.save(fig, out)

@@ -67,10 +67,11 @@ def dev_curve_frame(results_dir, name: str, scale: str):
     task's primary metric (x100, as the run's `history` has it after each epoch), whether that epoch is the one the
     run kept (`selected`) and whether it is the run's last. A run appears once per row (tables whose columns are
     metrics show it in each), and once in tables with a row per metric ("FT R-1", "FT R-2"): in its primary metric's
-    row; `label` is the row, or "row @ column" where the columns are settings (the rank)."""
+    row (a run with a primary-metric row anywhere in the table is drawn there only); `label` is the row, or
+    "row @ column" where the columns are settings (the rank)."""
     import pandas as pd
 
-    from .lr_search import record_primary
+    from .lr_search import dev_curve, record_primary
 
     spec, table = _built_table(results_dir, name, scale)
     by_setting = not spec.get("metrics")
@@ -89,8 +90,7 @@ def dev_curve_frame(results_dir, name: str, scale: str):
                                                          and not of_primary(run)):
             continue
         seen.add((row.label, record.get("record")))
-        key = f"dev_{record_primary(record)}"
-        curve = [(h["epoch"], h[key]) for h in record.get("history") or [] if key in h]
+        curve = dev_curve(record)
         for epoch, dev in curve:
             rows.append({"table": name, "row": row.label, "col": col,
                          "label": f"{row.label} @ {col}" if by_setting else row.label,

@@ -85,6 +85,12 @@ def record_primary(record: dict) -> str:
     return task.primary_metric if task else ""
 
 
+def dev_curve(record: dict) -> list[tuple[int, float]]:
+    """[(epoch, dev score of the primary metric)] after each epoch of a run (its `history`), empty without one."""
+    key = f"dev_{record_primary(record)}"
+    return [(h["epoch"], h[key]) for h in record.get("history") or [] if key in h]
+
+
 def search_point(cfg: DictConfig) -> DictConfig:
     """The run's config at the search point: `lr_search.seed` and the `reference` settings."""
     at_point = copy.deepcopy(cfg)

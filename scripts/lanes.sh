@@ -23,14 +23,15 @@ set -euo pipefail
 # Every compared cell gets 5 runs (docs/default_scale.md, session 14: with the claims' t intervals, 3 seeds leave 2
 # degrees of freedom, t = 4.30; 5 seeds halve the runs' CI half-width). Seeds 0-2 of a sweep run before its seeds 3, 4.
 #
-# Lane A: LoRA Tables 5/6 on WikiSQL (the equal-budget pair Wq,Wv r=4 against Wq r=8, r=4, 8, then Wq,Wv at r=1,
-# 64), e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main's seeds 0-2
+# Lane A: LoRA Tables 5/6 on WikiSQL (the equal-budget pair Wq,Wv r=4 against Wq r=8, r=4, 8, then Wq,Wv at r=1, 64),
+# e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main's seeds 0-2
 # (prefix_below_ft_xsum), the prefix half of low-data XSum at 50 (the FT half runs in lane B: together they give
-# prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, low-data E2E at 100, the low-data
-# XSum budget check at 50 (low_data_xsum_budget: prefix-tuning at 6 epochs, whose dev ROUGE-2 still rose at 3 in 8 of
-# 10 runs), the prefix half of low-data XSum at 100, the XSum budget check (xsum_main_budget: xsum_main's
-# prefix-tuning at 4 epochs, whose dev ROUGE-2 still rose at 2), and last LoRA Table 5's other five weight-type sets on WikiSQL, 3 seeds each (its Wq r=8
-# and Wq,Wv r=4 are Table 6's runs, found done; conf/scale_preset/lora_weight_type/default.yaml).
+# prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, low-data E2E at 100, the low-data XSum
+# budget check at 50 (low_data_xsum_budget: prefix-tuning at 6 epochs, whose dev ROUGE-2 still rose at 3 in 8 of 10
+# runs), the prefix half of low-data XSum at 100, the XSum budget check (xsum_main_budget: xsum_main's prefix-tuning
+# at 4 epochs, whose dev ROUGE-2 still rose at 2), and last LoRA Table 5's other five weight-type sets on WikiSQL, 3
+# seeds each (its Wq r=8 and Wq,Wv r=4 are Table 6's runs, found done;
+# conf/scale_preset/lora_weight_type/default.yaml).
 ALL_MRS="task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8 seed=0,1,2"

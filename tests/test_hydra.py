@@ -76,23 +76,40 @@ def test_lora_tables_5_and_6_make_the_same_runs_at_every_scale(task, scale):
         assert lr_search_cell(table5) == lr_search_cell(table6)
         assert "lora_rank_sweep" in table5["shares_runs_with"] and "lora_weight_type" in table6["shares_runs_with"]
 
+
 @pytest.mark.parametrize("table,check,epochs,grid", [("xsum_main", "xsum_main_budget", (2, 4), [1e-3, 2e-3]),
                                                      ("low_data_xsum", "low_data_xsum_budget", (3, 6), [1e-3, 2e-3])])
 def test_an_xsum_budget_check_changes_prefix_tunings_epochs_and_grid_only(table, check, epochs, grid):
     """conf/setting/xsum.yaml, low_data_xsum.yaml: a budget check is its table's prefix-tuning at the default scale
-    with more epochs and its own grid (the data, decoding, seeds and search point are the table's)."""
-    from omegaconf import OmegaConf
+    with twice the epochs and its own grid: the data, decoding, search point and the sweep's seeds and subsets are
+    the table's. At every other scale it trains twice the table's epochs there."""
+    from omegaconf import OmegaConf, open_dict
 
-    ours, theirs = (OmegaConf.to_container(composed([f"+experiment={name}", "scale=default", "method=prefix_mlp"]),
-                                           resolve=True) for name in (table, check))
+    size = ["task.low_data.size=50"] if table == "low_data_xsum" else []
+
+    def config(name, scale):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"+experiment={name}", f"scale={scale}",
+                                                           "method=prefix_mlp", *size], return_hydra_config=True)
+        sweep = OmegaConf.to_container(cfg.hydra.sweeper.params)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return OmegaConf.to_container(cfg, resolve=True), sweep
+
+    (ours, our_sweep), (theirs, their_sweep) = config(table, "default"), config(check, "default")
     assert (ours["trainer"]["epochs"], theirs["trainer"]["epochs"]) == epochs
     assert theirs["lr_search"]["grid"] == grid and ours["lr_search"]["grid"][-2:] == [2e-3, 5e-3]
-    for config in (ours, theirs):
+    for cfg in (ours, theirs):
         for key in ("experiment", "method_settings"):
-            config.pop(key)
-        config["lr_search"].pop("grid")
-        config["trainer"].pop("epochs")
+            cfg.pop(key)
+        cfg["lr_search"].pop("grid")
+        cfg["trainer"].pop("epochs")
     assert ours == theirs
+    assert {k: v for k, v in our_sweep.items() if k not in ("method", "task.low_data.size")} == \
+        {k: v for k, v in their_sweep.items() if k not in ("method", "task.low_data.size")}
+    assert their_sweep["method"] == "prefix_mlp" and str(their_sweep.get("task.low_data.size", 50)) == "50"
+    for scale in SCALES:
+        assert config(check, scale)[0]["trainer"]["epochs"] == 2 * config(table, scale)[0]["trainer"]["epochs"], scale
 
 
 def test_smoke_scale_uses_a_tiny_model_and_user_overrides_win():

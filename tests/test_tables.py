@@ -1,4 +1,6 @@
 """`python -m peft_repro.report`: reference tables beside ours, the claims ledger, LaTeX, CLI, on hand-made records."""
+import csv
+import io
 import json
 import math
 import re
@@ -244,19 +246,23 @@ def test_float_noise_is_no_difference_and_unmeasured_comparisons_do_not_decide()
 
 
 def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
-    """`last kept`: of a side's runs with a dev curve (2 or more epochs of the primary metric), those whose kept epoch
-    was the last; a run without a curve (a discrete prompt, a one-epoch run) is not counted."""
-    def run(selected, epochs=3, task="e2e"):
+    """`last kept`: of a side's runs that chose an epoch on a dev curve (2 or more epochs of the primary metric),
+    those whose kept epoch was the last; a run without a curve (a discrete prompt, a one-epoch run), without a kept
+    epoch or keeping the last by rule (trainer.select final) is not counted."""
+    def run(selected, epochs=3, select="best_dev"):
         history = [{"step": e, "epoch": e, "dev_BLEU": 0.5} for e in range(epochs)] + [{"step": 99, "epoch": 9}]
-        return cells.Run(50.0, (None, None), {"config": {"task": {"name": task}}, "history": history,
-                                              "selected_epoch": selected})
-    rising, plateau = [run(2), run(2), run(1)], [run(0), run(1), run(2, epochs=1)]
+        return cells.Run(50.0, (None, None), {"config": {"task": {"name": "e2e"}, "trainer": {"select": select}},
+                                              "history": history, "selected_epoch": selected})
+    rising, plateau = [run(2), run(2), run(1), run(2, select="final")], [run(0), run(1), run(2, epochs=1), run(None)]
     assert claims.last_kept(rising) == (2, 3) and claims.last_kept(plateau) == (0, 2)
     assert claims.last_kept([run(0, epochs=1)]) is None
     c = claims.judge(claims.Comparison("a > b", "better", 0, rising, plateau))
     md, csv_text = claims.render([{"id": "c", "text": "t", "file": "f.yaml", "verdict": c.verdict,
                                    "counted": [c.verdict], "comparisons": [c]}], "default")
-    assert "| 2/3 · 0/2 |" in md and ",2/3,0/2," in csv_text
+    row = next(csv.DictReader(io.StringIO(csv_text)))
+    assert "| 2/3 · 0/2 |" in md
+    columns = ("last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b")
+    assert [row[k] for k in columns] == ["2", "3", "0", "2"]
 
 
 def test_claims_report_lists_each_claim(demo):
@@ -719,10 +725,10 @@ def test_lr_line_names_the_setting_of_each_search_in_a_row():
                            "trainer": {"lr": lr, "epochs": epochs}, "lr_search": {"grid": [1e-4, 1e-3], "seed": 0}}}
     three = [point(1e-4, 3, 0.3), point(1e-3, 3, 0.5)]
     six = [point(1e-4, 6, 0.6), point(1e-3, 6, 0.4)]
-    assert cells.lr_choice(three) == "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)"
+    edge = " (chosen, at the grid's edge: a wider grid may do better)"
+    assert cells.lr_choice(three) == "0.0001: 30.0, 0.001: 50.0" + edge
     assert cells.lr_choice(three + six) == (
-        "trainer.epochs=3: 0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better); "
-        "trainer.epochs=6: 0.0001: 60.0 (chosen, at the grid's edge: a wider grid may do better), 0.001: 40.0")
+        f"trainer.epochs=3: 0.0001: 30.0, 0.001: 50.0{edge}; trainer.epochs=6: 0.0001: 60.0{edge}, 0.001: 40.0")
     # a search of one point is no line, and no reason to name the other
     assert cells.lr_choice(three + six[:1]) == cells.lr_choice(three)
 
@@ -905,8 +911,8 @@ def test_the_low_data_xsum_budget_check_pairs_by_subset_and_seed_at_50_articles(
     write_records(tmp_path, "low_data_xsum", [run("low_data_xsum", m, v + sub / 1000, sub, s, size=n)
                                               for sub, s in cells_ for m, v in (("full", 0.06), ("prefix", 0.04))
                                               for n in (50, 100)])
-    write_records(tmp_path, "low_data_xsum_budget", [run("low_data_xsum_budget", "prefix", 0.065 + sub / 1000 + s / 1000,
-                                                         sub, s, epochs=6) for sub, s in cells_])
+    write_records(tmp_path, "low_data_xsum_budget", [
+        run("low_data_xsum_budget", "prefix", 0.065 + sub / 1000 + s / 1000, sub, s, epochs=6) for sub, s in cells_])
     specs, claim_specs = spec.load_specs(repo_root() / "experiments")
     built = cells.build_tables({"low_data_xsum_budget": specs["low_data_xsum_budget"]}, tmp_path, "default")
     table = built["low_data_xsum_budget"]

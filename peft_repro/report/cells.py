@@ -186,7 +186,7 @@ def group_names(groups: list[str]) -> dict[str, str]:
     differ = [key for key in keys if len({s.get(key) for s in settings.values()}) > 1]
     if len(groups) < 2 or not differ:
         return {group: "" for group in groups}
-    return {group: ", ".join(f"{key}={json.loads(s[key]) if key in s else None}" for key in differ) + ": "
+    return {group: ", ".join(f"{key}={s.get(key, 'unset')}" for key in differ) + ": "  # values as JSON
             for group, s in settings.items()}
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lr_search import record_primary
+from ..lr_search import dev_curve
 from ..results import lookup
 from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats
 from .cells import Run, Table
@@ -343,20 +343,19 @@ def _hw(c: Comparison, source: str) -> str:
 
 
 def last_kept(runs: list[Run]) -> tuple[int, int] | None:
-    """(runs that kept their last dev epoch, runs with a dev curve of 2 or more epochs), None without such runs: a
-    side whose runs mostly kept their last epoch was still rising when training stopped (no plateau)."""
-    curves = []
+    """(runs that kept their last dev epoch, runs that chose an epoch on a dev curve of 2 or more), None without
+    such runs: a side whose runs mostly kept their last epoch was still rising when training stopped (no plateau).
+    A run that keeps its last epoch by rule (trainer.select final) or names none chose nothing and is not counted."""
+    kept = []
     for run in runs:
-        key = f"dev_{record_primary(run.record)}"
-        epochs = [h["epoch"] for h in run.record.get("history") or [] if key in h]
-        if len(epochs) > 1:
-            curves.append(run.record.get("selected_epoch") == epochs[-1])
-    return (sum(curves), len(curves)) if curves else None
+        curve, selected = dev_curve(run.record), run.record.get("selected_epoch")
+        if len(curve) > 1 and selected is not None and lookup(run.record, "config.trainer.select") != "final":
+            kept.append(selected == curve[-1][0])
+    return (sum(kept), len(kept)) if kept else None
 
 
-def _last_kept(c: Comparison) -> str:
-    sides = [last_kept(side) for side in (c.a, c.b)]
-    return DASH if sides == [None, None] else " · ".join(DASH if s is None else f"{s[0]}/{s[1]}" for s in sides)
+def _last_kept_text(kept: tuple[int, int] | None) -> str:
+    return DASH if kept is None else f"{kept[0]}/{kept[1]}"
 
 
 def fewest_runs(comps: list[Comparison]) -> int | None:
@@ -438,9 +437,10 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
           "variance. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
-          "with a dev curve: most of a side's runs there say it still rose when training stopped (no plateau), and a "
-          "longer budget may move the comparison. A verdict before the claim's plan is complete (every comparison measured with its planned "
-          "runs a side) is marked interim. Rules: peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
+          "that chose an epoch on a dev curve: most of a side's runs there say it still rose when training stopped "
+          "(no plateau), and a longer budget may move the comparison. A verdict before the claim's plan is complete "
+          "(every comparison measured with its planned runs a side) is marked interim. Rules: "
+          "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at |", "|---|---|---|---|---|"]
     md += [_summary_line(res, scale) for res in lecture]
     if checks:
@@ -458,7 +458,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
                                              "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
                                              "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
                                              "fails_family_wise", "ci_family_low", "ci_family_high", "needed",
-                                             "last_kept_a", "last_kept_b", "measured_at"])
+                                             "last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b",
+                                             "measured_at"])
     writer.writeheader()
     writer.writerows(rows)
     return "\n".join(md) + "\n", buf.getvalue()
@@ -480,7 +481,7 @@ def _summary_line(res: dict, scale: str) -> str:
             f"{measured_at(res['comparisons'], scale)} |")
 
 
-def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] = ()) -> list[str]:
+def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | None = None) -> list[str]:
     """A claim's (or a check's) section: its text, notes, comparisons and the checks of it; appends its CSV rows to
     `rows`."""
     what = f"A robustness check of `{_check_of(res)}`, not a lecture claim. " if _check_of(res) else ""
@@ -506,7 +507,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] = (
                   if c.paired else "no")
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
-                  f"{c.needed or DASH} | {_last_kept(c)} |")
+                  f"{c.needed or DASH} | {_last_kept_text(last_kept(c.a))} · {_last_kept_text(last_kept(c.b))} |")
         rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
                      "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
@@ -520,7 +521,8 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] = (
                      "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),
                      "ci_family_high": "" if c.family_ci is None else round(c.family_ci[1], 4),
                      "needed": c.needed,
-                     **{f"last_kept_{side}": "" if (kept := last_kept(runs)) is None else f"{kept[0]}/{kept[1]}"
-                        for side, runs in (("a", c.a), ("b", c.b))},
+                     **{f"{column}_{side}": "" if kept is None else n
+                        for side, kept in (("a", last_kept(c.a)), ("b", last_kept(c.b)))
+                        for column, n in zip(("last_kept", "with_dev_curve"), kept or (None, None))},
                      "measured_at": measured_at([c], scale)})
     return md
