@@ -26,12 +26,12 @@ set -euo pipefail
 # Lane A: LoRA Tables 5/6 on WikiSQL (the equal-budget pair Wq,Wv r=4 against Wq r=8, r=4, 8, then Wq,Wv at r=1, 64),
 # e2e_main's main rows tested on all 630 MRs at their rates chosen on dev, xsum_main's seeds 0-2
 # (prefix_below_ft_xsum), the prefix half of low-data XSum at 50 (the FT half runs in lane B: together they give
-# prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, low-data E2E at 100, the low-data XSum
-# budget check at 50 (low_data_xsum_budget: prefix-tuning at 6 epochs, whose dev ROUGE-2 still rose at 3 in 8 of 10
-# runs), the prefix half of low-data XSum at 100, the XSum budget check (xsum_main_budget: xsum_main's prefix-tuning
-# at 4 epochs, whose dev ROUGE-2 still rose at 2), and last LoRA Table 5's other five weight-type sets on WikiSQL, 3
-# seeds each (its Wq r=8 and Wq,Wv r=4 are Table 6's runs, found done;
-# conf/scale_preset/lora_weight_type/default.yaml).
+# prefix_beats_ft_low_data_xsum its first measurement), xsum_main's seeds 3, 4, the low-data XSum budget check at 50
+# (low_data_xsum_budget: prefix-tuning at 6 epochs, whose dev ROUGE-2 still rose at 3 in 8 of 10 runs: before the
+# prefix half at 100 is run at 3 epochs), low-data E2E at 100, the prefix half of low-data XSum at 100, the XSum
+# budget check (xsum_main_budget: xsum_main's prefix-tuning at 4 epochs, whose dev ROUGE-2 still rose at 2), and last
+# LoRA Table 5's other five weight-type sets on WikiSQL, 3 seeds each (its Wq r=8 and Wq,Wv r=4 are Table 6's runs,
+# found done; conf/scale_preset/lora_weight_type/default.yaml).
 ALL_MRS="task.max_eval_examples=null lr_search=null"
 LANE_A=(
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=4,8 seed=0,1,2"
@@ -42,8 +42,8 @@ LANE_A=(
   "+experiment=xsum_main seed=0,1,2"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
   "+experiment=xsum_main seed=3,4"
-  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
   "+experiment=low_data_xsum_budget"
+  "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=100"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=100"
   "+experiment=xsum_main_budget"
   "+experiment=lora_weight_type"
