@@ -731,6 +731,11 @@ def test_lr_line_names_the_setting_of_each_search_in_a_row():
         f"trainer.epochs=3: 0.0001: 30.0, 0.001: 50.0{edge}; trainer.epochs=6: 0.0001: 60.0{edge}, 0.001: 40.0")
     # a search of one point is no line, and no reason to name the other
     assert cells.lr_choice(three + six[:1]) == cells.lr_choice(three)
+    # values print as JSON; a setting one search lacks is "unset"
+    named = cells.group_names([json.dumps({"method": {"targets": ["q", "v"], "init_text": "a"}}),
+                               json.dumps({"method": {"targets": ["q"]}})])
+    assert list(named.values()) == ['method.init_text="a", method.targets=["q", "v"]: ',
+                                    'method.init_text=unset, method.targets=["q"]: ']
 
 
 def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):
