@@ -263,6 +263,11 @@ def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
     assert "| 2/3 · 0/2 |" in md
     columns = ("last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b")
     assert [row[k] for k in columns] == ["2", "3", "0", "2"]
+    # at a glance: a comparison with a side still rising in most of its runs (2 of 3), of the measured ones
+    flat = claims.judge(claims.Comparison("b > b", "better", 0, plateau[:2], [run(1), run(0)]))
+    assert claims.at_a_glance([{"verdict": c.verdict, "comparisons": [c, flat]}]).endswith(
+        "Measured comparisons with a side whose runs mostly kept their last dev epoch (still rising when training "
+        "stopped: `last kept`): 1 of 2.")
 
 
 def test_claims_report_lists_each_claim(demo):
