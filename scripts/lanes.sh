@@ -53,8 +53,9 @@ LANE_A=(
 # seeds 3 and 4 of every compared cell of the E2E setting (e2e_main's rows on 630 MRs and EMB-10, INFIX-10,
 # PREFIX-10 and LoRA r=4 on its 200), the budget check's seeds 0-2 (e2e_main_budget: e2e_main's FT, prefix and LoRA
 # at 150 steps on all 630 MRs: do the head-to-heads' verdicts depend on the setting's 75 steps?), seeds 3, 4 of
-# PREFIX-1 and -40 and LoRA r=64, emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), the budget check's
-# seeds 3, 4, low-data XSum's FT at 100, the other WikiSQL ranks, and seeds 3, 4 of every WikiSQL cell (last:
+# PREFIX-1 and -40 and LoRA r=64, the budget check's seeds 3, 4 (session 18: at 3 seeds its order, LoRA > FT >
+# prefix, is not the 75-step one), emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), low-data XSum's FT
+# at 100, the other WikiSQL ranks, and seeds 3, 4 of every WikiSQL cell (last:
 # qv_beats_q and its equal-budget pair hold at 3 seeds).
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
@@ -69,9 +70,9 @@ LANE_B=(
   "+experiment=e2e_main_budget seed=0,1,2"
   "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=3,4"
   "+experiment=lora_rank_sweep_e2e method.r=64 seed=3,4"
+  "+experiment=e2e_main_budget seed=3,4"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=3,4"
-  "+experiment=e2e_main_budget seed=3,4"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
   "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64 seed=0,1,2"
   "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2 seed=0,1,2"
