@@ -261,6 +261,7 @@ def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
                                    "counted": [c.verdict], "comparisons": [c]}], "default")
     row = next(csv.DictReader(io.StringIO(csv_text)))
     assert "| 2/3 · 0/2 |" in md
+    assert claims._last_kept_text(claims.Comparison("x", "better", 0, [], [])) == "–"  # no results: one dash
     columns = ("last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b")
     assert [row[k] for k in columns] == ["2", "3", "0", "2"]
     # at a glance: a comparison with a side still rising in most of its runs (2 of 3), of the measured ones

@@ -354,8 +354,10 @@ def last_kept(runs: list[Run]) -> tuple[int, int] | None:
     return (sum(kept), len(kept)) if kept else None
 
 
-def _last_kept_text(kept: tuple[int, int] | None) -> str:
-    return DASH if kept is None else f"{kept[0]}/{kept[1]}"
+def _last_kept_text(c: Comparison) -> str:
+    """'8/10 · 2/10' (A · B); one dash where neither side has a dev curve."""
+    sides = [last_kept(side) for side in (c.a, c.b)]
+    return DASH if sides == [None, None] else " · ".join(DASH if k is None else f"{k[0]}/{k[1]}" for k in sides)
 
 
 def fewest_runs(comps: list[Comparison]) -> int | None:
@@ -511,7 +513,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                   if c.paired else "no")
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
-                  f"{c.needed or DASH} | {_last_kept_text(last_kept(c.a))} · {_last_kept_text(last_kept(c.b))} |")
+                  f"{c.needed or DASH} | {_last_kept_text(c)} |")
         rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
                      "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
