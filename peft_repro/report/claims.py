@@ -403,10 +403,11 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
     if points:
         text += (f" Median 95% CI half-width of the {len(points)} measured comparisons (repeats counted once) in "
                  f"percentage points: {float(np.median(points)):.2f}.")
-    rising = [c for c in measured if any(k is not None and 2 * k[0] > k[1] for k in map(last_kept, (c.a, c.b)))]
-    if any(last_kept(side) for c in measured for side in (c.a, c.b)):
+    kept = [[last_kept(side) for side in (c.a, c.b)] for c in measured]
+    if any(k for sides in kept for k in sides):
+        rising = sum(any(k and 2 * k[0] > k[1] for k in sides) for sides in kept)
         text += (f" Measured comparisons with a side whose runs mostly kept their last dev epoch (still rising when "
-                 f"training stopped: `last kept`): {len(rising)} of {len(measured)}.")
+                 f"training stopped: `last kept`): {rising} of {len(measured)}.")
     plans = [at_plan(res, scale) for res in results]
     if any(p is not None for p in plans):
         text += (f" Claims at their plan (every comparison measured, with its planned runs a side): "
