@@ -54,9 +54,10 @@ LANE_A=(
 # PREFIX-10 and LoRA r=4 on its 200), the budget check's seeds 0-2 (e2e_main_budget: e2e_main's FT, prefix and LoRA
 # at 150 steps on all 630 MRs: do the head-to-heads' verdicts depend on the setting's 75 steps?), seeds 3, 4 of
 # PREFIX-1 and -40 and LoRA r=64, the budget check's seeds 3, 4 (session 18: at 3 seeds its order, LoRA > FT >
-# prefix, is not the 75-step one), emb_vs_infix's k=1, 20 (comparisons of prefix_gt_infix_gt_emb), low-data XSum's FT
-# at 100, the other WikiSQL ranks, and seeds 3, 4 of every WikiSQL cell (last:
-# qv_beats_q and its equal-budget pair hold at 3 seeds).
+# prefix, is not the 75-step one), seeds 3, 4 of Table 5's equal-budget pair on WikiSQL (Wq,Wv r=4 and Wq r=8: four
+# runs bring qv_beats_q_equal_budget to its plan; session 19), emb_vs_infix's k=1, 20 (comparisons of
+# prefix_gt_infix_gt_emb), low-data XSum's FT at 100, the other WikiSQL ranks, and seeds 3, 4 of every other WikiSQL
+# cell (last: qv_beats_q holds at 3 seeds).
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -71,6 +72,8 @@ LANE_B=(
   "+experiment=prefix_length_sweep method.num_virtual_tokens=1,40 seed=3,4"
   "+experiment=lora_rank_sweep_e2e method.r=64 seed=3,4"
   "+experiment=e2e_main_budget seed=3,4"
+  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=4 seed=3,4"
+  "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=8 seed=3,4"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=3,4"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
@@ -122,7 +125,7 @@ show_status() {  # name: the lane's last sweep line, its current cell and progre
   echo "lane $1 (log written $(( $(date +%s) - $(stat -c %Y "$log") )) s ago):"
   grep -a '^=== ' "$log" | tail -n 1 | sed 's/^=== /  /'
   grep -a 'trainable parameters' "$log" | tail -n 1 | sed 's/.*\] - /  cell: /' | cut -c1-200
-  tail -c 4000 "$log" | tr '\r' '\n' | grep -a '%|' | tail -n 1 | sed 's/^ */  /'
+  tail -c 4000 "$log" | tr '\r' '\n' | grep -a '%|' | tail -n 1 | sed -E 's/^ */  /; s/(\[[^]]*\]).*/\1/'
 }
 if ((status)); then
   for name in "${lanes[@]}"; do show_status "$name"; done
