@@ -623,7 +623,7 @@ def test_needed_for_same_counts_runs_that_would_show_a_difference_outside_the_ma
 def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
     """`planned_runs: {default: 5}`: a claim measured with 3 runs a side, or with a comparison not yet measured, is
     an interim look: the ledger marks its verdict and shows 3 (5), and the at-a-glance line counts the claims at their
-    plan; a malformed plan is a spec error."""
+    plan and which decided ones are final; a malformed plan is a spec error."""
     a = [cells.Run(v, (0, s, None), {}) for s, v in enumerate([2.0, 2.2, 1.8])]
     b = [cells.Run(0.0, (0, s, None), {}) for s in range(3)]
     compared = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
@@ -637,6 +637,8 @@ def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
     md = ledger({"default": 5})
     assert "| x | **holds (interim)** | 1 holds | 3 (5) |" in md and "## x: holds (interim)" in md
     assert "at their plan (every comparison measured, with its planned runs a side): 0 of 1 (the other" in md
+    assert "1 of 1 claims decided (1 holds), 0 of them at their plan and 1 in interim looks." in md
+    assert "1 of them at their plan (1 holds) and 0 in interim looks." in ledger({"default": 3})
     assert "| x | **holds** |" in ledger({"default": 3}) and "planned runs a side): 1 of 1" in ledger({"default": 3})
     assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger({"default": 3}, (compared, queued))
     assert "at their plan" not in ledger({"gpu": 5}) and "(interim)" not in ledger({"gpu": 5})  # no plan here
@@ -834,6 +836,7 @@ checks:
     assert f"of {lecture} claims decided" in md  # the check is not one of the claims
     summary, details = md.split("**Robustness checks**")
     assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | 1 holds |" in details
+    assert " | clear_again: holds |" in summary  # the claim's line names its checks' verdicts
     assert "## clear_again: holds" in details and "A robustness check of `clear`, not a lecture claim." in details
     assert "clear_again,clear," in csv_text and csv_text.splitlines()[0].startswith("claim,check_of,")
     for bad, error in (("{id: orphan, of: nothing,", "orphan needs `of`"),

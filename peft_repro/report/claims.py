@@ -395,7 +395,15 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
     verdicts = [res["verdict"] for res in results]
     decided = sum(v in ("holds", "fails") for v in verdicts)
     counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := verdicts.count(v)))
-    text = f"**At a glance**: {decided} of {len(results)} claims decided ({counts})."
+    text = f"**At a glance**: {decided} of {len(results)} claims decided ({counts})"
+    plans = [at_plan(res, scale) for res in results]
+    if decided and any(p is not None for p in plans):  # an interim verdict may still turn: say how many are final
+        final = [v for v, p in zip(verdicts, plans) if v in ("holds", "fails") and p is True]
+        interim = sum(v in ("holds", "fails") and p is False for v, p in zip(verdicts, plans))
+        final_counts = ", ".join(f"{n} {v}" for v in ("holds", "fails") if (n := final.count(v)))
+        text += (f", {len(final)} of them at their plan" + (f" ({final_counts})" if final else "")
+                 + f" and {interim} in interim looks")
+    text += "."
     measured = list({_measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
     if (fewest := fewest_runs(measured)) is not None:
         text += f" Fewest runs on a side that trains, over the measured comparisons: {fewest}."
@@ -408,7 +416,6 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
         rising = sum(any(k and 2 * k[0] > k[1] for k in sides) for sides in kept)
         text += (f" Measured comparisons with a side whose runs mostly kept their last dev epoch (still rising when "
                  f"training stopped: `last kept`): {rising} of {len(measured)}.")
-    plans = [at_plan(res, scale) for res in results]
     if any(p is not None for p in plans):
         text += (f" Claims at their plan (every comparison measured, with its planned runs a side): "
                  f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
@@ -446,10 +453,14 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "variance. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
           "that chose an epoch on a dev curve: most of a side's runs there say it still rose when training stopped "
           "(no plateau), and a longer budget may move the comparison. A verdict before the claim's plan is complete "
-          "(every comparison measured with its planned runs a side) is marked interim. Rules: "
+          "(every comparison measured with its planned runs a side) is marked interim. Every CI is conditional on "
+          "the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 for low-data): the "
+          "noise of that choice is not in it. Rules: "
           "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
-          "| claim | verdict | comparisons | runs a side (planned) | measured at |", "|---|---|---|---|---|"]
-    md += [_summary_line(res, scale) for res in lecture]
+          "| claim | verdict | comparisons | runs a side (planned) | measured at | robustness checks |",
+          "|---|---|---|---|---|---|"]
+    md += [_summary_line(res, scale, [check for check in checks if _check_of(check) == res["id"]])
+           for res in lecture]
     if checks:
         md += ["", "**Robustness checks** (not the lecture's claims, not counted above): a claim's comparison "
                "repeated under a changed design choice, e.g. a longer training budget. They say whether the claim's "
@@ -477,15 +488,19 @@ def _check_of(res: dict) -> str | None:
     return res.get("of") if res.get("role") == "check" else None
 
 
-def _summary_line(res: dict, scale: str) -> str:
+def _summary_line(res: dict, scale: str, its_checks: list[dict] | None = None) -> str:
     """A claim's (or a check's) line in the ledger's summary table: the verdicts as it counts them (a failure that is
-    not family-wise: inconclusive)."""
+    not family-wise: inconclusive); a claim's line ends with its robustness checks' verdicts (`its_checks` given)."""
     counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := res["counted"].count(v)))
     fewest, planned = fewest_runs(res["comparisons"]), planned_runs(res, scale)
     runs = DASH if fewest is None else f"{fewest}" + (f" ({planned})" if planned else "")
     of = f" {_check_of(res)} |" if _check_of(res) else ""
-    return (f"| {res['id']} |{of} **{shown_verdict(res, scale)}** | {counts} | {runs} | "
+    line = (f"| {res['id']} |{of} **{shown_verdict(res, scale)}** | {counts} | {runs} | "
             f"{measured_at(res['comparisons'], scale)} |")
+    if its_checks is not None:
+        line += " " + ("; ".join(f"{check['id']}: {shown_verdict(check, scale)}" for check in its_checks)
+                       or DASH) + " |"
+    return line
 
 
 def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | None = None) -> list[str]:
