@@ -390,8 +390,8 @@ def shown_verdict(res: dict, scale: str | None) -> str:
 def at_a_glance(results: list[dict], scale: str | None = None) -> str:
     """The ledger in the numbers a powered scale is judged by: claims decided (how many of them at their plan, how many
     interim looks that may still turn), the fewest runs on a side of a measured comparison (a side that trains nothing
-    is one run by nature), and the median CI half-width of the comparisons in percentage points (columns shown x100: BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own),
-    each measurement once (`_measurement`)."""
+    is one run by nature), and the median CI half-width of the comparisons in percentage points (columns shown x100:
+    BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own), each measurement once (`_measurement`)."""
     verdicts = [res["verdict"] for res in results]
     decided = sum(v in ("holds", "fails") for v in verdicts)
     counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := verdicts.count(v)))
