@@ -398,11 +398,11 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
     text = f"**At a glance**: {decided} of {len(results)} claims decided ({counts})"
     plans = [at_plan(res, scale) for res in results]
     if decided and any(p is not None for p in plans):  # an interim verdict may still turn: say how many are final
-        final = [v for v, p in zip(verdicts, plans) if v in ("holds", "fails") and p is True]
-        interim = sum(v in ("holds", "fails") and p is False for v, p in zip(verdicts, plans))
+        decided_plans = [(v, p) for v, p in zip(verdicts, plans) if v in ("holds", "fails")]
+        final = [v for v, p in decided_plans if p is True]
         final_counts = ", ".join(f"{n} {v}" for v in ("holds", "fails") if (n := final.count(v)))
         text += (f", {len(final)} of them at their plan" + (f" ({final_counts})" if final else "")
-                 + f" and {interim} in interim looks")
+                 + f" and {sum(p is False for _, p in decided_plans)} in interim looks")
     text += "."
     measured = list({_measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
     if (fewest := fewest_runs(measured)) is not None:
@@ -459,8 +459,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at | robustness checks |",
           "|---|---|---|---|---|---|"]
-    md += [_summary_line(res, scale, [check for check in checks if _check_of(check) == res["id"]])
-           for res in lecture]
+    checks_of = {res["id"]: [check for check in checks if _check_of(check) == res["id"]] for res in lecture}
+    md += [_summary_line(res, scale, checks_of[res["id"]]) for res in lecture]
     if checks:
         md += ["", "**Robustness checks** (not the lecture's claims, not counted above): a claim's comparison "
                "repeated under a changed design choice, e.g. a longer training budget. They say whether the claim's "
@@ -470,7 +470,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
         md += [_summary_line(res, scale) for res in checks]
     rows = []
     for res in lecture + checks:
-        md += _details(res, scale, rows, [check for check in checks if _check_of(check) == res["id"]])
+        md += _details(res, scale, rows, checks_of.get(res["id"]))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "source", "comparison", "kind", "margin", "n_a",
                                              "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
