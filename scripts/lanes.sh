@@ -55,9 +55,10 @@ LANE_A=(
 # at 150 steps on all 630 MRs: do the head-to-heads' verdicts depend on the setting's 75 steps?), seeds 3, 4 of
 # PREFIX-1 and -40 and LoRA r=64, the budget check's seeds 3, 4 (session 18: at 3 seeds its order, LoRA > FT >
 # prefix, is not the 75-step one), seeds 3, 4 of Table 5's equal-budget pair on WikiSQL (Wq,Wv r=4 and Wq r=8: four
-# runs bring qv_beats_q_equal_budget to its plan; session 19), emb_vs_infix's k=1, 20 (comparisons of
-# prefix_gt_infix_gt_emb), low-data XSum's FT at 100, the other WikiSQL ranks, and seeds 3, 4 of every other WikiSQL
-# cell (last: qv_beats_q holds at 3 seeds).
+# runs bring qv_beats_q_equal_budget to its plan; session 19), the other WikiSQL ranks at seeds 0-2 (session 20:
+# qv_beats_q holds at r = 4, 8 and has no results at r = 1, 2, 64, so these 12 runs can decide it, while
+# emb_vs_infix's k = 1, 20 can only add a failure to prefix_gt_infix_gt_emb, whose INFIX-10 vs EMB-10 is undecided at
+# its plan), emb_vs_infix's k=1, 20, low-data XSum's FT at 100, and seeds 3, 4 of every other WikiSQL cell.
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -74,11 +75,11 @@ LANE_B=(
   "+experiment=e2e_main_budget seed=3,4"
   "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=4 seed=3,4"
   "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=8 seed=3,4"
+  "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64 seed=0,1,2"
+  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2 seed=0,1,2"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=3,4"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
-  "+experiment=lora_rank_sweep 'method.targets=[q]' method.r=1,2,64 seed=0,1,2"
-  "+experiment=lora_rank_sweep 'method.targets=[q,v]' method.r=2 seed=0,1,2"
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,4,8,64 seed=3,4"
 )
 
