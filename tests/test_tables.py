@@ -708,7 +708,10 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
     specs, _ = spec.load_specs(tmp_path / "experiments")
     table = cells.build_tables(specs, tmp_path / "results", "default")["demo"]
     assert [r.value for r in table.row("FT").cells["BLEU"].runs] == pytest.approx([52.0, 56.0])
-    assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)"
+    # seeds 0 and 1 at the chosen rate: seed 0's two trainings (4 test items and all) count once
+    noise = " (runner-up 20.0 below; dev sd over seeds at the chosen rate 0.0, 1 df)"
+    assert table.row("FT").lr_choice == (
+        "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)" + noise)
     assert spec.at_scale(specs["demo"], "smoke") is specs["demo"]  # other scales: every record, as before
     # a rate past the top that diverged was tried: the choice is inside the rates tried, no longer on an edge
     diverged = {k: v for k, v in run(1e-3, 0, 0.5, 4).items() if k != "dev"}
@@ -716,7 +719,7 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
                            "config": diverged["config"] | {"trainer": {"lr": 1e-2}}}
     write_records(tmp_path / "results", "demo", [diverged])
     table = cells.build_tables(specs, tmp_path / "results", "default")["demo"]
-    assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen), 0.01: diverged"
+    assert table.row("FT").lr_choice == "0.0001: 30.0, 0.001: 50.0 (chosen), 0.01: diverged" + noise
     # a diverged run with the settings of a finished one (another experiment's, pooled) takes no rate out of the choice
     twin = diverged | {"record": "diverged-0.001", "config": run(1e-3, 0, 0.5, 4)["config"]}
     write_records(tmp_path / "results", "demo", [run(1e-4, 1, 0.40, None), twin])  # 1e-4 seed 1: not chosen
@@ -744,6 +747,31 @@ def test_lr_line_names_the_setting_of_each_search_in_a_row():
                                json.dumps({"method": {"targets": ["q"]}})])
     assert list(named.values()) == ['method.init_text="a", method.targets=["q", "v"]: ',
                                     'method.init_text=unset, method.targets=["q"]: ']
+
+
+def test_lr_line_says_whether_the_choice_is_within_seed_noise():
+    """The runner-up's gap against the dev scores' sd over seeds at the chosen rate, pooled within each search point
+    (low-data subsets: each its own dev set); a seed's repeated trainings count once; no note without a runner-up or
+    without two seeds at one point."""
+    def run(lr, dev, seed=0, subset=0, status="ok"):
+        return {"status": status, "seed": seed, "dev": {"BLEU": dev},
+                "config": {"seed": seed, "task": {"name": "e2e", "low_data": {"size": 50, "subset": subset}},
+                           "method": {"name": "full"}, "trainer": {"lr": lr},
+                           "lr_search": {"grid": [1e-4, 1e-3], "seed": 0,
+                                         "reference": {"task.low_data.subset": 0}}}}
+    grid = [run(1e-4, 0.48), run(1e-3, 0.50)]
+    assert cells.lr_choice(grid).endswith("50.0 (chosen, at the grid's edge: a wider grid may do better)")
+    # subset 0: seeds 0, 1 at 50, 54 (seed 1 trained twice, 53 and 55); subset 1: 40, 42. The subsets' means differ
+    # by 11: pooled within them, sd = sqrt((8 + 2) / 2) = 2.24 against a gap of 2.0
+    runs = [run(1e-3, 0.53, seed=1), run(1e-3, 0.55, seed=1), run(1e-3, 0.40, subset=1),
+            run(1e-3, 0.42, seed=1, subset=1), run(1e-4, 0.99, seed=1, subset=1)]  # not at the chosen rate
+    assert cells.lr_choice(grid + runs).endswith(
+        "(runner-up 2.0 below; dev sd over seeds at the chosen rate 2.2, 2 df: within seed noise)")
+    # further from the runner-up than the sd: no "within seed noise"
+    far = [run(1e-4, 0.40)] + grid[1:] + runs
+    assert cells.lr_choice(far).endswith("(runner-up 10.0 below; dev sd over seeds at the chosen rate 2.2, 2 df)")
+    # a diverged runner-up is no runner-up
+    assert "runner-up" not in cells.lr_choice([run(1e-4, None, status="diverged")] + grid[1:] + runs)
 
 
 def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):

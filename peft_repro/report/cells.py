@@ -153,12 +153,18 @@ def lr_choice(records: list[dict]) -> str:
     if not search:
         return ""
     groups: dict[str, dict[float, list[float]]] = {}
+    seeds: dict[str, dict[float, dict[tuple, dict]]] = {}  # group -> lr -> search point but its seed -> seed -> devs
     for r in records:
         group, point = lr_search_cell({**r["config"], "lr_search": search})
+        dev = (r.get("dev") or {}).get(record_primary(r))
+        lr = lookup(r, "config.trainer.lr")
         if all(lookup(r, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
             diverged = float("-inf") if r.get("status") == "diverged" else None  # a rate tried: no choice
-            groups.setdefault(group, {}).setdefault(lookup(r, "config.trainer.lr"), []).append(
-                (r.get("dev") or {}).get(record_primary(r), diverged))
+            groups.setdefault(group, {}).setdefault(lr, []).append(diverged if dev is None else dev)
+        if dev is not None and r.get("status") == "ok":
+            where = tuple(json.dumps(lookup(r, f"config.{k}")) for k in point if k != "seed")
+            seeds.setdefault(group, {}).setdefault(lr, {}).setdefault(where, {}).setdefault(
+                lookup(r, "seed"), []).append(dev)
     grids = {group: {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
              for group, points in groups.items()}
     grids = {group: points for group, points in grids.items() if len(points) > 1}
@@ -169,8 +175,29 @@ def lr_choice(records: list[dict]) -> str:
         edge = " (chosen, at the grid's edge: a wider grid may do better)" if past_the_edge(points, 1) \
             else " (chosen)"  # where the search would try a rate past it, had it one left
         texts.append(names[group] + ", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
-                                              + (edge if lr == chosen else "") for lr, v in points.items()))
+                                              + (edge if lr == chosen else "") for lr, v in points.items())
+                     + seed_noise(points, chosen, seeds.get(group, {}).get(chosen, {})))
     return "; ".join(texts)
+
+
+def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, dict]) -> str:
+    """' (runner-up 0.9 below; dev sd over seeds at the chosen rate 2.2, 4 df: within seed noise)': how far the
+    choice, made with one seed, stands above the next rate against the dev scores' spread over the seeds trained at
+    it (pooled within each search point, e.g. each low-data subset; a seed's repeated trainings count once). Every
+    CI of the tables and claims is conditional on the choice; within seed noise, another seed might have chosen
+    the runner-up. '' without a runner-up or without two seeds at one point."""
+    others = [v for lr, v in points.items() if lr != chosen and v > float("-inf")]
+    squares, df = 0.0, 0
+    for by_seed in runs.values():
+        values = [sum(devs) / len(devs) for devs in by_seed.values()]
+        mean = sum(values) / len(values)
+        squares += sum((v - mean) ** 2 for v in values)
+        df += len(values) - 1
+    if not others or not df:
+        return ""
+    gap, sd = 100 * (points[chosen] - max(others)), 100 * (squares / df) ** 0.5
+    return (f" (runner-up {gap:.1f} below; dev sd over seeds at the chosen rate {sd:.1f}, {df} df"
+            + (": within seed noise)" if gap < sd else ")"))
 
 
 def group_names(groups: list[str]) -> dict[str, str]:
