@@ -750,26 +750,29 @@ def test_lr_line_names_the_setting_of_each_search_in_a_row():
 
 
 def test_lr_line_says_whether_the_choice_is_within_seed_noise():
-    """The runner-up's gap against the dev scores' sd over seeds at the chosen rate, pooled within each search point
-    (low-data subsets: each its own dev set); a seed's repeated trainings count once; no note without a runner-up or
-    without two seeds at one point."""
-    def run(lr, dev, seed=0, subset=0, status="ok"):
+    """The runner-up's gap against sqrt(2) x the dev scores' sd over the seeds at the chosen rate in the searched
+    configuration (its r), pooled over its data draws (low-data subsets: each its own dev set); a seed's repeated
+    trainings count once; runs at another r take the choice but not the sd; no note without a runner-up or without
+    two seeds at one point."""
+    def run(lr, dev, seed=0, subset=0, r=4, status="ok"):
         return {"status": status, "seed": seed, "dev": {"BLEU": dev},
                 "config": {"seed": seed, "task": {"name": "e2e", "low_data": {"size": 50, "subset": subset}},
-                           "method": {"name": "full"}, "trainer": {"lr": lr},
+                           "method": {"name": "lora", "r": r}, "trainer": {"lr": lr},
                            "lr_search": {"grid": [1e-4, 1e-3], "seed": 0,
-                                         "reference": {"task.low_data.subset": 0}}}}
+                                         "reference": {"task.low_data.subset": 0, "method.r": 4}}}}
     grid = [run(1e-4, 0.48), run(1e-3, 0.50)]
     assert cells.lr_choice(grid).endswith("50.0 (chosen, at the grid's edge: a wider grid may do better)")
     # subset 0: seeds 0, 1 at 50, 54 (seed 1 trained twice, 53 and 55); subset 1: 40, 42. The subsets' means differ
-    # by 11: pooled within them, sd = sqrt((8 + 2) / 2) = 2.24 against a gap of 2.0
+    # by 11: pooled within them, sd = sqrt((8 + 2) / 2) = 2.24; r = 8's seeds (10 points apart) are left out
     runs = [run(1e-3, 0.53, seed=1), run(1e-3, 0.55, seed=1), run(1e-3, 0.40, subset=1),
-            run(1e-3, 0.42, seed=1, subset=1), run(1e-4, 0.99, seed=1, subset=1)]  # not at the chosen rate
-    assert cells.lr_choice(grid + runs).endswith(
-        "(runner-up 2.0 below; dev sd over seeds at the chosen rate 2.2, 2 df: within seed noise)")
-    # further from the runner-up than the sd: no "within seed noise"
-    far = [run(1e-4, 0.40)] + grid[1:] + runs
-    assert cells.lr_choice(far).endswith("(runner-up 10.0 below; dev sd over seeds at the chosen rate 2.2, 2 df)")
+            run(1e-3, 0.42, seed=1, subset=1), run(1e-4, 0.99, seed=1, subset=1),  # not at the chosen rate
+            run(1e-3, 0.30, r=8), run(1e-3, 0.40, seed=1, r=8)]
+    note = "dev sd over seeds at the chosen rate 2.2, 2 df"
+    assert cells.lr_choice(grid + runs).endswith(f"(runner-up 2.0 below; {note}: within seed noise)")
+    # a gap between sd and sqrt(2) x sd is still within the noise of two single runs; past it, no flag
+    assert cells.lr_choice([run(1e-4, 0.47)] + grid[1:] + runs).endswith(
+        f"(runner-up 3.0 below; {note}: within seed noise)")
+    assert cells.lr_choice([run(1e-4, 0.46)] + grid[1:] + runs).endswith(f"(runner-up 4.0 below; {note})")
     # a diverged runner-up is no runner-up
     assert "runner-up" not in cells.lr_choice([run(1e-4, None, status="diverged")] + grid[1:] + runs)
 

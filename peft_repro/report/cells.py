@@ -161,9 +161,12 @@ def lr_choice(records: list[dict]) -> str:
         if all(lookup(r, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
             diverged = float("-inf") if r.get("status") == "diverged" else None  # a rate tried: no choice
             groups.setdefault(group, {}).setdefault(lr, []).append(diverged if dev is None else dev)
-        if dev is not None and r.get("status") == "ok":
-            where = tuple(json.dumps(lookup(r, f"config.{k}")) for k in point if k != "seed")
-            seeds.setdefault(group, {}).setdefault(lr, {}).setdefault(where, {}).setdefault(
+        # the seeds of the searched configuration (a method setting such as r or k at the search point's value),
+        # on each of its data draws (a `task.` setting such as the low-data subset: its own dev set)
+        if dev is not None and r.get("status") == "ok" and all(
+                lookup(r, f"config.{k}") == v for k, v in point.items() if k != "seed" and not k.startswith("task.")):
+            data = tuple(json.dumps(lookup(r, f"config.{k}")) for k in point if k.startswith("task."))
+            seeds.setdefault(group, {}).setdefault(lr, {}).setdefault(data, {}).setdefault(
                 lookup(r, "seed"), []).append(dev)
     grids = {group: {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
              for group, points in groups.items()}
@@ -182,10 +185,12 @@ def lr_choice(records: list[dict]) -> str:
 
 def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, dict]) -> str:
     """' (runner-up 0.9 below; dev sd over seeds at the chosen rate 2.2, 4 df: within seed noise)': how far the
-    choice, made with one seed, stands above the next rate against the dev scores' spread over the seeds trained at
-    it (pooled within each search point, e.g. each low-data subset; a seed's repeated trainings count once). Every
-    CI of the tables and claims is conditional on the choice; within seed noise, another seed might have chosen
-    the runner-up. '' without a runner-up or without two seeds at one point."""
+    choice stands above the next rate against `sd`, the dev scores' spread over the seeds trained at the chosen rate
+    in the searched configuration (pooled over its data draws, e.g. low-data subsets; a seed's repeated trainings
+    count once). Both grid scores are single runs, so their gap has a seed sd of about sqrt(2)·sd: a gap under that
+    is within seed noise (another seed could have chosen the runner-up). Every CI of the tables and claims is
+    conditional on the choice. No flag does not make a choice robust (the sd rests on few df, and any rate could
+    win on another seed). '' without a runner-up or without two seeds at one point."""
     others = [v for lr, v in points.items() if lr != chosen and v > float("-inf")]
     squares, df = 0.0, 0
     for by_seed in runs.values():
@@ -197,7 +202,7 @@ def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, dict
         return ""
     gap, sd = 100 * (points[chosen] - max(others)), 100 * (squares / df) ** 0.5
     return (f" (runner-up {gap:.1f} below; dev sd over seeds at the chosen rate {sd:.1f}, {df} df"
-            + (": within seed noise)" if gap < sd else ")"))
+            + (": within seed noise)" if gap < 2 ** 0.5 * sd else ")"))
 
 
 def group_names(groups: list[str]) -> dict[str, str]:

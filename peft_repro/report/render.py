@@ -120,9 +120,11 @@ def render_markdown(tables: dict[str, Table], scale: str) -> str:
         choices = [f"- {', '.join(labels)}: {choice}" for choice, labels in rows_of.items()]
         if choices:
             out += ["", "Learning rates tried on dev (dev score x100 of the primary metric at the search point; "
-                        "the cells use the chosen one; where the runner-up is closer than the dev scores' sd over "
-                        "seeds at the chosen rate, the choice is within seed noise, and the CIs, conditional on it, "
-                        "leave that noise out):", *choices]
+                        "the cells use the chosen one; sd: the dev scores' sd over the seeds trained at the chosen "
+                        "rate in the searched configuration; a runner-up closer than sqrt(2)·sd, the seed sd of a gap "
+                        "between two single runs, leaves the choice within seed noise: another seed could have chosen "
+                        "it, and the CIs, conditional on the choice, leave that out; no flag does not make a choice "
+                        "robust):", *choices]
         if table.diverged:
             names = "`, `".join(experiments_of(table.spec))
             out += ["", f"Left out: {len(table.diverged)} run(s) of `{names}` whose training "
