@@ -153,7 +153,7 @@ def lr_choice(records: list[dict]) -> str:
     if not search:
         return ""
     groups: dict[str, dict[float, list[float]]] = {}
-    seeds: dict[str, dict[float, dict[tuple, dict]]] = {}  # group -> lr -> search point but its seed -> seed -> devs
+    seeds: dict[str, dict[float, dict[tuple, dict]]] = {}  # group -> lr -> data draw -> seed -> dev scores
     for r in records:
         group, point = lr_search_cell({**r["config"], "lr_search": search})
         dev = (r.get("dev") or {}).get(record_primary(r))

@@ -455,8 +455,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "(no plateau), and a longer budget may move the comparison. A verdict before the claim's plan is complete "
           "(every comparison measured with its planned runs a side) is marked interim. Every CI is conditional on "
           "the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 for low-data): the "
-          "noise of that choice is not in it (each table's lr line says whether the runner-up rate lies within the "
-          "seeds' dev spread, so that another seed could have chosen it). Rules: "
+          "noise of that choice is not in it (each table's lr line says whether the choice is within seed noise: "
+          "another seed could have chosen the runner-up). Rules: "
           "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at | robustness checks |",
           "|---|---|---|---|---|---|"]
