@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from statistics import pvariance
 from pathlib import Path
 
 from ..lr_search import choose_lr, dev_selected, lr_search_cell, past_the_edge, record_primary
@@ -153,7 +154,7 @@ def lr_choice(records: list[dict]) -> str:
     if not search:
         return ""
     groups: dict[str, dict[float, list[float]]] = {}
-    seeds: dict[str, dict[float, dict[tuple, dict]]] = {}  # group -> lr -> data draw -> seed -> dev scores
+    seeds: dict[tuple, dict[tuple, list[float]]] = {}  # (group, lr) -> (data draw, seed) -> dev scores
     for r in records:
         group, point = lr_search_cell({**r["config"], "lr_search": search})
         dev = (r.get("dev") or {}).get(record_primary(r))
@@ -166,8 +167,7 @@ def lr_choice(records: list[dict]) -> str:
         if dev is not None and r.get("status") == "ok" and all(
                 lookup(r, f"config.{k}") == v for k, v in point.items() if k != "seed" and not k.startswith("task.")):
             data = tuple(json.dumps(lookup(r, f"config.{k}")) for k in point if k.startswith("task."))
-            seeds.setdefault(group, {}).setdefault(lr, {}).setdefault(data, {}).setdefault(
-                lookup(r, "seed"), []).append(dev)
+            seeds.setdefault((group, lr), {}).setdefault((data, lookup(r, "seed")), []).append(dev)
     grids = {group: {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
              for group, points in groups.items()}
     grids = {group: points for group, points in grids.items() if len(points) > 1}
@@ -179,11 +179,11 @@ def lr_choice(records: list[dict]) -> str:
             else " (chosen)"  # where the search would try a rate past it, had it one left
         texts.append(names[group] + ", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
                                               + (edge if lr == chosen else "") for lr, v in points.items())
-                     + seed_noise(points, chosen, seeds.get(group, {}).get(chosen, {})))
+                     + seed_noise(points, chosen, seeds.get((group, chosen), {})))
     return "; ".join(texts)
 
 
-def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, dict]) -> str:
+def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, list[float]]) -> str:
     """' (runner-up 0.9 below; dev sd over seeds at the chosen rate 2.2, 4 df: within seed noise)': how far the
     choice stands above the next rate against `sd`, the dev scores' spread over the seeds trained at the chosen rate
     in the searched configuration (pooled over its data draws, e.g. low-data subsets; a seed's repeated trainings
@@ -192,12 +192,11 @@ def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, dict
     conditional on the choice. No flag does not make a choice robust (the sd rests on few df, and any rate could
     win on another seed). '' without a runner-up or without two seeds at one point."""
     others = [v for lr, v in points.items() if lr != chosen and v > float("-inf")]
-    squares, df = 0.0, 0
-    for by_seed in runs.values():
-        values = [sum(devs) / len(devs) for devs in by_seed.values()]
-        mean = sum(values) / len(values)
-        squares += sum((v - mean) ** 2 for v in values)
-        df += len(values) - 1
+    draws: dict[tuple, list[float]] = {}  # a data draw's seeds, each seed's trainings averaged
+    for (draw, _seed), devs in runs.items():
+        draws.setdefault(draw, []).append(sum(devs) / len(devs))
+    squares = sum(len(values) * pvariance(values) for values in draws.values())  # around each draw's mean
+    df = sum(len(values) - 1 for values in draws.values())
     if not others or not df:
         return ""
     gap, sd = 100 * (points[chosen] - max(others)), 100 * (squares / df) ** 0.5
