@@ -271,6 +271,33 @@ def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
         "stopped: `last kept`): 1 of 2.")
 
 
+def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch_would_reverse():
+    """`last rise`: the mean over a side's runs of the dev score's last-epoch change, in the compared metric's units
+    (x factor); a metric without a dev curve (NIST: the curve is BLEU's) has none. At a glance: the `>` comparisons
+    whose sides' rises differ against d by more than |d|."""
+    def run(value, curve, seed, metric="test.BLEU"):
+        history = [{"step": e, "epoch": e, "dev_BLEU": v} for e, v in enumerate(curve)]
+        return cells.Run(value, (seed, None), {"config": {"task": {"name": "e2e"}}, "history": history},
+                         metric, 100.0)
+    rising = [run(48.0, [0.40, 0.50], 0), run(49.0, [0.45, 0.47], 1)]  # +10 and +2: +6.00
+    flat = [run(50.0, [0.50, 0.50], 0), run(50.0, [0.49, 0.50], 1)]    # 0 and +1: +0.50
+    assert claims.last_rise(rising) == pytest.approx(6.0) and claims.last_rise(flat) == pytest.approx(0.5)
+    assert claims.last_rise([run(8.0, [0.4, 0.5], 0, metric="test.NIST")]) is None
+    assert claims.last_rise([run(8.0, [0.4], 0)]) is None  # one epoch: no rise
+    turns = claims.judge(claims.Comparison("a > b", "better", 0, rising, flat))  # d = -1.5, A gains 5.5 more
+    mirror = claims.judge(claims.Comparison("b > a", "better", 0, flat, rising))  # d = +1.5, B gains 5.5 more
+    holds = claims.judge(claims.Comparison("b > b", "better", 0, flat, [run(40.0, [0.4, 0.4], s) for s in (0, 1)]))
+    assert [claims.reversed_by_one_epoch(c) for c in (turns, mirror, holds)] == [True, True, False]
+    assert claims._last_rise_text(turns) == "+6.00 · +0.50"
+    md, csv_text = claims.render([{"id": "c", "text": "t", "file": "f.yaml", "verdict": turns.verdict,
+                                   "counted": [turns.verdict], "comparisons": [turns]}], "default")
+    assert md.count("| +6.00 · +0.50 |") == 1
+    row = next(csv.DictReader(io.StringIO(csv_text)))
+    assert (float(row["last_rise_a"]), float(row["last_rise_b"])) == pytest.approx((6.0, 0.5))
+    assert "would reverse (the sides' `last rise` differ against d by more than |d|; a heuristic): 2 of 3." in \
+        claims.at_a_glance([{"verdict": "x", "comparisons": [turns, mirror, holds]}])
+
+
 def test_claims_report_lists_each_claim(demo):
     built, res = build(*demo)
     md, csv_text = claims.render(list(res.values()), "default")

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lr_search import dev_curve
+from ..lr_search import dev_curve, record_primary
 from ..results import lookup
 from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats
 from .cells import Run, Table
@@ -360,6 +360,33 @@ def _last_kept_text(c: Comparison) -> str:
     return DASH if sides == [None, None] else " · ".join(DASH if k is None else f"{k[0]}/{k[1]}" for k in sides)
 
 
+def last_rise(runs: list[Run]) -> float | None:
+    """The mean over a side's runs of their dev score's change over their last epoch (the last epoch's minus the one
+    before), in the comparison's units; None unless some run has a dev curve of 2 or more epochs in the compared
+    metric (the curve is of the task's primary metric: a comparison in NIST has none)."""
+    rises = [(curve[-1][1] - curve[-2][1]) * run.factor for run in runs
+             if len(curve := dev_curve(run.record)) > 1 and run.metric == f"test.{record_primary(run.record)}"]
+    return float(np.mean(rises)) if rises else None
+
+
+def _last_rise_text(c: Comparison) -> str:
+    """'+4.00 · +0.58' (A · B); one dash where neither side has a dev curve in the compared metric."""
+    sides = [last_rise(side) for side in (c.a, c.b)]
+    return DASH if sides == [None, None] else " · ".join(_num(r) for r in sides)
+
+
+def reversed_by_one_epoch(c: Comparison) -> bool | None:
+    """Whether one more epoch at each side's last-epoch dev pace (`last_rise`) would carry d across 0: the sides'
+    rises differ against d's sign by more than |d|. None for a comparison without d or without a rise on each side.
+    A heuristic for how much a comparison hangs on its training budget: a longer run re-schedules its rate, and dev
+    is scored on its own split (greedy for generation)."""
+    rises = [last_rise(side) for side in (c.a, c.b)]
+    if c.diff is None or None in rises:
+        return None
+    drift = rises[0] - rises[1]
+    return drift * c.diff < 0 and abs(drift) > abs(c.diff)
+
+
 def fewest_runs(comps: list[Comparison]) -> int | None:
     """The fewest runs on a side that trains, over the comparisons with results (None: none)."""
     sides = [len(side) for c in comps if c.diff is not None for side in (c.a, c.b) if not trains_nothing(side)]
@@ -416,6 +443,10 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
         rising = sum(any(k and 2 * k[0] > k[1] for k in sides) for sides in kept)
         text += (f" Measured comparisons with a side whose runs mostly kept their last dev epoch (still rising when "
                  f"training stopped: `last kept`): {rising} of {len(measured)}.")
+    turns = [t for c in measured if c.kind == "better" and (t := reversed_by_one_epoch(c)) is not None]
+    if turns:
+        text += (f" `>` comparisons that one more epoch at each side's last-epoch dev rise would reverse (the sides' "
+                 f"`last rise` differ against d by more than |d|; a heuristic): {sum(turns)} of {len(turns)}.")
     if any(p is not None for p in plans):
         text += (f" Claims at their plan (every comparison measured, with its planned runs a side): "
                  f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
@@ -452,7 +483,10 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
           "variance. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
           "that chose an epoch on a dev curve: most of a side's runs there say it still rose when training stopped "
-          "(no plateau), and a longer budget may move the comparison. A verdict before the claim's plan is complete "
+          "(no plateau), and a longer budget may move the comparison. `last rise` (A · B): the mean change of a side's "
+          "dev score over its runs' last epoch, in the compared metric (blank for a metric without a dev curve); "
+          "where the sides' rises differ by more than |d| against its sign, one more epoch at that pace would "
+          "reverse the comparison. A verdict before the claim's plan is complete "
           "(every comparison measured with its planned runs a side) is marked interim. Every CI is conditional on "
           "the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 for low-data): the "
           "noise of that choice is not in it (each table's lr line says whether the choice is within seed noise: "
@@ -478,6 +512,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
                                              "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
                                              "fails_family_wise", "ci_family_low", "ci_family_high", "needed",
                                              "last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b",
+                                             "last_rise_a", "last_rise_b",
                                              "measured_at"])
     writer.writeheader()
     writer.writerows(rows)
@@ -522,7 +557,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%), for its {m} comparisons with a deciding CI.",
                ""]
     md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed "
-           "| last kept |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| last kept | last rise |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["comparisons"]:
         ci = DASH if c.ci is None else f"[{_num(c.ci[0])}, {_num(c.ci[1])}]"
         margin = f" (margin {c.margin:g})" if c.kind == "same" else ""
@@ -530,7 +565,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                   if c.paired else "no")
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
-                  f"{c.needed or DASH} | {_last_kept_text(c)} |")
+                  f"{c.needed or DASH} | {_last_kept_text(c)} | {_last_rise_text(c)} |")
         rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
                      "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
@@ -547,5 +582,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                      **{f"{column}_{side}": "" if kept is None else n
                         for side, kept in (("a", last_kept(c.a)), ("b", last_kept(c.b)))
                         for column, n in zip(("last_kept", "with_dev_curve"), kept or (None, None))},
+                     **{f"last_rise_{side}": "" if (rise := last_rise(runs)) is None else round(rise, 4)
+                        for side, runs in (("a", c.a), ("b", c.b))},
                      "measured_at": measured_at([c], scale)})
     return md
