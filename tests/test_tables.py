@@ -267,8 +267,8 @@ def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
     # at a glance: a comparison with a side still rising in most of its runs (2 of 3), of the measured ones
     flat = claims.judge(claims.Comparison("b > b", "better", 0, plateau[:2], [run(1), run(0)]))
     assert claims.at_a_glance([{"verdict": c.verdict, "comparisons": [c, flat]}]).endswith(
-        "Measured comparisons with a side whose runs mostly kept their last dev epoch (still rising when training "
-        "stopped: `last kept`): 1 of 2.")
+        "Of the 2 measured comparisons (every metric), those with a side whose runs mostly kept their last dev epoch "
+        "(still rising when training stopped: `last kept`): 1.")
 
 
 def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch_would_reverse():
@@ -294,8 +294,9 @@ def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch
     assert md.count("| +6.00 · +0.50 |") == 1
     row = next(csv.DictReader(io.StringIO(csv_text)))
     assert (float(row["last_rise_a"]), float(row["last_rise_b"])) == pytest.approx((6.0, 0.5))
-    assert "would reverse (the sides' `last rise` differ against d by more than |d|; a heuristic): 2 of 3." in \
-        claims.at_a_glance([{"verdict": "x", "comparisons": [turns, mirror, holds]}])
+    assert ("Of the 3 `>` comparisons with a dev curve in their metric on both sides, those that one more epoch at "
+            "each side's last-epoch dev rise would reverse (the sides' `last rise` differ against d by more than |d|; "
+            "a heuristic): 2.") in claims.at_a_glance([{"verdict": "x", "comparisons": [turns, mirror, holds]}])
 
 
 def test_claims_report_lists_each_claim(demo):
@@ -306,8 +307,8 @@ def test_claims_report_lists_each_claim(demo):
     assert "| A @ x > B @ x | 4 | 4 | yes | +10.00 | [+" in md
     assert len(csv_text.strip().splitlines()) == 1 + 9  # header + one line per comparison
     glance = next(line for line in md.splitlines() if line.startswith("**At a glance**"))
-    assert glance == ("**At a glance**: 4 of 8 claims decided (2 holds, 2 fails, 2 inconclusive, 1 too few runs, 1 no "
-                      "results). Fewest runs on a side that trains, over the measured comparisons: 1.")
+    assert glance == ("**At a glance**: 4 of 8 claims decided (2 holds, 2 fails); 4 not decided (2 inconclusive, 1 too "
+                      "few runs, 1 no results). Fewest runs on a side that trains, over the measured comparisons: 1.")
     # the median CI half-width counts comparisons in percentage points (x100) only: BLEU's, not NIST's
     bleu = [cells.Run(v, (None, s, None), {}, "test.BLEU", 100) for s, v in enumerate([50.0, 52.0, 54.0])]
     nist = [cells.Run(v, (None, s, None), {}, "test.NIST", 1) for s, v in enumerate([7.0, 7.5, 8.0])]
@@ -315,8 +316,8 @@ def test_claims_report_lists_each_claim(demo):
                                                                                    r.factor) for r in a]))
                 for a in (bleu, nist)]
     glance = claims.at_a_glance([{"verdict": "holds", "comparisons": compared}])
-    assert glance.endswith("Median 95% CI half-width of the 1 measured comparisons (repeats counted once) in "
-                           "percentage points: 0.00.")
+    assert glance.endswith("Median 95% CI half-width of the 1 measured comparisons in percentage points (BLEU, METEOR, "
+                           "ROUGE, accuracy; repeats counted once): 0.00.")
     # the same runs compared again (a pool of sizes with one size measured) count once; other runs count
     wider = claims.judge(claims.Comparison("a > c", "better", 0, bleu, [cells.Run(r.value - 5 * r.key[1], r.key, {},
                                                                                 r.metric, r.factor) for r in bleu]))
@@ -892,6 +893,10 @@ checks:
     md, csv_text = claims.render(results, "default")
     lecture = len(results) - 1
     assert f"of {lecture} claims decided" in md  # the check is not one of the claims
+    assert "Every robustness check of a decided claim agrees with it." in md
+    claim = next(r for r in results if r["id"] == "clear")
+    assert claims.at_a_glance([claim], "default", [{**check, "verdict": "inconclusive"}]).endswith(
+        " Decided claims whose robustness check does not agree: clear (clear_again: inconclusive).")
     summary, details = md.split("**Robustness checks**")
     assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | 1 holds |" in details
     assert " | clear_again: holds |" in summary  # the claim's line names its checks' verdicts

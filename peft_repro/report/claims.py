@@ -414,15 +414,16 @@ def shown_verdict(res: dict, scale: str | None) -> str:
     return res["verdict"] + (" (interim)" if at_plan(res, scale) is False and res["verdict"] != "no results" else "")
 
 
-def at_a_glance(results: list[dict], scale: str | None = None) -> str:
+def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict] = ()) -> str:
     """The ledger in the numbers a powered scale is judged by: claims decided (how many of them at their plan, how many
     interim looks that may still turn), the fewest runs on a side of a measured comparison (a side that trains nothing
     is one run by nature), and the median CI half-width of the comparisons in percentage points (columns shown x100:
-    BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own), each measurement once (`_measurement`)."""
+    BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own), each measurement once (`_measurement`);
+    and the decided claims whose robustness `checks` do not agree with them."""
     verdicts = [res["verdict"] for res in results]
     decided = sum(v in ("holds", "fails") for v in verdicts)
-    counts = ", ".join(f"{n} {v}" for v in VERDICTS if (n := verdicts.count(v)))
-    text = f"**At a glance**: {decided} of {len(results)} claims decided ({counts})"
+    counts = ", ".join(f"{n} {v}" for v in ("holds", "fails") if (n := verdicts.count(v)))
+    text = f"**At a glance**: {decided} of {len(results)} claims decided" + (f" ({counts})" if counts else "")
     plans = [at_plan(res, scale) for res in results]
     if decided and any(p is not None for p in plans):  # an interim verdict may still turn: say how many are final
         decided_plans = [(v, p) for v, p in zip(verdicts, plans) if v in ("holds", "fails")]
@@ -430,23 +431,31 @@ def at_a_glance(results: list[dict], scale: str | None = None) -> str:
         final_counts = ", ".join(f"{n} {v}" for v in ("holds", "fails") if (n := final.count(v)))
         text += (f", {len(final)} of them at their plan" + (f" ({final_counts})" if final else "")
                  + f" and {sum(p is False for _, p in decided_plans)} in interim looks")
-    text += "."
+    undecided = ", ".join(f"{n} {v}" for v in VERDICTS[2:] if (n := verdicts.count(v)))
+    text += (f"; {len(results) - decided} not decided ({undecided})." if undecided else ".")
     measured = list({_measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
     if (fewest := fewest_runs(measured)) is not None:
         text += f" Fewest runs on a side that trains, over the measured comparisons: {fewest}."
     points = [_half(c.ci) for c in measured if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
     if points:
-        text += (f" Median 95% CI half-width of the {len(points)} measured comparisons (repeats counted once) in "
-                 f"percentage points: {float(np.median(points)):.2f}.")
+        text += (f" Median 95% CI half-width of the {len(points)} measured comparisons in percentage points (BLEU, "
+                 f"METEOR, ROUGE, accuracy; repeats counted once): {float(np.median(points)):.2f}.")
     kept = [[last_kept(side) for side in (c.a, c.b)] for c in measured]
     if any(k for sides in kept for k in sides):
         rising = sum(any(k and 2 * k[0] > k[1] for k in sides) for sides in kept)
-        text += (f" Measured comparisons with a side whose runs mostly kept their last dev epoch (still rising when "
-                 f"training stopped: `last kept`): {rising} of {len(measured)}.")
+        text += (f" Of the {len(measured)} measured comparisons (every metric), those with a side whose runs mostly "
+                 f"kept their last dev epoch (still rising when training stopped: `last kept`): {rising}.")
     turns = [t for c in measured if c.kind == "better" and (t := reversed_by_one_epoch(c)) is not None]
     if turns:
-        text += (f" `>` comparisons that one more epoch at each side's last-epoch dev rise would reverse (the sides' "
-                 f"`last rise` differ against d by more than |d|; a heuristic): {sum(turns)} of {len(turns)}.")
+        text += (f" Of the {len(turns)} `>` comparisons with a dev curve in their metric on both sides, those that one "
+                 f"more epoch at each side's last-epoch dev rise would reverse (the sides' `last rise` differ against d "
+                 f"by more than |d|; a heuristic): {sum(turns)}.")
+    disagree = [f"{res['id']} ({check['id']}: {check['verdict']})" for res in results
+                if res["verdict"] in ("holds", "fails")
+                for check in checks if _check_of(check) == res["id"] and check["verdict"] != res["verdict"]]
+    if any(_check_of(check) for check in checks):
+        text += (" Decided claims whose robustness check does not agree: " + "; ".join(disagree) + "."
+                 if disagree else " Every robustness check of a decided claim agrees with it.")
     if any(p is not None for p in plans):
         text += (f" Claims at their plan (every comparison measured, with its planned runs a side): "
                  f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
@@ -467,7 +476,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
     lecture = [res for res in results if res.get("role") != "check"]
     checks = [res for res in results if res.get("role") == "check"]
     md = [f"# Claims ledger (scale `{scale}`)", "",
-          "Each comparison: d = mean(A) - mean(B) over our runs, 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "
+          "Each comparison: d = mean(A) - mean(B) over the compared runs (`n A`, `n B`: a paired comparison leaves out "
+          "runs without a partner, so d may differ from the table's means), 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "
           f"items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw for both "
           "sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the sd "
           "over sqrt(n) of the differences over seeds and low-data subsets, paired by column, seed and subset where "
@@ -475,7 +485,9 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) together, t "
           "at the Welch-Satterthwaite degrees of freedom (n - 1 from paired runs), the half-width never below the "
           "runs' own t interval (`CI over` then says \"runs' floor\": the combined interval lies inside it); `CI "
-          "over` says which sources count. "
+          "over` says which sources count; without items (metrics whose records keep no per-item statistics: E2E's "
+          "NIST, METEOR, ROUGE-L and CIDEr) the CI leaves out which test items were drawn: it speaks for this test "
+          "set only, and is narrower than one over items too. "
           "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
           "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
@@ -491,7 +503,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 for low-data): the "
           "noise of that choice is not in it (each table's lr line says whether the choice is within seed noise: "
           "another seed could have chosen the runner-up). Rules: "
-          "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale), "",
+          "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale, checks), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at | robustness checks |",
           "|---|---|---|---|---|---|"]
     checks_of = {res["id"]: [check for check in checks if _check_of(check) == res["id"]] for res in lecture}
