@@ -26,7 +26,8 @@ still shown; it leaves out training noise); a side that trains nothing (a discre
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
 count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its measured
 comparisons (those with results; the report counts the rest): it holds if all hold, fails if any fails family-wise,
-else takes the first of inconclusive / too few runs; "no results" if none was measured. What a scale leaves to
+else is inconclusive; a comparison with too few runs counts as not yet measured (the claim is "too few runs" only if no
+other is measured), "no results" if none was measured. What a scale leaves to
 another (the claim's `left_out: {scale: {rows, columns}}`, e.g. MNLI at the default scale) is not compared there.
 A robustness check (`checks:`, role "check") is judged as a claim and reported apart from them: it repeats the
 comparison of the claim it names (`of`) under a changed design choice, and is not one of the lecture's claims.
@@ -253,9 +254,12 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
 
 
 def overall(verdicts: list[str]) -> str:
-    measured = [v for v in verdicts if v != "no results"]
+    """A claim's verdict from its comparisons' (module docstring). One with too few runs is not yet measured, as one
+    with no results: a new cell's first seed leaves the claim's other verdicts standing (an interim look, as long as
+    its plan is not complete), and decides the claim only where nothing else is measured."""
+    measured = [v for v in verdicts if v not in ("no results", "too few runs")]
     if not measured:
-        return "no results"
+        return "too few runs" if "too few runs" in verdicts else "no results"
     if "fails" in measured:
         return "fails"
     if all(v == "holds" for v in measured):

@@ -23,7 +23,12 @@ def format_mean_sd(values: list[float], digits: int) -> str:
 
 
 def fmt_ours(cell: Cell) -> str:
-    return format_mean_sd([run.value for run in cell.runs], cell.digits) + cell.mark
+    """A cell's runs as `format_mean_sd`; a single run that trained is marked (n=1) beside cells of several, a run
+    that trains nothing (zero-shot, a discrete prompt) is not: another seed would give the same outputs."""
+    text = format_mean_sd([run.value for run in cell.runs], cell.digits)
+    if len(cell.runs) == 1 and (lookup(cell.runs[0].record, "params.trainable") or 0) > 0:
+        text += " (n=1)"
+    return text + cell.mark
 
 
 def fmt_trainable(runs: list[Run]) -> str:
@@ -93,11 +98,14 @@ def caption(table: Table, scale: str) -> list[str]:
     if not spec.get("rows"):
         paper += f" ({spec.get('source', '?')}: no numbers in the paper)"
     metrics = ", ".join(dict.fromkeys(c.metric for row in table.rows for c in row.cells.values() if c.metric))
-    mine = (f"Ours: experiment `{'`, `'.join(experiments_of(spec))}`, scale `{scale}`"
+    models = sorted({str(lookup(run.record, "config.model.name")) for row in table.rows
+                     for c in row.cells.values() for run in c.runs})
+    mine = (f"Ours: {', '.join(models) or 'no runs'}, experiment `{'`, `'.join(experiments_of(spec))}`, scale `{scale}`"
             + (f", columns = `{ours['column_key']}`" if ours.get("column_key") else "")
             + f", values {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
             if ours else "Ours: no experiment mapped.")
-    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets when n > 1; – = no result; "
+    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets; a method that trains nothing (zero-shot, a "
+            "discrete prompt) is one run; – = no result; "
             f"{NOT_ABOVE_ZERO_SHOT} = not above zero-shot, {NOT_ABOVE_MAJORITY} = not above the majority-class rate "
             "(the 95% CI over test items and runs reaches it)."]
 
