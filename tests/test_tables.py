@@ -578,6 +578,11 @@ def test_sides_of_different_columns_pair_by_seed(tmp_path):
     # the same columns in another order (and spelled as a string) pair column by column: every difference is 0
     c = res["pooled_in_other_orders"]["comparisons"][0]
     assert c.paired and c.diff == 0 and c.ci == pytest.approx((0.0, 0.0))
+    assert c.label == "LoRA @ 4+64 ≈ LoRA @ 64+4"
+    # a pool of which one column has no runs yet says so: it is that column's comparison so far
+    write_records(tmp_path / "fewer", "ranks", [ranked(4, s, v) for s, v in enumerate([10.0, 20.0, 30.0])])
+    _, res = build(tmp_path / "experiments", tmp_path / "fewer")
+    assert res["pooled_in_other_orders"]["comparisons"][0].label == "LoRA @ 4+64 ≈ LoRA @ 64+4 (so far 4 only)"
 
 
 def test_scale_notes_render_at_their_scale_only(tmp_path):

@@ -246,8 +246,12 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
                               for rows, cols in ((rows_a, ca), (rows_b, cb)))
             label = f"{name_a} {'>' if kind == 'better' else '≈'} {name_b}"
             keys_a, keys_b = _column_keys(ca, cb)
-            out.append(judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca, keys_a),
-                                        _pool(table, rows_b, cb, keys_b))))
+            c = judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca, keys_a),
+                                 _pool(table, rows_b, cb, keys_b)))
+            compared = [col for col, key in zip(ca, keys_a) if any(run.key[0] == key for run in c.a)]
+            if len(ca) > 1 and c.a and compared != ca:  # a pool of which some columns have no compared runs yet
+                c.label += f" (so far {'+'.join(map(str, compared))} only)"
+            out.append(c)
     if not out and not (check.get("pairs") and (out_rows or out_cols)):
         raise SpecError(f"check {check!r} compares nothing")
     return out
