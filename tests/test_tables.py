@@ -725,6 +725,29 @@ def test_needed_sizes_decide_at_the_measured_variance_and_exceed_what_was_measur
         runs_factor=(n - 1) / 3)
 
 
+def test_needed_names_no_more_test_items_than_the_split_holds():
+    """Where the test split's size is known (`test_pools`: the most items an uncapped record of the task scored),
+    `needed` stays within it: runs on the whole split, or "not on this test split" when its items alone are too
+    noisy to decide, whatever the runs."""
+    z = 1.959964
+    c = claims.Comparison("a ≈ b", "same", 1.0, [], [])
+    c.diff, c.sizes = 1.32, (5, 200)  # past the margin by 0.32: failing needs a half-width under 0.32
+    c.stats = stats.DiffCI(1.32, (-2.0, 4.7), se_items=0.83 / z, se_runs=1.5, df_runs=4)
+    assert claims.needed(c) == "more runs and more test items together"  # the split's size unknown
+    c.items_available = 630
+    assert claims.needed(c) == "not on this test split: its 630 items alone give ±0.47, and 0.32 would decide"
+    c.kind, c.diff = "better", 0.6  # 0.47 < 0.6: enough runs on all 630 items decide it
+    n = int(claims.needed(c)[1:].split()[0])
+    assert claims.needed(c) == f"~{n} runs a side on all 630 test items"
+    assert c.stats.predicted_half_width(runs_factor=n / 5, items_factor=630 / 200) < 0.6 <= \
+        c.stats.predicted_half_width(runs_factor=(n - 1) / 5, items_factor=630 / 200)
+    pools = {"t": cells.Table({"table": "t"}, [], [], records=[
+        {"config": {"task": {"name": "e2e", "max_eval_examples": None}}, "test_items": {"ids": ["x"] * 630}},
+        {"config": {"task": {"name": "e2e", "max_eval_examples": 200}}, "test_items": {"ids": ["x"] * 200}},
+        {"config": {"task": {"name": "xsum", "max_eval_examples": 200}}, "test_items": {"ids": ["x"] * 200}}])}
+    assert claims.test_pools(pools) == {"e2e": 630}  # capped records say nothing of their split's size
+
+
 def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_rows_lr_choice(tmp_path):
     """e2e_main at the default scale shows only its runs tested on every MR (`where_at_scale`); its lr line still
     lists the grid points, made with the smaller test set."""

@@ -48,7 +48,7 @@ import numpy as np
 
 from ..lr_search import dev_curve, record_primary
 from ..results import lookup
-from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats
+from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats, t_quantile
 from .cells import Run, Table
 from .spec import DASH, SpecError, scale_note
 
@@ -74,6 +74,7 @@ class Comparison:
     fails_family_wise: bool | None = None  # a failing comparison of a claim of several: still failing at 1 - 0.05/m
     family_ci: tuple[float, float] | None = None  # its CI at that level
     sizes: tuple[int, int | None] = (0, None)  # runs a side and test items measured: what `needed` scales
+    items_available: int | None = None  # the test split's items (`test_pools`): `needed` names no more than these
     verdict: str = "no results"
 
 
@@ -148,26 +149,50 @@ def needed(c: Comparison, level: float | None = None) -> str:
     """At the measured variance and difference (`c.stats`: each SE shrinks as 1/sqrt(n), the runs' degrees of
     freedom grow with them): the fewest runs a side (both sides grown alike), or test items (the runs as they are),
     whose CI (at `level`, else the CI's own) would exclude 0 (`better`), or fit inside the margin or lie outside it
-    (`same`)."""
+    (`same`). Items stay within the test split where its size is known (`items_available`): neither alone, then the
+    runs a side on the whole split, or "not on this test split" when its items alone leave the CI too wide."""
     n_runs, n_items = c.sizes
     # better: the CI must clear 0; same: fit inside the margin (holds) or clear it (fails)
     room = abs(c.diff) if c.kind == "better" else abs(c.margin - abs(c.diff))
     if room <= TOLERANCE:
         return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "at the margin")
+    pool = c.items_available if n_items and (c.items_available or 0) >= n_items else None
     out = []
     if c.stats.se_runs and (n := _fewest(
             lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs, level=level) < room, n_runs)):
         out.append(f"~{n} runs a side")
     if n_items and c.stats.se_items and (n := _fewest(
-            lambda k: c.stats.predicted_half_width(items_factor=k / n_items, level=level) < room, n_items)):
+            lambda k: c.stats.predicted_half_width(items_factor=k / n_items, level=level) < room, n_items, pool)):
         out.append(f"~{n:,} test items")
-    return " or ".join(out) or "more runs and more test items together"
+    if out or not (pool and c.stats.se_items):
+        return " or ".join(out) or "more runs and more test items together"
+    # neither alone: runs on the whole test split, unless its items alone leave the CI too wide
+    whole = pool / n_items
+    if n := _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs, items_factor=whole,
+                                                             level=level) < room, n_runs):
+        return f"~{n} runs a side on all {pool:,} test items"
+    items_alone = t_quantile(0.5 + (level or c.stats.level) / 2, math.inf) * c.stats.se_items / math.sqrt(whole)
+    return (f"not on this test split: its {pool:,} items alone give ±{items_alone:.2f}, and {room:.2f} would "
+            f"decide")
 
 
-def _fewest(decides, measured: int) -> int | None:
-    """The smallest size above `measured` for which `decides(size)` (monotone), up to MAX_FACTOR times it."""
-    hi = measured * MAX_FACTOR
-    if not decides(hi):
+def test_pools(tables: dict[str, Table]) -> dict[str, int]:
+    """Per task, the test items a run can be scored on: the most that any record of the task scored uncapped
+    (`max_eval_examples` null: its whole test split). A task without such a record is missing: its size unknown."""
+    pools = {}
+    for table in tables.values():
+        for record in table.records:
+            ids = (record.get("test_items") or {}).get("ids")
+            if ids and lookup(record, "config.task.max_eval_examples") is None:
+                task = lookup(record, "config.task.name")
+                pools[task] = max(pools.get(task, 0), len(ids))
+    return pools
+
+
+def _fewest(decides, measured: int, cap: int | None = None) -> int | None:
+    """The smallest size above `measured` for which `decides(size)` (monotone), up to MAX_FACTOR times it, or `cap`."""
+    hi = min(measured * MAX_FACTOR, cap or math.inf)
+    if hi <= measured or not decides(hi):
         return None
     lo = measured  # decides(lo) is False: the measured CI did not decide
     while hi - lo > 1:
@@ -316,7 +341,7 @@ def _check_left_out(claim: dict, checks: list[dict], left_out: dict | None) -> N
 
 def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = None) -> list[dict]:
     """Each claim with its comparisons (those of this scale: `left_out`) and overall verdict."""
-    results = []
+    results, pools = [], test_pools(tables)
     for claim in claims:
         if not claim.get("id") or not claim.get("text") or not claim.get("check"):
             raise SpecError(f"experiments/{claim.get('file')}: a {claim.get('role', 'claim')} needs id, text and check: "
@@ -325,6 +350,11 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
         comps = [c for check in checks for c in comparisons(check, tables, left_out)]
+        for c in comps:  # `needed` again, within the test split's items where they are known
+            tasks = {lookup(run.record, "config.task.name") for run in c.a + c.b}
+            c.items_available = pools.get(tasks.pop()) if len(tasks) == 1 else None
+            if c.verdict == "inconclusive":
+                c.needed = needed(c)
         counted = judge_family(comps)
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
     return results
@@ -501,7 +531,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
           "one run. `±items` / `±runs`: the CI half-width from each source alone; "
           "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
+          "variance, no more items than the test split holds where a record scored all of it (E2E: 630 MRs), so "
+          "\"not on this test split\" where its items alone are too noisy, whatever the runs. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
           "that chose an epoch on a dev curve: most of a side's runs there say it still rose when training stopped "
           "(no plateau), and a longer budget may move the comparison. `last rise` (A · B): the mean change of a side's "
           "dev score over its runs' last epoch, in the compared metric (blank for a metric without a dev curve); "
