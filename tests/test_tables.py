@@ -271,7 +271,7 @@ def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
     # at a glance: a comparison with a side still rising in most of its runs (2 of 3), of the measured ones
     flat = claims.judge(claims.Comparison("b > b", "better", 0, plateau[:2], [run(1), run(0)]))
     assert claims.at_a_glance([{"verdict": c.verdict, "comparisons": [c, flat]}]).endswith(
-        "Of the 2 measured comparisons (every metric), those with a side whose runs mostly kept their last dev epoch "
+        "Of the 2 judged comparisons (every metric), those with a side whose runs mostly kept their last dev epoch "
         "(still rising when training stopped: `last kept`): 1.")
 
 
@@ -298,9 +298,11 @@ def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch
     assert md.count("| +6.00 · +0.50 |") == 1
     row = next(csv.DictReader(io.StringIO(csv_text)))
     assert (float(row["last_rise_a"]), float(row["last_rise_b"])) == pytest.approx((6.0, 0.5))
-    assert ("Of the 3 `>` comparisons with a dev curve in their metric on both sides, those that one more epoch at "
-            "each side's last-epoch dev rise would reverse (the sides' `last rise` differ against d by more than |d|; "
-            "a heuristic): 2.") in claims.at_a_glance([{"verdict": "x", "comparisons": [turns, mirror, holds]}])
+    assert ("Of the 3 judged `>` comparisons with a dev curve in their metric on both sides, those that one more "
+            "epoch at each side's last-epoch dev rise would reverse (the sides' `last rise` differ against d by more "
+            "than |d|; a heuristic): 2 (0 of them decided).") in claims.at_a_glance(
+        [{"verdict": "x", "comparisons": [turns, mirror, holds]}])
+    assert claims.reversed_by_one_epoch(claims.Comparison("a ≈ b", "same", 1, turns.a, turns.b, diff=-1.5)) is None
 
 
 def test_claims_report_lists_each_claim(demo):
@@ -320,14 +322,14 @@ def test_claims_report_lists_each_claim(demo):
                                                                                    r.factor) for r in a]))
                 for a in (bleu, nist)]
     glance = claims.at_a_glance([{"verdict": "holds", "comparisons": compared}])
-    assert glance.endswith("Median 95% CI half-width of the 1 measured comparisons in percentage points (BLEU, METEOR, "
-                           "ROUGE, accuracy; repeats counted once): 0.00.")
+    assert glance.endswith("Median 95% CI half-width of the 1 judged comparisons (2 or more runs a side) in percentage "
+                           "points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): 0.00.")
     # the same runs compared again (a pool of sizes with one size measured) count once; other runs count
     wider = claims.judge(claims.Comparison("a > c", "better", 0, bleu, [cells.Run(r.value - 5 * r.key[1], r.key, {},
                                                                                 r.metric, r.factor) for r in bleu]))
     glance = claims.at_a_glance([{"verdict": "holds", "comparisons": [*compared, compared[0]]},
                                  {"verdict": "holds", "comparisons": [wider]}])
-    assert "Median 95% CI half-width of the 2 measured comparisons" in glance
+    assert "Median 95% CI half-width of the 2 judged comparisons" in glance
 
 
 def test_both_paper_versions_and_empty_cells(tmp_path):
@@ -678,6 +680,10 @@ def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
     assert "1 of them at their plan (1 holds) and 0 in interim looks." in ledger({"default": 3})
     assert "| x | **holds** |" in ledger({"default": 3}) and "planned runs a side): 1 of 1" in ledger({"default": 3})
     assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger({"default": 3}, (compared, queued))
+    # without a plan at the scale, a comparison not yet measured (no results, too few runs) makes the verdict interim
+    lone = claims.judge(claims.Comparison("d > b", "better", 0, a[:1], b))
+    assert lone.verdict == "too few runs" and "| x | **holds (interim)** |" in ledger(None, (compared, lone))
+    assert "| x | **holds** |" in ledger(None)
     assert "at their plan" not in ledger({"gpu": 5}) and "(interim)" not in ledger({"gpu": 5})  # no plan here
     (tmp_path / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, planned_runs: {default: 1},"))
     with pytest.raises(spec.SpecError, match="planned_runs"):
@@ -727,25 +733,41 @@ def test_needed_sizes_decide_at_the_measured_variance_and_exceed_what_was_measur
 
 def test_needed_names_no_more_test_items_than_the_split_holds():
     """Where the test split's size is known (`test_pools`: the most items an uncapped record of the task scored),
-    `needed` stays within it: runs on the whole split, or "not on this test split" when its items alone are too
-    noisy to decide, whatever the runs."""
+    `needed` stays within it: runs on the whole split (named beside runs alone when they save a fifth), or "not on
+    this test split" when its items alone are too noisy even without SE_items' seed x item part ("perhaps not" when
+    only without it)."""
     z = 1.959964
     c = claims.Comparison("a ≈ b", "same", 1.0, [], [])
     c.diff, c.sizes = 1.32, (5, 200)  # past the margin by 0.32: failing needs a half-width under 0.32
     c.stats = stats.DiffCI(1.32, (-2.0, 4.7), se_items=0.83 / z, se_runs=1.5, df_runs=4)
     assert claims.needed(c) == "more runs and more test items together"  # the split's size unknown
-    c.items_available = 630
-    assert claims.needed(c) == "not on this test split: its 630 items alone give ±0.47, and 0.32 would decide"
+    c.items_available = 630  # at 630 items: ±0.47, and at least 0.47 / sqrt(2) = 0.33 > 0.32
+    assert claims.needed(c) == ("not on this test split: its 630 items alone give ±0.47 (at least ±0.33 with any "
+                                "runs), and 0.32 would decide")
+    c.diff = 1.4  # 0.40 to decide: between 0.33 and 0.47
+    assert claims.needed(c).startswith("perhaps not on this test split: its 630 items alone give ±0.47 at the")
     c.kind, c.diff = "better", 0.6  # 0.47 < 0.6: enough runs on all 630 items decide it
     n = int(claims.needed(c)[1:].split()[0])
     assert claims.needed(c) == f"~{n} runs a side on all 630 test items"
     assert c.stats.predicted_half_width(runs_factor=n / 5, items_factor=630 / 200) < 0.6 <= \
         c.stats.predicted_half_width(runs_factor=(n - 1) / 5, items_factor=630 / 200)
+    c.items_available = 200  # every item already: nothing more to draw
+    assert claims.needed(c).startswith("perhaps not on this test split: its 200 items alone give ±0.83 at")
+    c.items_available, c.stats.se_runs = 630, 10.0  # the runs so noisy that 1000 times as many do not decide
+    assert claims.needed(c) == "over 5,000 runs a side on all 630 test items"
+    # items alone decide within the split: named, and capped at it
+    c.stats, c.diff = stats.DiffCI(1.0, (-0.1, 2.1), se_items=0.55, se_runs=0.05, df_runs=4), 1.0
+    n = int(claims.needed(c).split("~")[-1].split()[0].replace(",", ""))
+    assert claims.needed(c).endswith(f"~{n:,} test items") and 200 < n <= 630
+    c.items_available = n - 1
+    assert claims.needed(c).endswith(f" runs a side on all {n - 1:,} test items")  # the split, and a few more runs
     pools = {"t": cells.Table({"table": "t"}, [], [], records=[
         {"config": {"task": {"name": "e2e", "max_eval_examples": None}}, "test_items": {"ids": ["x"] * 630}},
+        {"config": {"task": {"name": "e2e", "max_eval_examples": None}}, "test_items": {"ids": ["x"] * 600}},
+        {"config": {"task": {"name": "e2e", "max_eval_examples": None}}, "test_items": None},
         {"config": {"task": {"name": "e2e", "max_eval_examples": 200}}, "test_items": {"ids": ["x"] * 200}},
         {"config": {"task": {"name": "xsum", "max_eval_examples": 200}}, "test_items": {"ids": ["x"] * 200}}])}
-    assert claims.test_pools(pools) == {"e2e": 630}  # capped records say nothing of their split's size
+    assert claims.test_pools(pools) == {"e2e": 630}  # the most; capped records say nothing of their split's size
 
 
 def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_rows_lr_choice(tmp_path):
@@ -925,10 +947,11 @@ checks:
     md, csv_text = claims.render(results, "default")
     lecture = len(results) - 1
     assert f"of {lecture} claims decided" in md  # the check is not one of the claims
-    assert "Every robustness check of a decided claim agrees with it." in md
+    assert "The 1 judged robustness checks of decided claims agree with them." in md
     claim = next(r for r in results if r["id"] == "clear")
     assert claims.at_a_glance([claim], "default", [{**check, "verdict": "inconclusive"}]).endswith(
         " Decided claims whose robustness check does not agree: clear (clear_again: inconclusive).")
+    assert "robustness check" not in claims.at_a_glance([claim], "default", [{**check, "verdict": "no results"}])
     summary, details = md.split("**Robustness checks**")
     assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | 1 holds |" in details
     assert " | clear_again: holds |" in summary  # the claim's line names its checks' verdicts

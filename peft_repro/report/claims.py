@@ -149,31 +149,43 @@ def needed(c: Comparison, level: float | None = None) -> str:
     """At the measured variance and difference (`c.stats`: each SE shrinks as 1/sqrt(n), the runs' degrees of
     freedom grow with them): the fewest runs a side (both sides grown alike), or test items (the runs as they are),
     whose CI (at `level`, else the CI's own) would exclude 0 (`better`), or fit inside the margin or lie outside it
-    (`same`). Items stay within the test split where its size is known (`items_available`): neither alone, then the
-    runs a side on the whole split, or "not on this test split" when its items alone leave the CI too wide."""
+    (`same`). Items stay within the test split where its size is known (`items_available`), and runs on the whole
+    split are named too where they take a fifth fewer runs or more. Where no runs decide on the whole split: "not on this test split"
+    when its items alone leave the CI too wide even with the seed x item part of SE_items gone (at most sqrt(2) of it:
+    peft_repro/stats.py), "perhaps not" when only without that part."""
     n_runs, n_items = c.sizes
     # better: the CI must clear 0; same: fit inside the margin (holds) or clear it (fails)
     room = abs(c.diff) if c.kind == "better" else abs(c.margin - abs(c.diff))
     if room <= TOLERANCE:
         return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "at the margin")
     pool = c.items_available if n_items and (c.items_available or 0) >= n_items else None
+
+    def runs_at(items_factor: float) -> int | None:
+        return _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs, items_factor=items_factor,
+                                                              level=level) < room, n_runs) if c.stats.se_runs else None
     out = []
-    if c.stats.se_runs and (n := _fewest(
-            lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs, level=level) < room, n_runs)):
-        out.append(f"~{n} runs a side")
-    if n_items and c.stats.se_items and (n := _fewest(
-            lambda k: c.stats.predicted_half_width(items_factor=k / n_items, level=level) < room, n_items, pool)):
-        out.append(f"~{n:,} test items")
-    if out or not (pool and c.stats.se_items):
+    if runs := runs_at(1.0):
+        out.append(f"~{runs:,} runs a side")
+    items = n_items and c.stats.se_items and _fewest(
+        lambda k: c.stats.predicted_half_width(items_factor=k / n_items, level=level) < room, n_items, pool)
+    if items:
+        out.append(f"~{items:,} test items")
+    if items or not (pool and c.stats.se_items):  # the runs as they are decide on more items, or no split size
         return " or ".join(out) or "more runs and more test items together"
-    # neither alone: runs on the whole test split, unless its items alone leave the CI too wide
     whole = pool / n_items
-    if n := _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs, items_factor=whole,
-                                                             level=level) < room, n_runs):
-        return f"~{n} runs a side on all {pool:,} test items"
+    if whole > 1 and (n := runs_at(whole)) and not (runs and n > 0.8 * runs):  # worth naming: a fifth fewer
+        out.append(f"~{n:,} runs a side on all {pool:,} test items")
+    if out:
+        return " or ".join(out)
     items_alone = t_quantile(0.5 + (level or c.stats.level) / 2, math.inf) * c.stats.se_items / math.sqrt(whole)
-    return (f"not on this test split: its {pool:,} items alone give ±{items_alone:.2f}, and {room:.2f} would "
-            f"decide")
+    if items_alone / math.sqrt(2) >= room:
+        return (f"not on this test split: its {pool:,} items alone give ±{items_alone:.2f} (at least "
+                f"±{items_alone / math.sqrt(2):.2f} with any runs), and {room:.2f} would decide")
+    if items_alone >= room:
+        return (f"perhaps not on this test split: its {pool:,} items alone give ±{items_alone:.2f} at the measured "
+                f"item noise (±{items_alone / math.sqrt(2):.2f} without its seed x item part), and {room:.2f} "
+                f"would decide")
+    return f"over {n_runs * MAX_FACTOR:,} runs a side on all {pool:,} test items"
 
 
 def test_pools(tables: dict[str, Table]) -> dict[str, int]:
@@ -249,7 +261,7 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
         raise SpecError(f"check {check!r}: kind must be better, or same with a numeric margin")
     out_rows = {str(r) for r in (left_out or {}).get("rows") or []}
     out_cols = {str(c) for c in (left_out or {}).get("columns") or []}
-    out = []
+    out, pools = [], test_pools(tables)
     for pair in check.get("pairs") or []:
         if not isinstance(pair, list) or len(pair) != 2:
             raise SpecError(f"check pair {pair!r} is not [A, B]")
@@ -271,11 +283,16 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
                               for rows, cols in ((rows_a, ca), (rows_b, cb)))
             label = f"{name_a} {'>' if kind == 'better' else '≈'} {name_b}"
             keys_a, keys_b = _column_keys(ca, cb)
-            c = judge(Comparison(label, kind, check.get("margin", 0), _pool(table, rows_a, ca, keys_a),
-                                 _pool(table, rows_b, cb, keys_b)))
-            compared = [col for col, key in zip(ca, keys_a) if any(run.key[0] == key for run in c.a)]
-            if len(ca) > 1 and c.a and compared != ca:  # a pool of which some columns have no compared runs yet
-                c.label += f" (so far {'+'.join(map(str, compared))} only)"
+            runs_a, runs_b = _pool(table, rows_a, ca, keys_a), _pool(table, rows_b, cb, keys_b)
+            tasks = {lookup(run.record, "config.task.name") for run in runs_a + runs_b}
+            c = judge(Comparison(label, kind, check.get("margin", 0), runs_a, runs_b,
+                                 items_available=pools.get(tasks.pop()) if len(tasks) == 1 else None))
+            compared = [[str(col) for col, key in zip(cols, keys) if any(run.key[0] == key for run in side)]
+                        for cols, keys, side in ((ca, keys_a, c.a), (cb, keys_b, c.b))]
+            if c.a and c.b and (compared[0] != list(map(str, ca)) or compared[1] != list(map(str, cb))):
+                # a pool of which some columns have no compared runs yet: it is those columns' comparison so far
+                c.label += (f" (so far {'+'.join(compared[0])} only)" if compared[0] == compared[1] else
+                            f" (so far {'+'.join(compared[0])} against {'+'.join(compared[1])})")
             out.append(c)
     if not out and not (check.get("pairs") and (out_rows or out_cols)):
         raise SpecError(f"check {check!r} compares nothing")
@@ -341,7 +358,7 @@ def _check_left_out(claim: dict, checks: list[dict], left_out: dict | None) -> N
 
 def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = None) -> list[dict]:
     """Each claim with its comparisons (those of this scale: `left_out`) and overall verdict."""
-    results, pools = [], test_pools(tables)
+    results = []
     for claim in claims:
         if not claim.get("id") or not claim.get("text") or not claim.get("check"):
             raise SpecError(f"experiments/{claim.get('file')}: a {claim.get('role', 'claim')} needs id, text and check: "
@@ -350,11 +367,6 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
         comps = [c for check in checks for c in comparisons(check, tables, left_out)]
-        for c in comps:  # `needed` again, within the test split's items where they are known
-            tasks = {lookup(run.record, "config.task.name") for run in c.a + c.b}
-            c.items_available = pools.get(tasks.pop()) if len(tasks) == 1 else None
-            if c.verdict == "inconclusive":
-                c.needed = needed(c)
         counted = judge_family(comps)
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
     return results
@@ -415,11 +427,12 @@ def _last_rise_text(c: Comparison) -> str:
 
 def reversed_by_one_epoch(c: Comparison) -> bool | None:
     """Whether one more epoch at each side's last-epoch dev pace (`last_rise`) would carry d across 0: the sides'
-    rises differ against d's sign by more than |d|. None for a comparison without d or without a rise on each side.
+    rises differ against d's sign by more than |d|. None for a `same` comparison, or one without d or without a rise
+    on each side.
     A heuristic for how much a comparison hangs on its training budget: a longer run re-schedules its rate, and dev
     is scored on its own split (greedy for generation)."""
     rises = [last_rise(side) for side in (c.a, c.b)]
-    if c.diff is None or None in rises:
+    if c.kind != "better" or c.diff is None or None in rises:  # a `same` comparison has no direction to reverse
         return None
     drift = rises[0] - rises[1]
     return drift * c.diff < 0 and abs(drift) > abs(c.diff)
@@ -448,8 +461,13 @@ def at_plan(res: dict, scale: str | None) -> bool | None:
 
 
 def shown_verdict(res: dict, scale: str | None) -> str:
-    """The claim's verdict as the ledger prints it: "(interim)" before its plan is complete."""
-    return res["verdict"] + (" (interim)" if at_plan(res, scale) is False and res["verdict"] != "no results" else "")
+    """The claim's verdict as the ledger prints it: "(interim)" before its plan is complete, or, without a plan at
+    this scale, while a comparison has no results or too few runs (the verdict leaves those out: `overall`)."""
+    plan = at_plan(res, scale)
+    unmeasured = any(c.verdict in ("no results", "too few runs") for c in res["comparisons"])
+    interim = (plan is False and res["verdict"] != "no results") or (
+        plan is None and unmeasured and res["verdict"] in ("holds", "fails", "inconclusive"))
+    return res["verdict"] + (" (interim)" if interim else "")
 
 
 def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict] = ()) -> str:
@@ -474,26 +492,33 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
     measured = list({_measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
     if (fewest := fewest_runs(measured)) is not None:
         text += f" Fewest runs on a side that trains, over the measured comparisons: {fewest}."
-    points = [_half(c.ci) for c in measured if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
+    # judged: a CI that decides (2 or more runs on each side that trains); too few runs' item-only CI would narrow
+    judged = [c for c in measured if c.verdict != "too few runs"]
+    points = [_half(c.ci) for c in judged if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
     if points:
-        text += (f" Median 95% CI half-width of the {len(points)} measured comparisons in percentage points (BLEU, "
-                 f"METEOR, ROUGE, accuracy; repeats counted once): {float(np.median(points)):.2f}.")
-    kept = [[last_kept(side) for side in (c.a, c.b)] for c in measured]
+        text += (f" Median 95% CI half-width of the {len(points)} judged comparisons (2 or more runs a side) in "
+                 f"percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
+                 f"{float(np.median(points)):.2f}.")
+    kept = [[last_kept(side) for side in (c.a, c.b)] for c in judged]
     if any(k for sides in kept for k in sides):
         rising = sum(any(k and 2 * k[0] > k[1] for k in sides) for sides in kept)
-        text += (f" Of the {len(measured)} measured comparisons (every metric), those with a side whose runs mostly "
-                 f"kept their last dev epoch (still rising when training stopped: `last kept`): {rising}.")
-    turns = [t for c in measured if c.kind == "better" and (t := reversed_by_one_epoch(c)) is not None]
+        text += (f" Of the {len(judged)} judged comparisons (every metric), those with a side whose runs mostly kept "
+                 f"their last dev epoch (still rising when training stopped: `last kept`): {rising}.")
+    turns = [(c, t) for c in judged if (t := reversed_by_one_epoch(c)) is not None]
     if turns:
-        text += (f" Of the {len(turns)} `>` comparisons with a dev curve in their metric on both sides, those that one "
-                 f"more epoch at each side's last-epoch dev rise would reverse (the sides' `last rise` differ against d "
-                 f"by more than |d|; a heuristic): {sum(turns)}.")
-    disagree = [f"{res['id']} ({check['id']}: {check['verdict']})" for res in results
-                if res["verdict"] in ("holds", "fails")
-                for check in checks if _check_of(check) == res["id"] and check["verdict"] != res["verdict"]]
-    if any(_check_of(check) for check in checks):
+        reversed_ = [c for c, t in turns if t]
+        text += (f" Of the {len(turns)} judged `>` comparisons with a dev curve in their metric on both sides, those "
+                 f"that one more epoch at each side's last-epoch dev rise would reverse (the sides' `last rise` "
+                 f"differ against d by more than |d|; a heuristic): {len(reversed_)} "
+                 f"({sum(c.verdict in ('holds', 'fails') for c in reversed_)} of them decided).")
+    of_decided = [(res, check) for res in results if res["verdict"] in ("holds", "fails")
+                  for check in checks if _check_of(check) == res["id"]
+                  and check["verdict"] in ("holds", "fails", "inconclusive")]  # a check not yet judged says nothing
+    if of_decided:
+        disagree = [f"{res['id']} ({check['id']}: {check['verdict']})" for res, check in of_decided
+                    if check["verdict"] != res["verdict"]]
         text += (" Decided claims whose robustness check does not agree: " + "; ".join(disagree) + "."
-                 if disagree else " Every robustness check of a decided claim agrees with it.")
+                 if disagree else f" The {len(of_decided)} judged robustness checks of decided claims agree with them.")
     if any(p is not None for p in plans):
         text += (f" Claims at their plan (every comparison measured, with its planned runs a side): "
                  f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
@@ -535,7 +560,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "\"not on this test split\" where its items alone are too noisy, whatever the runs. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
           "that chose an epoch on a dev curve: most of a side's runs there say it still rose when training stopped "
           "(no plateau), and a longer budget may move the comparison. `last rise` (A · B): the mean change of a side's "
-          "dev score over its runs' last epoch, in the compared metric (blank for a metric without a dev curve); "
+          "dev score over its runs' last epoch, in the compared metric (– for a metric without a dev curve); "
           "where the sides' rises differ by more than |d| against its sign, one more epoch at that pace would "
           "reverse the comparison. A verdict before the claim's plan is complete "
           "(every comparison measured with its planned runs a side) is marked interim. Every CI is conditional on "

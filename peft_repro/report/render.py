@@ -23,10 +23,12 @@ def format_mean_sd(values: list[float], digits: int) -> str:
 
 
 def fmt_ours(cell: Cell) -> str:
-    """A cell's runs as `format_mean_sd`; a single run that trained is marked (n=1) beside cells of several, a run
-    that trains nothing (zero-shot, a discrete prompt) is not: another seed would give the same outputs."""
+    """A cell's runs as `format_mean_sd`; a single run that trained is marked (n=1), one that trains nothing
+    (zero-shot, a discrete prompt: `trains_nothing`) is not: another seed would give the same outputs."""
+    from .claims import trains_nothing
+
     text = format_mean_sd([run.value for run in cell.runs], cell.digits)
-    if len(cell.runs) == 1 and (lookup(cell.runs[0].record, "params.trainable") or 0) > 0:
+    if len(cell.runs) == 1 and not trains_nothing(cell.runs):
         text += " (n=1)"
     return text + cell.mark
 
