@@ -156,7 +156,10 @@ def test_costs_sum_each_methods_records_and_count_grid_points_apart(tmp_path):
     assert "| demo | lora | 1 | 0 | 0.08 | 5.0 | 4.0 | 1.0 | CPU test, 1 torch thread |" in md  # its own row
     assert "| demo | lora | 1 | 0 | 0.17 | 10.0 | 9.0 | 1.0 | CPU resumed |" in md  # train + test, not 2 min
     assert "| demo | full | 1 | 0 | 1.00 | 60.0 | 59.0 | 1.0 | CPU test |" in md
-    assert md[-1] == "Total: 7 records, 2.4 CPU hours (wall time summed over runs)."
+    assert md[-1] == "Total: 7 records, 2.4 hours of wall time summed over runs on CPU."
+    write_records(tmp_path, "demo", [{**timed("lora", 6, 1800), "hardware": "NVIDIA H200 x1"}])
+    assert costs.render_costs(tmp_path, "default").splitlines()[-1] == (
+        "Total: 8 records, 2.9 hours of wall time summed over runs: 2.4 on CPU, 0.5 on GPU.")
 
 
 def test_table_renders_papers_beside_ours(demo):

@@ -36,18 +36,20 @@ def render_costs(results_dir: Path, scale: str) -> str:
              "lr-search runs without a test of their own. Records since session 10 name their torch threads in "
              "`hardware`; the lanes of sessions 7-9 ran two threads each on the 2 cores, 2.5-10x slower than one thread "
              "each (docs/default_scale.md), so their times, like any from a shared machine, are upper bounds.", "",
-             "| experiment | method | runs | grid points | CPU hours | median wall (min) | median train (min) "
+             "| experiment | method | runs | grid points | wall hours | median wall (min) | median train (min) "
              "| median test (min) | hardware |",
              "|---|---|---|---|---|---|---|---|---|"]
-    total_hours, total_runs = 0.0, 0
+    total_hours, total_runs, on_gpu = 0.0, 0, 0.0
     for (experiment, method, hardware), records in sorted(groups.items()):
         tested = [r for r in records if r.get("test") is not None]
         hours = sum(wall_time(r) for r in records) / 3600
         total_hours += hours
+        on_gpu += hours * (not hardware.startswith("CPU"))  # results.hardware(): "CPU <model> (...)" or the GPU's name
         total_runs += len(records)
         lines.append(f"| {experiment} | {method} | {len(tested)} | {len(records) - len(tested)} | {hours:.2f} "
                      f"| {_minutes([wall_time(r) for r in tested if wall_time(r)])} "
                      f"| {_minutes([r['train_seconds'] for r in tested if r.get('train_seconds')])} "
                      f"| {_minutes([r['test_seconds'] for r in tested if r.get('test_seconds')])} | {hardware} |")
-    lines += ["", f"Total: {total_runs} records, {total_hours:.1f} CPU hours (wall time summed over runs)."]
+    split = f": {total_hours - on_gpu:.1f} on CPU, {on_gpu:.1f} on GPU" if on_gpu else " on CPU"
+    lines += ["", f"Total: {total_runs} records, {total_hours:.1f} hours of wall time summed over runs{split}."]
     return "\n".join(lines) + "\n"
