@@ -315,9 +315,9 @@ def test_claims_report_lists_each_claim(demo):
     assert "| missing | **no results** | 1 no results | – | scale default, tiny_llama |" in md
     assert "| A @ x > B @ x | 4 | 4 | yes | +10.00 | [+" in md
     assert len(csv_text.strip().splitlines()) == 1 + 9  # header + one line per comparison
-    glance = next(line for line in md.splitlines() if line.startswith("**At a glance**"))
-    assert glance == ("**At a glance**: 4 of 8 claims decided (2 holds, 2 fails); 4 not decided (2 inconclusive, 1 too "
-                      "few runs, 1 no results). Fewest runs on a side that trains, over the measured comparisons: 1.")
+    glance = md.split("**At a glance**:\n\n")[1].split("\n\n")[0].splitlines()  # one line per count
+    assert glance == ["- 4 of 8 claims decided (2 holds, 2 fails); 4 not decided (2 inconclusive, 1 too few runs, 1 no "
+                      "results).", "- Fewest runs on a side that trains, over the measured comparisons: 1."]
     # the median CI half-width counts comparisons in percentage points (x100) only: BLEU's, not NIST's
     bleu = [cells.Run(v, (None, s, None), {}, "test.BLEU", 100) for s, v in enumerate([50.0, 52.0, 54.0])]
     nist = [cells.Run(v, (None, s, None), {}, "test.NIST", 1) for s, v in enumerate([7.0, 7.5, 8.0])]

@@ -150,9 +150,9 @@ def needed(c: Comparison, level: float | None = None) -> str:
     freedom grow with them): the fewest runs a side (both sides grown alike), or test items (the runs as they are),
     whose CI (at `level`, else the CI's own) would exclude 0 (`better`), or fit inside the margin or lie outside it
     (`same`). Items stay within the test split where its size is known (`items_available`), and runs on the whole
-    split are named too where they take a fifth fewer runs or more. Where no runs decide on the whole split: "not on this test split"
-    when its items alone leave the CI too wide even with the seed x item part of SE_items gone (at most sqrt(2) of it:
-    peft_repro/stats.py), "perhaps not" when only without that part."""
+    split are named too where they take a fifth fewer runs or more. Where no runs decide on the whole split: "not on
+    this test split" when its items alone leave the CI too wide even with the seed x item part of SE_items gone (at
+    most sqrt(2) of it: peft_repro/stats.py), "perhaps not" when only without that part."""
     n_runs, n_items = c.sizes
     # better: the CI must clear 0; same: fit inside the margin (holds) or clear it (fails)
     room = abs(c.diff) if c.kind == "better" else abs(c.margin - abs(c.diff))
@@ -479,7 +479,7 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
     verdicts = [res["verdict"] for res in results]
     decided = sum(v in ("holds", "fails") for v in verdicts)
     counts = ", ".join(f"{n} {v}" for v in ("holds", "fails") if (n := verdicts.count(v)))
-    text = f"**At a glance**: {decided} of {len(results)} claims decided" + (f" ({counts})" if counts else "")
+    text = f"{decided} of {len(results)} claims decided" + (f" ({counts})" if counts else "")
     plans = [at_plan(res, scale) for res in results]
     if decided and any(p is not None for p in plans):  # an interim verdict may still turn: say how many are final
         decided_plans = [(v, p) for v, p in zip(verdicts, plans) if v in ("holds", "fails")]
@@ -488,42 +488,43 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
         text += (f", {len(final)} of them at their plan" + (f" ({final_counts})" if final else "")
                  + f" and {sum(p is False for _, p in decided_plans)} in interim looks")
     undecided = ", ".join(f"{n} {v}" for v in VERDICTS[2:] if (n := verdicts.count(v)))
-    text += (f"; {len(results) - decided} not decided ({undecided})." if undecided else ".")
+    lines = [text + (f"; {len(results) - decided} not decided ({undecided})." if undecided else ".")]
     measured = list({_measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
     if (fewest := fewest_runs(measured)) is not None:
-        text += f" Fewest runs on a side that trains, over the measured comparisons: {fewest}."
+        lines.append(f"Fewest runs on a side that trains, over the measured comparisons: {fewest}.")
     # judged: a CI that decides (2 or more runs on each side that trains); too few runs' item-only CI would narrow
     judged = [c for c in measured if c.verdict != "too few runs"]
     points = [_half(c.ci) for c in judged if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
     if points:
-        text += (f" Median 95% CI half-width of the {len(points)} judged comparisons (2 or more runs a side) in "
-                 f"percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
-                 f"{float(np.median(points)):.2f}.")
+        lines.append(f"Median 95% CI half-width of the {len(points)} judged comparisons (2 or more runs a side) in "
+                     f"percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
+                     f"{float(np.median(points)):.2f}.")
     kept = [[last_kept(side) for side in (c.a, c.b)] for c in judged]
     if any(k for sides in kept for k in sides):
         rising = sum(any(k and 2 * k[0] > k[1] for k in sides) for sides in kept)
-        text += (f" Of the {len(judged)} judged comparisons (every metric), those with a side whose runs mostly kept "
-                 f"their last dev epoch (still rising when training stopped: `last kept`): {rising}.")
+        lines.append(f"Of the {len(judged)} judged comparisons (every metric), those with a side whose runs mostly "
+                     f"kept their last dev epoch (still rising when training stopped: `last kept`): {rising}.")
     turns = [(c, t) for c in judged if (t := reversed_by_one_epoch(c)) is not None]
     if turns:
         reversed_ = [c for c, t in turns if t]
-        text += (f" Of the {len(turns)} judged `>` comparisons with a dev curve in their metric on both sides, those "
-                 f"that one more epoch at each side's last-epoch dev rise would reverse (the sides' `last rise` "
-                 f"differ against d by more than |d|; a heuristic): {len(reversed_)} "
-                 f"({sum(c.verdict in ('holds', 'fails') for c in reversed_)} of them decided).")
+        lines.append(f"Of the {len(turns)} judged `>` comparisons with a dev curve in their metric on both sides, "
+                     f"those that one more epoch at each side's last-epoch dev rise would reverse (the sides' "
+                     f"`last rise` differ against d by more than |d|; a heuristic): {len(reversed_)} "
+                     f"({sum(c.verdict in ('holds', 'fails') for c in reversed_)} of them decided).")
     of_decided = [(res, check) for res in results if res["verdict"] in ("holds", "fails")
                   for check in checks if _check_of(check) == res["id"]
                   and check["verdict"] in ("holds", "fails", "inconclusive")]  # a check not yet judged says nothing
     if of_decided:
         disagree = [f"{res['id']} ({check['id']}: {check['verdict']})" for res, check in of_decided
                     if check["verdict"] != res["verdict"]]
-        text += (" Decided claims whose robustness check does not agree: " + "; ".join(disagree) + "."
-                 if disagree else f" The {len(of_decided)} judged robustness checks of decided claims agree with them.")
+        lines.append("Decided claims whose robustness check does not agree: " + "; ".join(disagree) + "."
+                     if disagree else f"The {len(of_decided)} judged robustness checks of decided claims agree with "
+                     "them.")
     if any(p is not None for p in plans):
-        text += (f" Claims at their plan (every comparison measured, with its planned runs a side): "
-                 f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
-                 f"runs are not all in).")
-    return text
+        lines.append(f"Claims at their plan (every comparison measured, with its planned runs a side): "
+                     f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
+                     f"runs are not all in).")
+    return "**At a glance**:\n\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def _measurement(c: Comparison) -> tuple:
