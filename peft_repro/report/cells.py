@@ -22,6 +22,12 @@ class Run:
     factor: float = 1.0  # value = record's metric x factor
 
 
+def trains_nothing(side: list[Run]) -> bool:
+    """A side whose runs have no trainable parameters (a discrete prompt, zero-shot): no training noise, so its one
+    run is the whole side (another seed would give the same outputs)."""
+    return bool(side) and all(lookup(r.record, "params.trainable") == 0 for r in side)
+
+
 @dataclass
 class Cell:
     runs: list[Run]

@@ -49,7 +49,7 @@ import numpy as np
 from ..lr_search import dev_curve, record_primary
 from ..results import lookup
 from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats, t_quantile
-from .cells import Run, Table
+from .cells import Run, Table, trains_nothing
 from .spec import DASH, SpecError, scale_note
 
 VERDICTS = ("holds", "fails", "inconclusive", "too few runs", "no results")
@@ -88,12 +88,6 @@ def _pairs(c: Comparison) -> tuple[list[Run], list[Run]]:
     c.unpaired_left_out = len(c.a) + len(c.b) - 2 * len(common)
     a = sorted((r for r in c.a if r.key in common), key=lambda r: r.key)
     return a, sorted((r for r in c.b if r.key in common), key=lambda r: r.key)
-
-
-def trains_nothing(side: list[Run]) -> bool:
-    """A side whose runs have no trainable parameters (a discrete prompt, zero-shot): no training noise, so its one
-    run is the whole side (another seed would give the same outputs)."""
-    return bool(side) and all(lookup(r.record, "params.trainable") == 0 for r in side)
 
 
 def judge(c: Comparison) -> Comparison:
@@ -541,31 +535,30 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
     checks = [res for res in results if res.get("role") == "check"]
     md = [f"# Claims ledger (scale `{scale}`)", "",
           "Each comparison: d = mean(A) - mean(B) over the compared runs (`n A`, `n B`: a paired comparison leaves out "
-          "runs without a partner, so d may differ from the table's means), 95% CI d ± t·sqrt(SE_items² + SE_runs²) over test "
-          f"items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw for both "
-          "sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the sd "
-          "over sqrt(n) of the differences over seeds and low-data subsets, paired by column, seed and subset where "
-          "both sides have "
-          "them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) together, t "
-          "at the Welch-Satterthwaite degrees of freedom (n - 1 from paired runs), the half-width never below the "
-          "runs' own t interval (`CI over` then says \"runs' floor\": the combined interval lies inside it); `CI "
-          "over` says which sources count; without items (metrics whose records keep no per-item statistics: E2E's "
-          "NIST, METEOR, ROUGE-L and CIDEr) the CI leaves out which test items were drawn: it speaks for this test "
-          "set only, and is narrower than one over items too. "
-          "`>`: holds if the CI is above 0, fails if below, else inconclusive. `≈`: holds if the CI lies inside "
-          "(-margin, margin), fails if entirely outside. Fewer than 2 runs on a side that trains: too few runs (the "
-          "item-only CI is shown; it leaves out training noise); a side that trains nothing (a discrete prompt) is "
-          "one run. `±items` / `±runs`: the CI half-width from each source alone; "
-          "`needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance, no more items than the test split holds where a record scored all of it (E2E: 630 MRs), so "
-          "\"not on this test split\" where its items alone are too noisy, whatever the runs. `last kept` (A · B): runs a side whose best dev epoch, the one kept, was their last, of the runs "
-          "that chose an epoch on a dev curve: most of a side's runs there say it still rose when training stopped "
-          "(no plateau), and a longer budget may move the comparison. `last rise` (A · B): the mean change of a side's "
-          "dev score over its runs' last epoch, in the compared metric (– for a metric without a dev curve); "
-          "where the sides' rises differ by more than |d| against its sign, one more epoch at that pace would "
-          "reverse the comparison. A verdict before the claim's plan is complete "
-          "(every comparison measured with its planned runs a side) is marked interim. Every CI is conditional on "
-          "the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 for low-data): the "
+          "runs without a partner, so d may differ from the table's means), 95% CI d ± t·sqrt(SE_items² + SE_runs²) "
+          f"over test items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw "
+          "for both sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the "
+          "sd over sqrt(n) of the differences over seeds and low-data subsets, paired by column, seed and subset where "
+          "both sides have them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) "
+          "together, t at the Welch-Satterthwaite degrees of freedom (n - 1 from paired runs), the half-width never "
+          "below the runs' own t interval (`CI over` then says \"runs' floor\": the combined interval lies inside it); "
+          "`CI over` says which sources count; without items (metrics whose records keep no per-item statistics: E2E's "
+          "NIST, METEOR, ROUGE-L and CIDEr) the CI leaves out which test items were drawn: it speaks for this test set "
+          "only, and is narrower than one over items too. `>`: holds if the CI is above 0, fails if below, else "
+          "inconclusive. `≈`: holds if the CI lies inside (-margin, margin), fails if entirely outside. Fewer than 2 "
+          "runs on a side that trains: too few runs (the item-only CI is shown; it leaves out training noise); a side "
+          "that trains nothing (a discrete prompt) is one run. `±items` / `±runs`: the CI half-width from each source "
+          "alone; `needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
+          "variance, no more items than the test split holds where a record scored all of it (E2E: 630 MRs), so \"not "
+          "on this test split\" where its items alone are too noisy, whatever the runs (\"perhaps not\" where only the "
+          "seed x item part of their noise, which more runs shrink, makes them so). `last kept` (A · B): runs a side "
+          "whose best dev epoch, the one kept, was their last, of the runs that chose an epoch on a dev curve: most of "
+          "a side's runs there say it still rose when training stopped (no plateau), and a longer budget may move the "
+          "comparison. `last rise` (A · B): the mean change of a side's dev score over its runs' last epoch, in the "
+          "compared metric (– for a metric without a dev curve); where the sides' rises differ by more than |d| against "
+          "its sign, one more epoch at that pace would reverse the comparison. A verdict before the claim's plan is "
+          "complete (every comparison measured with its planned runs a side) is marked interim. Every CI is conditional "
+          "on the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 for low-data): the "
           "noise of that choice is not in it (each table's lr line says whether the choice is within seed noise: "
           "another seed could have chosen the runner-up). Rules: "
           "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale, checks), "",

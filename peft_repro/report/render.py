@@ -6,7 +6,7 @@ import csv
 import io
 
 from ..results import lookup
-from .cells import NOT_ABOVE_MAJORITY, NOT_ABOVE_ZERO_SHOT, Cell, Row, Run, Table
+from .cells import NOT_ABOVE_MAJORITY, NOT_ABOVE_ZERO_SHOT, Cell, Row, Run, Table, trains_nothing
 from .costs import wall_time
 from .spec import DASH, experiments_of, scale_note
 
@@ -25,8 +25,6 @@ def format_mean_sd(values: list[float], digits: int) -> str:
 def fmt_ours(cell: Cell) -> str:
     """A cell's runs as `format_mean_sd`; a single run that trained is marked (n=1), one that trains nothing
     (zero-shot, a discrete prompt: `trains_nothing`) is not: another seed would give the same outputs."""
-    from .claims import trains_nothing
-
     text = format_mean_sd([run.value for run in cell.runs], cell.digits)
     if len(cell.runs) == 1 and not trains_nothing(cell.runs):
         text += " (n=1)"
