@@ -773,6 +773,19 @@ def test_needed_names_no_more_test_items_than_the_split_holds():
     assert claims.test_pools(pools) == {"e2e": 630}  # the most; capped records say nothing of their split's size
 
 
+def test_at_a_glance_names_the_claims_a_test_split_cannot_decide():
+    def claim(name, *needs):
+        comps = [claims.Comparison(f"{name} {i}", "better", 0, [], [], verdict="inconclusive", needed=n)
+                 for i, n in enumerate(needs)]
+        return {"id": name, "verdict": "inconclusive", "comparisons": comps}
+    results = [claim("x", "~8 runs a side", "not on this test split: its 630 items alone give ±0.59 (...)"),
+               claim("y", "perhaps not on this test split: its 630 items alone give ±0.49 (...)"),
+               claim("z", "~6 runs a side")]
+    assert ("- Inconclusive claims with a comparison no number of runs can decide on its test split (`needed`): x; "
+            "perhaps: y.") in claims.at_a_glance(results).splitlines()
+    assert "test split" not in claims.at_a_glance(results[2:])
+
+
 def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_rows_lr_choice(tmp_path):
     """e2e_main at the default scale shows only its runs tested on every MR (`where_at_scale`); its lr line still
     lists the grid points, made with the smaller test set."""

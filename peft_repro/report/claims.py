@@ -505,6 +505,14 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
                      f"those that one more epoch at each side's last-epoch dev rise would reverse (the sides' "
                      f"`last rise` differ against d by more than |d|; a heuristic): {len(reversed_)} "
                      f"({sum(c.verdict in ('holds', 'fails') for c in reversed_)} of them decided).")
+    split_bound = {kind: [res["id"] for res in results if res["verdict"] == "inconclusive" and any(
+        c.needed.startswith(prefix) for c in res["comparisons"] if c.verdict == "inconclusive")]
+        for kind, prefix in (("not", "not on this test split"), ("perhaps", "perhaps not on this test split"))}
+    perhaps = [claim for claim in split_bound["perhaps"] if claim not in split_bound["not"]]
+    if split_bound["not"] or perhaps:
+        lines.append("Inconclusive claims with a comparison no number of runs can decide on its test split (`needed`): "
+                     + (", ".join(split_bound["not"]) or "none") + (f"; perhaps: {', '.join(perhaps)}" if perhaps
+                                                                     else "") + ".")
     of_decided = [(res, check) for res in results if res["verdict"] in ("holds", "fails")
                   for check in checks if _check_of(check) == res["id"]
                   and check["verdict"] in ("holds", "fails", "inconclusive")]  # a check not yet judged says nothing
