@@ -7,10 +7,11 @@ last commit, to read before committing records by path.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+from peft_repro.results import load_json
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = ("NIST", "CIDEr")  # metrics not in [0, 1]: shown as recorded; the rest x100
@@ -25,7 +26,7 @@ def changed(results: Path) -> list[tuple[str, Path]]:
 
 
 def line(status: str, path: Path) -> str:
-    record = json.loads(path.read_text())
+    record = load_json(path)  # a cut or hand-edited record: an error naming its file
     cfg = record.get("config") or {}
     method, trainer, task = cfg.get("method") or {}, cfg.get("trainer") or {}, cfg.get("task") or {}
     setting = " ".join(f"{k}={method[k]}" for k in ("targets", "r", "num_virtual_tokens") if method.get(k) is not None)

@@ -28,6 +28,11 @@ def trains_nothing(side: list[Run]) -> bool:
     return bool(side) and all(lookup(r.record, "params.trainable") == 0 for r in side)
 
 
+def models_of(runs) -> list[str]:
+    """The base models the runs trained, by config name (a table's caption, a claim's "measured at")."""
+    return sorted({str(lookup(r.record, "config.model.name")) for r in runs})
+
+
 @dataclass
 class Cell:
     runs: list[Run]

@@ -49,7 +49,7 @@ import numpy as np
 from ..lr_search import dev_curve, record_primary
 from ..results import lookup
 from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats, t_quantile
-from .cells import Run, Table, trains_nothing
+from .cells import Run, Table, models_of, trains_nothing
 from .spec import DASH, SpecError, scale_note
 
 VERDICTS = ("holds", "fails", "inconclusive", "too few runs", "no results")
@@ -137,6 +137,8 @@ def _half(ci: tuple[float, float]) -> float:
 
 
 MAX_FACTOR = 1000  # sizes beyond 1000 times the measured ones are not a plan
+NOT_ON_SPLIT = "not on this test split"  # `needed`: no runs decide on the whole split (at_a_glance names them)
+PERHAPS_NOT_ON_SPLIT = "perhaps " + NOT_ON_SPLIT
 
 
 def needed(c: Comparison, level: float | None = None) -> str:
@@ -173,10 +175,10 @@ def needed(c: Comparison, level: float | None = None) -> str:
         return " or ".join(out)
     items_alone = t_quantile(0.5 + (level or c.stats.level) / 2, math.inf) * c.stats.se_items / math.sqrt(whole)
     if items_alone / math.sqrt(2) >= room:
-        return (f"not on this test split: its {pool:,} items alone give ±{items_alone:.2f} (at least "
+        return (f"{NOT_ON_SPLIT}: its {pool:,} items alone give ±{items_alone:.2f} (at least "
                 f"±{items_alone / math.sqrt(2):.2f} with any runs), and {room:.2f} would decide")
     if items_alone >= room:
-        return (f"perhaps not on this test split: its {pool:,} items alone give ±{items_alone:.2f} at the measured "
+        return (f"{PERHAPS_NOT_ON_SPLIT}: its {pool:,} items alone give ±{items_alone:.2f} at the measured "
                 f"item noise (±{items_alone / math.sqrt(2):.2f} without its seed x item part), and {room:.2f} "
                 f"would decide")
     return f"over {n_runs * MAX_FACTOR:,} runs a side on all {pool:,} test items"
@@ -245,7 +247,8 @@ def _column_keys(cols_a: list, cols_b: list) -> tuple[list, list]:
     return [("A", c) for c in names_a], [("B", c) for c in names_b]
 
 
-def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = None) -> list[Comparison]:
+def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = None,
+                pools: dict[str, int] | None = None) -> list[Comparison]:
     """The check's comparisons; `left_out` ({rows, columns}): what this scale leaves to another (the claim's
     `left_out`), taken out of pooled sides, and comparisons left with an empty side are not made."""
     if not isinstance(check, dict) or check.get("table") not in tables:
@@ -255,7 +258,7 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
         raise SpecError(f"check {check!r}: kind must be better, or same with a numeric margin")
     out_rows = {str(r) for r in (left_out or {}).get("rows") or []}
     out_cols = {str(c) for c in (left_out or {}).get("columns") or []}
-    out, pools = [], test_pools(tables)
+    out, pools = [], test_pools(tables) if pools is None else pools
     for pair in check.get("pairs") or []:
         if not isinstance(pair, list) or len(pair) != 2:
             raise SpecError(f"check pair {pair!r} is not [A, B]")
@@ -352,7 +355,7 @@ def _check_left_out(claim: dict, checks: list[dict], left_out: dict | None) -> N
 
 def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = None) -> list[dict]:
     """Each claim with its comparisons (those of this scale: `left_out`) and overall verdict."""
-    results = []
+    results, pools = [], test_pools(tables)
     for claim in claims:
         if not claim.get("id") or not claim.get("text") or not claim.get("check"):
             raise SpecError(f"experiments/{claim.get('file')}: a {claim.get('role', 'claim')} needs id, text and check: "
@@ -360,14 +363,14 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         checks = claim["check"] if isinstance(claim["check"], list) else [claim["check"]]
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
-        comps = [c for check in checks for c in comparisons(check, tables, left_out)]
+        comps = [c for check in checks for c in comparisons(check, tables, left_out, pools)]
         counted = judge_family(comps)
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
     return results
 
 
 def measured_at(comps: list[Comparison], scale: str) -> str:
-    models = sorted({str(lookup(r.record, "config.model.name")) for c in comps for r in c.a + c.b})
+    models = models_of(r for c in comps for r in c.a + c.b)
     return f"scale {scale}, " + (", ".join(models) if models else "no runs")
 
 
@@ -507,7 +510,7 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
                      f"({sum(c.verdict in ('holds', 'fails') for c in reversed_)} of them decided).")
     split_bound = {kind: [res["id"] for res in results if res["verdict"] == "inconclusive" and any(
         c.needed.startswith(prefix) for c in res["comparisons"] if c.verdict == "inconclusive")]
-        for kind, prefix in (("not", "not on this test split"), ("perhaps", "perhaps not on this test split"))}
+        for kind, prefix in (("not", NOT_ON_SPLIT), ("perhaps", PERHAPS_NOT_ON_SPLIT))}
     perhaps = [claim for claim in split_bound["perhaps"] if claim not in split_bound["not"]]
     if split_bound["not"] or perhaps:
         lines.append("Inconclusive claims with a comparison no number of runs can decide on its test split (`needed`): "

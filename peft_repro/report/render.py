@@ -6,7 +6,7 @@ import csv
 import io
 
 from ..results import lookup
-from .cells import NOT_ABOVE_MAJORITY, NOT_ABOVE_ZERO_SHOT, Cell, Row, Run, Table, trains_nothing
+from .cells import NOT_ABOVE_MAJORITY, NOT_ABOVE_ZERO_SHOT, Cell, Row, Run, Table, models_of, trains_nothing
 from .costs import wall_time
 from .spec import DASH, experiments_of, scale_note
 
@@ -98,14 +98,13 @@ def caption(table: Table, scale: str) -> list[str]:
     if not spec.get("rows"):
         paper += f" ({spec.get('source', '?')}: no numbers in the paper)"
     metrics = ", ".join(dict.fromkeys(c.metric for row in table.rows for c in row.cells.values() if c.metric))
-    models = sorted({str(lookup(run.record, "config.model.name")) for row in table.rows
-                     for c in row.cells.values() for run in c.runs})
+    models = models_of(run for row in table.rows for c in row.cells.values() for run in c.runs)
     mine = (f"Ours: {', '.join(models) or 'no runs'}, experiment `{'`, `'.join(experiments_of(spec))}`, scale `{scale}`"
             + (f", columns = `{ours['column_key']}`" if ours.get("column_key") else "")
             + f", values {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
             if ours else "Ours: no experiment mapped.")
-    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets; a method that trains nothing (zero-shot, a "
-            "discrete prompt) is one run; – = no result; "
+    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets; a method that trains "
+            "nothing (zero-shot, a discrete prompt) is one run; – = no result; "
             f"{NOT_ABOVE_ZERO_SHOT} = not above zero-shot, {NOT_ABOVE_MAJORITY} = not above the majority-class rate "
             "(the 95% CI over test items and runs reaches it)."]
 
