@@ -17,6 +17,10 @@ from .batching import left_pad, positions
 NEG = -1.0e9
 
 
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
 @dataclass
 class DecodeConfig:
     num_beams: int = 1
@@ -90,7 +94,7 @@ class _Stepper:
 def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int, rows=None) -> torch.Tensor:
     stepper = _Stepper(model, ids, mask, rows)
     out = ids.new_full((ids.shape[0], cfg.max_new_tokens), pad_id)
-    alive = torch.arange(ids.shape[0])  # the batch rows still being decoded, as indices into `out`
+    alive = torch.arange(ids.shape[0], device=ids.device)  # the batch rows still being decoded, as indices into `out`
     for step in range(cfg.max_new_tokens):
         scores = _process(stepper.logits.clone(), out[alive, :step], step, cfg, stop)
         tokens = scores.argmax(-1)
@@ -108,20 +112,21 @@ def _greedy(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int
 def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int, rows=None) -> torch.Tensor:
     batch, k, steps = ids.shape[0], cfg.num_beams, cfg.max_new_tokens
     stepper = _Stepper(model, ids, mask, rows)  # the source once per element, then its cache k times
-    stepper.reorder(torch.arange(batch).repeat_interleave(k), logits=True)
+    dev = ids.device
+    stepper.reorder(torch.arange(batch, device=dev).repeat_interleave(k), logits=True)
     vocab = stepper.logits.shape[-1]
     keep = max(2, 1 + len(stop)) * k  # enough candidates that `k` of them are still running
     running_seqs = ids.new_full((batch, k, steps), pad_id)
-    running_scores = torch.zeros(batch, k)
+    running_scores = torch.zeros(batch, k, device=dev)
     running_scores[:, 1:] = NEG
     done_seqs = running_seqs.clone()
-    done_scores = torch.full((batch, k), NEG)
-    done = torch.zeros(batch, k, dtype=torch.bool)
-    improvable = torch.ones(batch, 1, dtype=torch.bool)
-    top_k = torch.arange(keep) < k
-    offsets = torch.arange(batch)[:, None] * k
+    done_scores = torch.full((batch, k), NEG, device=dev)
+    done = torch.zeros(batch, k, dtype=torch.bool, device=dev)
+    improvable = torch.ones(batch, 1, dtype=torch.bool, device=dev)
+    top_k = torch.arange(keep, device=dev) < k
+    offsets = torch.arange(batch, device=dev)[:, None] * k
     out = done_seqs[:, 0].clone()  # each element's best hypothesis, written while it is in the batch
-    alive = torch.arange(batch)
+    alive = torch.arange(batch, device=dev)
     for step in range(steps):
         flat_seqs = running_seqs.view(batch * k, steps)[:, :step]
         log_probs = _process(torch.log_softmax(stepper.logits, -1), flat_seqs, step, cfg, stop)
@@ -165,7 +170,7 @@ def _beam(model, ids, mask, cfg: DecodeConfig, stop: torch.Tensor, pad_id: int, 
             running_seqs, running_scores = running_seqs[open_], running_scores[open_]
             done_seqs, done_scores, done, improvable = done_seqs[open_], done_scores[open_], done[open_], improvable[open_]
             batch = len(alive)
-            offsets = torch.arange(batch)[:, None] * k
+            offsets = torch.arange(batch, device=dev)[:, None] * k
         stepper.reorder(parent.view(-1))
         stepper.step(running_seqs.view(batch * k, steps)[:, step])
     return out[:, : step + 1]
@@ -176,15 +181,16 @@ def generate(model, sources: list[list[int]], cfg: DecodeConfig, stop_ids: list[
              progress=None, rows: list[int] | None = None) -> list[list[int]]:
     """Token ids generated for each source, cut before the first stop token. `rows`: the fused sweep's cell of each
     source (peft_repro/fused.py); a batch then holds the sources of few cells, each cell's together."""
-    stop = torch.tensor(sorted(set(stop_ids)))
+    device = model_device(model)  # sources come as lists: every tensor of the search goes where the model is
+    stop = torch.tensor(sorted(set(stop_ids)), device=device)
     search = _greedy if cfg.num_beams == 1 else _beam
     # similar lengths together: less padding; results are put back in input order
     order = sorted(range(len(sources)), key=lambda i: (rows[i] if rows else 0, -len(sources[i])))
     results: list[list[int]] = [[] for _ in sources]
     for start in range(0, len(order), cfg.batch_size):
         chunk = order[start:start + cfg.batch_size]
-        ids, mask = left_pad([sources[i] for i in chunk], pad_id)
-        chunk_rows = torch.tensor([rows[i] for i in chunk]) if rows else None
+        ids, mask = (t.to(device) for t in left_pad([sources[i] for i in chunk], pad_id))
+        chunk_rows = torch.tensor([rows[i] for i in chunk], device=device) if rows else None
         out = search(model, ids, mask, cfg, stop, pad_id, chunk_rows).tolist()
         for i, tokens in zip(chunk, out):
             cut = next((j for j, t in enumerate(tokens) if t in set(stop_ids)), len(tokens))

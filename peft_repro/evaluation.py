@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import encode_source, left_pad
-from .decoding import DecodeConfig, generate
+from .decoding import DecodeConfig, generate, model_device
 
 
 def stop_token_ids(tokenizer, at_newline: bool) -> list[int]:
@@ -47,6 +47,7 @@ class Evaluator:
         single = all(len(ids) == 1 for ids in self.label_ids)
         order = sorted(range(len(sources)), key=lambda i: (cells[i] if cells else 0, -len(sources[i])))
         preds = [0] * len(sources)
+        device = model_device(model)
         for start in range(0, len(order), self.eval_batch_size):
             rows = order[start:start + self.eval_batch_size]
             chunk = [sources[i] for i in rows]
@@ -54,26 +55,26 @@ class Evaluator:
                 model.use_rows(torch.tensor([cells[i] for i in rows]).repeat_interleave(
                     1 if single else len(self.label_ids)))
             if single:
-                ids, mask = left_pad(chunk, self.tok.pad_token_id)
+                ids, mask = (t.to(device) for t in left_pad(chunk, self.tok.pad_token_id))
                 logits = model(ids, mask, logits_to_keep=1).logits[:, -1].float()
-                first = torch.tensor([ids_[0] for ids_ in self.label_ids])
+                first = torch.tensor([ids_[0] for ids_ in self.label_ids], device=device)
                 chunk_preds = logits.log_softmax(-1)[:, first].argmax(-1).tolist()
             else:
-                chunk_preds = self._classify_multi(model, chunk)
+                chunk_preds = self._classify_multi(model, chunk, device)
             for i, pred in zip(rows, chunk_preds):
                 preds[i] = pred
             bar.update(len(chunk))
         return preds
 
-    def _classify_multi(self, model, chunk) -> list[int]:
+    def _classify_multi(self, model, chunk, device) -> list[int]:
         n = len(self.label_ids)
         seqs = [src + lab for src in chunk for lab in self.label_ids]
-        ids, mask = left_pad(seqs, self.tok.pad_token_id)
-        source_lens = torch.tensor([len(src) for src in chunk for _ in self.label_ids])
+        ids, mask = (t.to(device) for t in left_pad(seqs, self.tok.pad_token_id))
+        source_lens = torch.tensor([len(src) for src in chunk for _ in self.label_ids], device=device)
         logp = model(ids, mask, source_lens=source_lens).logits[:, :-1].float().log_softmax(-1)
         token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
-        lengths = torch.tensor([len(lab) for _ in chunk for lab in self.label_ids])
-        positions = torch.arange(ids.shape[1] - 1)[None, :]
+        lengths = torch.tensor([len(lab) for _ in chunk for lab in self.label_ids], device=device)
+        positions = torch.arange(ids.shape[1] - 1, device=device)[None, :]
         in_label = positions >= (ids.shape[1] - 1 - lengths)[:, None]
         scores = (token_logp * in_label).sum(-1).view(len(chunk), n)
         return scores.argmax(-1).tolist()
