@@ -125,6 +125,11 @@ show_status() {  # name: the lane's last sweep line, its current cell and progre
   [[ -f $log ]] || { echo "lane $1: no log at $log"; return; }
   echo "lane $1 (log written $(( $(date +%s) - $(stat -c %Y "$log") )) s ago):"
   grep -a '^=== ' "$log" | tail -n 1 | sed 's/^=== /  /'
+  local started i commands; started=$(grep -a '^=== .* start: ' "$log" | tail -n 1 | sed 's/^=== .* start: //')
+  [[ $1 == a ]] && commands=("${LANE_A[@]}") || commands=("${LANE_B[@]}")
+  for i in "${!commands[@]}"; do  # where a GPU window's queue can start this lane (LANE_A_FROM, LANE_B_FROM)
+    [[ ${commands[$i]} == "$started" ]] && echo "  sweep $((i + 1)) of ${#commands[@]}"
+  done
   grep -a 'trainable parameters' "$log" | tail -n 1 | sed 's/.*\] - /  cell: /' | cut -c1-200
   tail -c 4000 "$log" | tr '\r' '\n' | grep -a '%|' | tail -n 1 | sed -E 's/^ */  /; s/(\[[^]]*\]).*/\1/'
 }
