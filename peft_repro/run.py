@@ -242,9 +242,9 @@ def complete_test(cfg: DictConfig, task, path: Path, record: dict) -> dict | Non
     adapted = apply_method(model, OmegaConf.to_container(cfg.method, resolve=True), tokenizer)
     adapted.load_trainable_state_dict(load_file(str(state)))
     evaluator = Evaluator(task, tokenizer, cfg.task, cfg.trainer.eval_batch_size)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where it trained (the trainer's device)
     with torch.autocast(device, torch.bfloat16, enabled=bool(record.get("bf16"))):  # the precision it trained in
-        out = test_results(adapted.eval(), evaluator, task_decode(cfg, "decode"))
+        out = test_results(adapted.to(device).eval(), evaluator, task_decode(cfg, "decode"))
     record = {k: v for k, v in record.items() if k != "test_deferred"} | out | {
         "samples": out["samples"][: cfg.record_samples], "wall_seconds": record["wall_seconds"] + time.time() - started,
         "test_completed": time.strftime("%Y-%m-%d %H:%M:%S"), "test_git": results.git_state()}
@@ -288,8 +288,8 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     try:
         started = time.time()
         evaluator = Evaluator(task, tokenizer, cfg.task, trainer.eval_batch_size)
-        base = Adapted(model, "zero_shot").eval()
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        base = Adapted(model, "zero_shot").to(device).eval()
         with torch.autocast(device, torch.bfloat16, enabled=trainer.uses_bf16()):  # the trained runs' test precision
             preds = evaluator.predict(base, items, decode, desc="zero-shot test")
         out = test_record(task, preds, items, 0.0)
