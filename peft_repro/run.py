@@ -126,6 +126,8 @@ def train_and_record(cell: RunCell) -> dict:
     seed_everything(cfg.seed)  # the method's initialization draws the same numbers whatever ran before (a random
     # model's own seed, the zero-shot run)
     adapted = apply_method(model, method_cfg, tokenizer)
+    adapted.to("cuda" if torch.cuda.is_available() else "cpu")  # after the init's draws (the CPU's generator on any
+    # machine) and before `prepare`, which decodes (a discrete prompt's search): where the trainer will train
     adapted.prepare(Evaluator(cell.task, tokenizer, cfg.task, trainer_cfg.eval_batch_size), dev_decode)  # e.g. a
     # discrete prompt picks its prompt on dev; then the context holds the real k (init words or the prompt set it)
     check_model_fits(cfg, model, adapted.num_virtual_tokens, dev_decode, test_decode)
@@ -285,11 +287,13 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     if not claim(lock):
         log.info("zero-shot %s is being recorded by another run", key)
         return path
+    back = next(model.parameters()).device
     try:
         started = time.time()
         evaluator = Evaluator(task, tokenizer, cfg.task, trainer.eval_batch_size)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        base = Adapted(model, "zero_shot").to(device).eval()
+        base = Adapted(model, "zero_shot").to(device).eval()  # moved back below: the caller draws its method's
+        # initial weights beside the model, from the CPU's generator on every machine
         with torch.autocast(device, torch.bfloat16, enabled=trainer.uses_bf16()):  # the trained runs' test precision
             preds = evaluator.predict(base, items, decode, desc="zero-shot test")
         out = test_record(task, preds, items, 0.0)
@@ -306,5 +310,6 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
             "samples": out["samples"][: cfg.record_samples]})
         log.info("zero-shot test %s -> %s", out["test"], path)
     finally:
+        model.to(back)
         lock.unlink(missing_ok=True)
     return path

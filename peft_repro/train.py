@@ -136,14 +136,17 @@ def train(adapted, tokenizer, task, task_cfg, cfg: TrainConfig, dev_decode: Deco
                 "train_seconds": train_seconds + time.time() - epoch_start, "history": history, "best": best,
                 "trainable": accelerator.unwrap_model(model).trainable_state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": (torch.get_rng_state(), random.getstate(), np.random.get_state())})
+                "rng": (torch.get_rng_state(), random.getstate(), np.random.get_state(),
+                        torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)})
 
     if resume_file is not None and resume_file.exists():
-        state = torch.load(resume_file, weights_only=False)
+        state = torch.load(resume_file, weights_only=False, map_location="cpu")  # saved on a GPU, loads anywhere
         accelerator.unwrap_model(model).load_trainable_state_dict(state["trainable"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"][0]), random.setstate(state["rng"][1]), np.random.set_state(state["rng"][2])
+        if len(state["rng"]) > 3 and state["rng"][3] is not None and torch.cuda.is_available():  # dropout's stream
+            torch.cuda.set_rng_state_all(state["rng"][3])
         start_epoch, start_batch, step, tokens = state["epoch"], state["batch"], state["step"], state["tokens"]
         train_seconds, history, best = state["train_seconds"], state["history"], state["best"]
         log.info("resuming from %s: epoch %d, step %d", resume_file, start_epoch, step)

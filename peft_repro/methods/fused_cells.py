@@ -52,12 +52,13 @@ class FusedAdapted(Adapted):
         self.cell_params: list[dict[str, nn.Parameter]] = [{} for _ in range(cell_count)]
 
     def start_stream(self, index: int, seed: int) -> None:
-        """Cell `index`'s dropout stream: a run's training starts from the seeded state (train.train seeds again)."""
-        device = next(self.model.parameters()).device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        """Cell `index`'s dropout stream: a run's training starts from the seeded state (train.train seeds again).
+        The stream is the generator of the device it will train on (train_fused moves the model to the GPU where
+        there is one), not of the device the model is on while it is built."""
+        cuda = torch.cuda.is_available()
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if cuda else []):
             torch.manual_seed(seed)
-            self.layout.streams[str(index)] = torch.cuda.get_rng_state() if device.type == "cuda" \
-                else torch.get_rng_state()
+            self.layout.streams[str(index)] = torch.cuda.get_rng_state() if cuda else torch.get_rng_state()
 
     def use_rows(self, rows: torch.Tensor | list[int], widths: list[int] | None = None) -> None:
         """The cell of each row of the next forward passes (rows of a cell must be adjacent)."""

@@ -74,7 +74,8 @@ preflight() {  # tests/test_gpu.py on this GPU first (about a minute): a path th
 }
 
 collect() {  # the scale's records and the benchmark, as paths under results/
-  (cd "$RESULTS" && tar -czf "$OUT/records.tar.gz" $(ls -d runs/*/"$1" bench/fused_*.json 2>/dev/null))
+  # not the locks of runs the deadline killed: a lock of another host's process stops its cell there for good
+  (cd "$RESULTS" && tar --exclude='*.lock' -czf "$OUT/records.tar.gz" $(ls -d runs/*/"$1" bench/fused_*.json 2>/dev/null))
   tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs
   ls -la "$OUT"
 }
