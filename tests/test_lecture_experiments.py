@@ -40,6 +40,8 @@ def test_lecture_experiment_smoke_sweep_writes_its_table(tmp_path: Path, experim
     assert runs_in_table(table) == {r["record"] for r in records}  # every run has its cell in the table
     # every run keeps its test items' statistics; one zero-shot record per distinct test setting (model, items, decoding)
     assert all(0 < len(r["test_items"]["ids"]) == len(r["test_items"]["stats"]) for r in records)
+    # and the test split's size, capped or not (the claims' `needed` draws no more items than it holds)
+    assert all(r["test_items"]["split_size"] >= len(r["test_items"]["ids"]) for r in records)
     zero_shots = load_records(tmp_path, "zero_shot", "smoke")
     assert len(zero_shots) == len({json.dumps(eval_setting(r["config"]), sort_keys=True) for r in records})
     assert all(z["params"]["trainable"] == 0 and z["test_items"]["ids"] for z in zero_shots)

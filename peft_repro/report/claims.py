@@ -185,15 +185,17 @@ def needed(c: Comparison, level: float | None = None) -> str:
 
 
 def test_pools(tables: dict[str, Table]) -> dict[str, int]:
-    """Per task, the test items a run can be scored on: the most that any record of the task scored uncapped
-    (`max_eval_examples` null: its whole test split). A task without such a record is missing: its size unknown."""
+    """Per task, the test items a run can be scored on: the split's size that a record names (`split_size`, since
+    session 22), or the most items that any record of the task scored uncapped (`max_eval_examples` null: its whole
+    test split). A task with neither is missing: its size unknown."""
     pools = {}
     for table in tables.values():
         for record in table.records:
-            ids = (record.get("test_items") or {}).get("ids")
-            if ids and lookup(record, "config.task.max_eval_examples") is None:
+            items = record.get("test_items") or {}
+            uncapped = len(items.get("ids") or []) if lookup(record, "config.task.max_eval_examples") is None else 0
+            if size := max(items.get("split_size") or 0, uncapped):
                 task = lookup(record, "config.task.name")
-                pools[task] = max(pools.get(task, 0), len(ids))
+                pools[task] = max(pools.get(task, 0), size)
     return pools
 
 

@@ -182,10 +182,11 @@ class Task:
         return None
 
     def test_items(self, predictions: list, items: list[EvalItem]) -> dict | None:
-        """A record's `test_items`: each item's id and metric statistics (None when the task has none)."""
+        """A record's `test_items`: each item's id and metric statistics (None when the task has none), and how many
+        items the test split holds (`split_size`: the claims' `needed` draws no more than these)."""
         stats = self.item_stats(predictions, items)
         return None if stats is None else {"metric": self.primary_metric, "ids": [item_id(it) for it in items],
-                                           "stats": stats}
+                                           "stats": stats, "split_size": len(self.items(self.rows("test")))}
 
     @staticmethod
     def metric_from_stats(sums: np.ndarray) -> np.ndarray:
