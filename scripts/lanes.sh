@@ -138,6 +138,15 @@ if ((status)); then
   exit 0
 fi
 
+for name in "${lanes[@]}"; do  # LANE_A_FROM / LANE_B_FROM: a sweep number of that lane's list, checked before any start
+  from_var=LANE_${name^^}_FROM; from=${!from_var:-1}
+  [[ $name == a ]] && count=${#LANE_A[@]} || count=${#LANE_B[@]}
+  if ! [[ $from =~ ^[1-9][0-9]*$ ]] || ((from > count)); then
+    echo "error: $from_var=$from: give a sweep number from 1 to $count (scripts/lanes.sh --status says where it is)" >&2
+    exit 2
+  fi
+done
+
 if ((!dry)); then
   mkdir -p "$logs"
   cd "$repo"

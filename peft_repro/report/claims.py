@@ -185,18 +185,24 @@ def needed(c: Comparison, level: float | None = None) -> str:
 
 
 def test_pools(tables: dict[str, Table]) -> dict[str, int]:
-    """Per task, the test items a run can be scored on: the split's size that a record names (`split_size`, since
-    session 22), or the most items that any record of the task scored uncapped (`max_eval_examples` null: its whole
-    test split). A task with neither is missing: its size unknown."""
+    """Per task, the test items a run can be scored on: the most that any record of the task scored uncapped
+    (`max_eval_examples` null: its whole test split). A task without such a record is missing: its size unknown.
+    Records since session 22 name their split's size themselves (`split_size`), which a comparison prefers."""
     pools = {}
     for table in tables.values():
         for record in table.records:
-            items = record.get("test_items") or {}
-            uncapped = len(items.get("ids") or []) if lookup(record, "config.task.max_eval_examples") is None else 0
-            if size := max(items.get("split_size") or 0, uncapped):
+            ids = (record.get("test_items") or {}).get("ids")
+            if ids and lookup(record, "config.task.max_eval_examples") is None:
                 task = lookup(record, "config.task.name")
-                pools[task] = max(pools.get(task, 0), size)
+                pools[task] = max(pools.get(task, 0), len(ids))
     return pools
+
+
+def split_size(runs: list[Run]) -> int | None:
+    """The test items every one of these runs could have been scored on: the smallest split its records name
+    (`test_items.split_size`; a split loaded from the hub can be larger than the offline one), or None."""
+    sizes = [(run.record.get("test_items") or {}).get("split_size") for run in runs]
+    return min((s for s in sizes if s), default=None)
 
 
 def _fewest(decides, measured: int, cap: int | None = None) -> int | None:
@@ -284,8 +290,8 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
             keys_a, keys_b = _column_keys(ca, cb)
             runs_a, runs_b = _pool(table, rows_a, ca, keys_a), _pool(table, rows_b, cb, keys_b)
             tasks = {lookup(run.record, "config.task.name") for run in runs_a + runs_b}
-            c = judge(Comparison(label, kind, check.get("margin", 0), runs_a, runs_b,
-                                 items_available=pools.get(tasks.pop()) if len(tasks) == 1 else None))
+            available = split_size(runs_a + runs_b) or (pools.get(tasks.pop()) if len(tasks) == 1 else None)
+            c = judge(Comparison(label, kind, check.get("margin", 0), runs_a, runs_b, items_available=available))
             compared = [[str(col) for col, key in zip(cols, keys) if any(run.key[0] == key for run in side)]
                         for cols, keys, side in ((ca, keys_a, c.a), (cb, keys_b, c.b))]
             if c.a and c.b and (compared[0] != list(map(str, ca)) or compared[1] != list(map(str, cb))):

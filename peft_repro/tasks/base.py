@@ -186,7 +186,8 @@ class Task:
         items the test split holds (`split_size`: the claims' `needed` draws no more than these)."""
         stats = self.item_stats(predictions, items)
         return None if stats is None else {"metric": self.primary_metric, "ids": [item_id(it) for it in items],
-                                           "stats": stats, "split_size": len(self.items(self.rows("test")))}
+                                           "stats": stats,
+                                           "split_size": len({item_id(it) for it in self.items(self.rows("test"))})}
 
     @staticmethod
     def metric_from_stats(sums: np.ndarray) -> np.ndarray:

@@ -14,10 +14,11 @@
 # `queue ID` in the last call instead runs the default scale's own queue (scripts/lanes.sh) on the GPU, both lanes at
 # once with QUEUE_JOBS (4) jobs each: its records fill the default report's tables, which the CPU lanes take about
 # ten sessions for (docs/default_scale.md); they come back in $OUT/records.tar.gz the same way.
-# Before either, the preflight runs tests/test_gpu.py on the GPU (about a minute) and stops the call if a path fails
-# there: session 22's window trained every run on the GPU and lost all of them at the first dev evaluation. The queue's
-# lanes start where `scripts/lanes.sh --status` here says they are ("sweep N of M"): pass LANE_A_FROM=N LANE_B_FROM=M
-# before `bash scripts/gpu/lecture.sh queue ID`, or each done sweep costs a ~13 s process start to find.
+# Before either, the preflight runs tests/test_gpu.py on the GPU (1-2 minutes, at most 4) and stops the call if a
+# path fails there: session 22's window trained every run on the GPU and lost all of them at the first dev
+# evaluation. The queue's lanes start where `scripts/lanes.sh --status` here says they are ("sweep N of M"): pass
+# LANE_A_FROM=N LANE_B_FROM=M before `bash scripts/gpu/lecture.sh queue ID`, or each done sweep costs a 12-23 s
+# process start to find.
 # Dry runs on a CPU (tiny model, tiny sizes, the same steps): GPU_DRY_RUN=1 bash scripts/gpu/lecture.sh dry|dry-queue
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,9 +65,14 @@ step() {  # step NAME COMMAND...: run it within what is left of the deadline, lo
   echo "== $name: exit $? after $(( $(date +%s) - start ))s"; tail -3 "$OUT/logs/$name.log"
 }
 
-preflight() {  # tests/test_gpu.py on this GPU first (about a minute): a path that fails there fails every run after it
-  echo "== preflight: tests/test_gpu.py"
-  if ! "$PY" -m pytest -q -x -p no:cacheprovider tests/test_gpu.py > "$OUT/logs/preflight.log" 2>&1; then
+preflight() {  # tests/test_gpu.py on this GPU first: a path that fails there fails every run after it. Its arguments
+  # go to pytest (the queue leaves out the fused launcher's command-line sweep: it does not use that launcher)
+  local left=$(( DEADLINE - $(date +%s) - 120 ))
+  [ "$left" -le 240 ] || left=240
+  [ "$left" -ge 60 ] || left=60
+  echo "== preflight: tests/test_gpu.py $* (at most ${left}s)"
+  if ! timeout "$left" "$PY" -m pytest -q -x -p no:cacheprovider tests/test_gpu.py "$@" \
+      > "$OUT/logs/preflight.log" 2>&1; then
     tail -40 "$OUT/logs/preflight.log"; tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs
     echo "error: the GPU preflight failed (log above, and logs.tar.gz): no run started"; exit 3
   fi
@@ -146,14 +152,14 @@ case "${1:-}" in
     PAYLOAD_ID=${2:-}
     setup
     nvidia-smi --query-gpu=name,memory.total --format=csv
-    preflight
+    preflight -k "not (command_line and fused)"
     queue "" ;;
   dry-queue)
     [ -n "${GPU_DRY_RUN:-}" ] || { echo "error: the dry run is GPU_DRY_RUN=1 bash $0 dry-queue"; exit 2; }
     STASH=/tmp/peft_repro_dry_stash; rm -rf "$STASH"; mkdir -p "$STASH"
     PY=${DRY_PY:-.venv/bin/python}
     setup
-    preflight  # its tests skip without a GPU: this checks the wiring
+    preflight -k "not (command_line and fused)"  # its tests skip without a GPU: this checks the wiring
     RESULTS=/tmp/peft_repro_dry_queue/results && rm -rf /tmp/peft_repro_dry_queue && mkdir -p "$RESULTS"
     queue "model=tiny_llama task.max_train_examples=32 task.max_dev_examples=8" ;;
   dry)
