@@ -154,8 +154,8 @@ if ((!dry)); then
 fi
 for name in "${lanes[@]}"; do
   if [[ $name == a ]]; then commands=("${LANE_A[@]}"); else commands=("${LANE_B[@]}"); fi
-  # LANE_A_FROM / LANE_B_FROM=N: start the lane at its Nth sweep, the ones before known done (finding a done sweep
-  # done costs a process start: about 13 s each on the GPU machine, minutes of a 15-minute window)
+  # LANE_A_FROM / LANE_B_FROM=N: start the lane at its Nth sweep, the ones before known done (finding that a sweep is
+  # done costs a process start: 12-23 s each on the GPU machine, minutes of a 15-minute window)
   from_var=LANE_${name^^}_FROM; commands=("${commands[@]:${!from_var:-1}-1}")
   if ((dry)); then
     printf "lane %s:\n" "$name"
