@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .batching import IGNORE, collate_train, encode_examples, length_grouped_batches
 from .methods.fused_cells import FusedAdapted
 from .evaluation import Evaluator, test_record
-from .train import Diverged, TrainConfig, lr_schedule
+from .train import Diverged, TrainConfig, lr_schedule, train_device
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def train_fused(model: FusedAdapted, tokenizer, task, task_cfg, cfgs: list[Train
     """Train every cell of `model` (cell i with `cfgs[i]`), each selected on dev; per cell what `train.train`
     returns (with the selected `state`; no test results where `evaluate_test[i]` is False), or its `Diverged`.
     At most `max_rows` rows go through the model at once (a cell's batch is never split)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = train_device()
     model.to(device)
     use_bf16 = cfgs[0].uses_bf16()
     data = encode_examples(task.train_examples(), tokenizer, task_cfg.get("max_source_tokens"),

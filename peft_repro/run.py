@@ -13,14 +13,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import results
 from .checks import check_context, typed
-from .decoding import DecodeConfig
+from .decoding import DecodeConfig, model_device
 from .evaluation import Evaluator, test_record, test_results
 from .lr_search import claim, search_lr
 from .methods import Adapted, apply_method
 from .models import load_model
 from .tasks import build_task, item_id
 from .tracking import make_logger
-from .train import Diverged, TrainConfig, seed_everything, train
+from .train import Diverged, TrainConfig, seed_everything, train, train_device
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def train_and_record(cell: RunCell) -> dict:
     seed_everything(cfg.seed)  # the method's initialization draws the same numbers whatever ran before (a random
     # model's own seed, the zero-shot run)
     adapted = apply_method(model, method_cfg, tokenizer)
-    adapted.to("cuda" if torch.cuda.is_available() else "cpu")  # after the init's draws (the CPU's generator on any
-    # machine) and before `prepare`, which decodes (a discrete prompt's search): where the trainer will train
+    adapted.to(train_device())  # after the init's draws (the CPU's generator on any machine) and before `prepare`,
+    # which decodes (a discrete prompt's search)
     adapted.prepare(Evaluator(cell.task, tokenizer, cfg.task, trainer_cfg.eval_batch_size), dev_decode)  # e.g. a
     # discrete prompt picks its prompt on dev; then the context holds the real k (init words or the prompt set it)
     check_model_fits(cfg, model, adapted.num_virtual_tokens, dev_decode, test_decode)
@@ -244,8 +244,8 @@ def complete_test(cfg: DictConfig, task, path: Path, record: dict) -> dict | Non
     adapted = apply_method(model, OmegaConf.to_container(cfg.method, resolve=True), tokenizer)
     adapted.load_trainable_state_dict(load_file(str(state)))
     evaluator = Evaluator(task, tokenizer, cfg.task, cfg.trainer.eval_batch_size)
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # where it trained (the trainer's device)
-    with torch.autocast(device, torch.bfloat16, enabled=bool(record.get("bf16"))):  # the precision it trained in
+    device = train_device()  # where it trained
+    with torch.autocast(device.type, torch.bfloat16, enabled=bool(record.get("bf16"))):  # the precision it trained in
         out = test_results(adapted.to(device).eval(), evaluator, task_decode(cfg, "decode"))
     record = {k: v for k, v in record.items() if k != "test_deferred"} | out | {
         "samples": out["samples"][: cfg.record_samples], "wall_seconds": record["wall_seconds"] + time.time() - started,
@@ -287,14 +287,15 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     if not claim(lock):
         log.info("zero-shot %s is being recorded by another run", key)
         return path
-    back = next(model.parameters()).device
+    back = model_device(model)
     try:
         started = time.time()
         evaluator = Evaluator(task, tokenizer, cfg.task, trainer.eval_batch_size)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = train_device()
         base = Adapted(model, "zero_shot").to(device).eval()  # moved back below: the caller draws its method's
         # initial weights beside the model, from the CPU's generator on every machine
-        with torch.autocast(device, torch.bfloat16, enabled=trainer.uses_bf16()):  # the trained runs' test precision
+        # the trained runs' test precision
+        with torch.autocast(device.type, torch.bfloat16, enabled=trainer.uses_bf16()):
             preds = evaluator.predict(base, items, decode, desc="zero-shot test")
         out = test_record(task, preds, items, 0.0)
         if task.kind == "classification":  # the rate to beat when every answer is the most frequent label

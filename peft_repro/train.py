@@ -71,6 +71,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def train_device() -> torch.device:
+    """Where runs train (the Accelerator below picks the same): the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def bf16_available() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()

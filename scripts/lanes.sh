@@ -120,13 +120,17 @@ run_lane() {  # name, commands...
   done
 }
 
+lane_list() {  # name: the lane's sweeps, into `commands`
+  if [[ $1 == a ]]; then commands=("${LANE_A[@]}"); else commands=("${LANE_B[@]}"); fi
+}
+
 show_status() {  # name: the lane's last sweep line, its current cell and progress bar, and how fresh the log is
   local log="$logs/lane_$1.log"
   [[ -f $log ]] || { echo "lane $1: no log at $log"; return; }
   echo "lane $1 (log written $(( $(date +%s) - $(stat -c %Y "$log") )) s ago):"
   grep -a '^=== ' "$log" | tail -n 1 | sed 's/^=== /  /'
   local started i commands; started=$(grep -a '^=== .* start: ' "$log" | tail -n 1 | sed 's/^=== .* start: //')
-  [[ $1 == a ]] && commands=("${LANE_A[@]}") || commands=("${LANE_B[@]}")
+  lane_list "$1"
   for i in "${!commands[@]}"; do  # where a GPU window's queue can start this lane (LANE_A_FROM, LANE_B_FROM)
     [[ ${commands[$i]} == "$started" ]] && echo "  sweep $((i + 1)) of ${#commands[@]}"
   done
@@ -139,10 +143,9 @@ if ((status)); then
 fi
 
 for name in "${lanes[@]}"; do  # LANE_A_FROM / LANE_B_FROM: a sweep number of that lane's list, checked before any start
-  from_var=LANE_${name^^}_FROM; from=${!from_var:-1}
-  [[ $name == a ]] && count=${#LANE_A[@]} || count=${#LANE_B[@]}
-  if ! [[ $from =~ ^[1-9][0-9]*$ ]] || ((from > count)); then
-    echo "error: $from_var=$from: give a sweep number from 1 to $count (scripts/lanes.sh --status says where it is)" >&2
+  from_var=LANE_${name^^}_FROM; from=${!from_var:-1}; lane_list "$name"
+  if ! [[ $from =~ ^[1-9][0-9]*$ ]] || ((from > ${#commands[@]})); then
+    echo "error: $from_var=$from: give a sweep number from 1 to ${#commands[@]} (--status says where it is)" >&2
     exit 2
   fi
 done
@@ -153,7 +156,7 @@ if ((!dry)); then
   export PEFT_REPRO_RESULTS=$results OMP_NUM_THREADS=1 WANDB_MODE=${WANDB_MODE:-disabled}
 fi
 for name in "${lanes[@]}"; do
-  if [[ $name == a ]]; then commands=("${LANE_A[@]}"); else commands=("${LANE_B[@]}"); fi
+  lane_list "$name"
   # LANE_A_FROM / LANE_B_FROM=N: start the lane at its Nth sweep, the ones before known done (finding that a sweep is
   # done costs a process start: 12-23 s each on the GPU machine, minutes of a 15-minute window)
   from_var=LANE_${name^^}_FROM; commands=("${commands[@]:${!from_var:-1}-1}")

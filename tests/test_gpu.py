@@ -79,12 +79,12 @@ def test_label_scoring_on_the_gpu_equals_the_cpu(words, tokenizer):
     assert evaluator.predict(model.cuda(), items) == cpu
 
 
-@pytest.mark.parametrize("fused_class,config_class,cells", [
-    (FusedLoRA, LoRAConfig, [dict(r=1, targets=["q"]), dict(r=4, targets=["q", "v"], dropout=0.1)]),
-    (FusedPrefix, PrefixConfig, [dict(num_virtual_tokens=1), dict(num_virtual_tokens=5, projection=True, dropout=0.1,
-                                                                  mid_dim=8)]),
+@pytest.mark.parametrize("name,fused_class,config_class,cells", [
+    ("lora", FusedLoRA, LoRAConfig, [dict(r=1, targets=["q"]), dict(r=4, targets=["q", "v"], dropout=0.1)]),
+    ("prefix", FusedPrefix, PrefixConfig, [dict(num_virtual_tokens=1),
+                                           dict(num_virtual_tokens=5, projection=True, dropout=0.1, mid_dim=8)]),
 ], ids=["lora", "prefix"])
-def test_a_fused_group_trains_on_the_gpu_as_each_cell_alone(fused_class, config_class, cells, tokenizer,
+def test_a_fused_group_trains_on_the_gpu_as_each_cell_alone(name, fused_class, config_class, cells, tokenizer,
                                                              tmp_path: Path):
     """Dropout included: a cell's masks come from its own stream on the GPU's generator, as the run alone draws
     them (a wrong stream shows as losses apart by far more than the kernels' rounding)."""
@@ -93,7 +93,6 @@ def test_a_fused_group_trains_on_the_gpu_as_each_cell_alone(fused_class, config_
     fused = fused_class(tiny_model("llama"), [(config_class(**c), t.seed) for c, t in zip(cells, trainers)])
     outs = train_fused(fused, tokenizer, task, task.cfg, trainers, DEV, TEST, [True] * len(cells), max_rows=8)
     assert on_cuda(fused.model)
-    name = "lora" if fused_class is FusedLoRA else "prefix"
     for out, cell, trainer in zip(outs, cells, trainers):
         expected, _ = alone(tokenizer, task, cell, trainer, tmp_path, name=name)
         losses = [h["loss"] for h in out["history"] if "loss" in h]
