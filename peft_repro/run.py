@@ -18,7 +18,7 @@ from .evaluation import Evaluator, test_record, test_results
 from .lr_search import claim, search_lr
 from .methods import Adapted, apply_method
 from .models import load_model
-from .tasks import build_task, item_id
+from .tasks import build_task, item_ids
 from .tracking import make_logger
 from .train import Diverged, TrainConfig, seed_everything, train, train_device
 
@@ -275,7 +275,7 @@ def record_zero_shot(cfg: DictConfig, model, tokenizer, task, decode: DecodeConf
     items = task.eval_items("test")
     setting = results.eval_setting({part: OmegaConf.to_container(cfg[part], resolve=True)
                                     for part in ("model", "task")})
-    setting["items"] = [item_id(it) for it in items]
+    setting["items"] = item_ids(items)
     key = "zero_shot-" + hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:12]
     path = results.record_path(Path(cfg.results_dir), "zero_shot", cfg.scale_name, key)
     lock = path.with_suffix(".lock")

@@ -26,7 +26,7 @@ from statistics import NormalDist
 import numpy as np
 
 from .results import lookup
-from .tasks import EvalItem, item_id, task_classes
+from .tasks import EvalItem, item_ids, task_classes
 
 N_BOOT = 10_000
 SEED = 0
@@ -51,7 +51,7 @@ def item_stats(run) -> tuple[list[str], np.ndarray] | None:
                 "record_samples", 0)):
             return None
         items = [EvalItem(s["source"], s.get("references") or [], s.get("label")) for s in samples]
-        ids, stats = [item_id(it) for it in items], np.asarray(
+        ids, stats = item_ids(items), np.asarray(
             task.item_stats([s["prediction"] for s in samples], items), dtype=float)
     if len(ids) != len(set(ids)) or not np.isclose(task.metric_from_stats(stats.sum(0)) * run.factor, run.value,
                                                    rtol=1e-6, atol=1e-9):

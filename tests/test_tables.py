@@ -209,16 +209,18 @@ def test_runs_pair_on_common_keys_and_pooled_rows_resample_independently():
     assert not c.paired and c.unpaired_left_out == 0 and c.diff == pytest.approx(0.0)
 
 
-def e2e_run(outputs: list[str], seed: int = 0) -> cells.Run:
-    """A run record of E2E with its items' statistics, as train.py writes them."""
+def e2e_run(outputs: list[str], seed: int = 0, repeat_every: int = 0) -> cells.Run:
+    """A run record of E2E with its items' statistics, as train.py writes them; `repeat_every`: every such item
+    asks item 0's MR again (as WikiSQL's test split repeats questions)."""
     from peft_repro.metrics.e2e import score_e2e
-    from peft_repro.tasks import EvalItem, item_id
+    from peft_repro.tasks import EvalItem, item_ids
     from peft_repro.tasks.e2e import E2ETask
 
-    items = [EvalItem(f"mr{i}\n", [f"the place {i} serves food", f"place {i} is a pub"]) for i in range(len(outputs))]
+    items = [EvalItem(f"mr{0 if repeat_every and i % repeat_every == 0 else i}\n",
+                      [f"the place {i} serves food", f"place {i} is a pub"]) for i in range(len(outputs))]
     bleu = score_e2e(outputs, [it.references for it in items], metrics=["BLEU"])["BLEU"]
     record = {"config": {"task": {"name": "e2e"}}, "seed": seed, "test": {"BLEU": bleu},
-              "test_items": {"metric": "BLEU", "ids": [item_id(it) for it in items],
+              "test_items": {"metric": "BLEU", "ids": item_ids(items),
                              "stats": E2ETask.item_stats(outputs, items)}}
     return cells.Run(bleu * 100, (None, seed, None), record, "test.BLEU", 100)
 
@@ -237,6 +239,18 @@ def test_item_bootstrap_recomputes_corpus_bleu_and_labels_what_it_resampled():
     run = e2e_run(good)
     run.record["test_items"]["stats"][0][1] += 5
     assert claims.item_stats(run) is None
+
+
+def test_repeated_test_sources_keep_their_own_items_in_the_bootstrap():
+    from peft_repro.tasks import EvalItem, item_id, item_ids
+
+    good = [f"the place {i} serves food" for i in range(30)]
+    run = e2e_run(good, repeat_every=10)  # items 0, 10 and 20 share one MR
+    ids = run.record["test_items"]["ids"]
+    assert len(set(ids)) == 30 and ids[10] == ids[0] + "#2" and ids[20] == ids[0] + "#3"
+    assert claims.item_stats(run) is not None
+    items = [EvalItem(f"mr{i}", []) for i in range(3)]
+    assert item_ids(items) == [item_id(it) for it in items]  # no repeats: the ids records have always had
 
 
 def test_float_noise_is_no_difference_and_unmeasured_comparisons_do_not_decide():

@@ -6,14 +6,14 @@ otherwise stops with an error that names the missing path.
 """
 from __future__ import annotations
 
-from .base import DataMissing, EvalItem, Example, Task, item_id, read_csv, read_jsonl, require, subset
+from .base import DataMissing, EvalItem, Example, Task, item_id, item_ids, read_csv, read_jsonl, require, subset
 from .e2e import E2ETask
 from .mnli import MNLITask
 from .wikisql import WikiSQLTask
 from .xsum import XSumTask
 
-__all__ = ["DataMissing", "EvalItem", "Example", "Task", "build_task", "item_id", "read_csv", "read_jsonl", "require",
-           "subset", "task_classes"]
+__all__ = ["DataMissing", "EvalItem", "Example", "Task", "build_task", "item_id", "item_ids", "read_csv", "read_jsonl",
+           "require", "subset", "task_classes"]
 
 
 def task_classes() -> dict[str, type[Task]]:

@@ -185,9 +185,8 @@ class Task:
         """A record's `test_items`: each item's id and metric statistics (None when the task has none), and how many
         items the test split holds (`split_size`: the claims' `needed` draws no more than these)."""
         stats = self.item_stats(predictions, items)
-        return None if stats is None else {"metric": self.primary_metric, "ids": [item_id(it) for it in items],
-                                           "stats": stats,
-                                           "split_size": len({item_id(it) for it in self.items(self.rows("test"))})}
+        return None if stats is None else {"metric": self.primary_metric, "ids": item_ids(items), "stats": stats,
+                                           "split_size": len(self.items(self.rows("test")))}
 
     @staticmethod
     def metric_from_stats(sums: np.ndarray) -> np.ndarray:
@@ -226,3 +225,16 @@ class Task:
 def item_id(item: EvalItem) -> str:
     """A short stable name of an evaluation item (its source text), to pair items across runs."""
     return hashlib.sha1(item.source.encode()).hexdigest()[:12]
+
+
+def item_ids(items: list[EvalItem]) -> list[str]:
+    """`item_id` of each item, the n-th repeat of a source (n >= 2) suffixed "#n": WikiSQL's test split asks 14
+    questions twice, and the bootstrap pairs runs by these ids, which must be unique. Runs on the same items in the
+    same order get the same ids; an id of a source that does not repeat is its `item_id`."""
+    seen: dict[str, int] = {}
+    ids = []
+    for item in items:
+        base = item_id(item)
+        seen[base] = seen.get(base, 0) + 1
+        ids.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return ids
