@@ -6,7 +6,10 @@ d = mean(A) - mean(B) has two sources of noise, and its 95% CI is d +- t * sqrt(
   both sides: paired by item, as Koehn 2004), its score recomputed from the summed statistics (corpus BLEU from
   n-gram counts, not a mean of item BLEUs); SE_items is the sd of the resampled d;
 - runs (seeds, low-data subsets): SE_runs is the sd of the paired differences over sqrt(n), with n - 1 degrees of
-  freedom (sides that do not pair: Welch's SE and degrees of freedom).
+  freedom (sides that do not pair: Welch's SE and degrees of freedom). Runs on one low-data subset (its seeds) are
+  one cluster, not independent draws: the subset's data moves them together, and a low-data claim is about a random
+  subset. Their SE is the cluster-robust one over the k subsets, k - 1 degrees of freedom (with one run a cluster it
+  is the plain sd over sqrt(n)).
 t is Student's at the Welch-Satterthwaite degrees of freedom of the sum (the items' term counts as infinitely many),
 and the half-width is never below the runs' own t interval, t(runs' df) * SE_runs: without that floor the items'
 term can narrow the CI (coverage 88% at 2 runs, 92% at 3, simulated with a known SE_items; with it 95-98%), while
@@ -114,15 +117,41 @@ def half_width(se_items: float, se_runs: float, df_runs: float, level: float = 0
     return max(t_quantile(p, df) * math.hypot(se_items, se_runs), t_quantile(p, df_runs) * se_runs)
 
 
+def cluster(run) -> tuple:
+    """The runs' unit of independent draws a run belongs to: its low-data subset within its column (a run's key is
+    ([column,] seed, subset), the subset last and None where there is none), else the run alone (runs pooled from
+    several rows share keys, and are still separate draws)."""
+    return (run.key[:-2], run.key[-1]) if run.key[-1] is not None else ("run", id(run))
+
+
+def n_clusters(runs: list) -> int:
+    """How many independent draws (`cluster`) the runs are: what a CI over runs needs 2 or more of."""
+    return len({cluster(r) for r in runs})
+
+
+def mean_variance(values: list[float], clusters: list) -> tuple[float, int]:
+    """(variance of the mean, degrees of freedom) of values drawn in 2 or more clusters: the cluster-robust estimate
+    k/(k-1) * sum over the k clusters of (the cluster's sum of x - mean)^2 / n^2, with k - 1 degrees of freedom; with
+    one value a cluster it is the plain var/n with n - 1."""
+    x = np.asarray(values, dtype=float)
+    deviations = x - x.mean()
+    groups = list(dict.fromkeys(clusters))
+    k = len(groups)
+    if k < 2:
+        raise ValueError(f"a variance over runs needs 2 or more independent clusters, got {k}")
+    sums = np.array([deviations[[c == g for c in clusters]].sum() for g in groups])
+    return float(k / (k - 1) * (sums ** 2).sum() / len(x) ** 2), k - 1
+
+
 def run_se(a: list, b: list, paired: bool) -> tuple[float, float]:
     """(SE, degrees of freedom) of mean(A) - mean(B) from the runs' spread: the paired differences (a and b in pair
-    order), else Welch over the sides with 2 or more runs (a side of one run, such as a zero-shot one or a discrete
-    prompt, trains nothing and adds no spread)."""
+    order), else Welch over the sides of 2 or more clusters (a side of one run, such as a zero-shot one or a discrete
+    prompt, trains nothing and adds no spread); runs of one low-data subset are one cluster (`cluster`)."""
     if paired:
-        diffs = np.array([x.value for x in a]) - np.array([y.value for y in b])
-        return float(diffs.std(ddof=1) / math.sqrt(len(diffs))), len(diffs) - 1
-    terms = [(float(np.var([r.value for r in side], ddof=1)) / len(side), len(side) - 1)
-             for side in (a, b) if len(side) >= 2]
+        var, df = mean_variance([x.value - y.value for x, y in zip(a, b)], [cluster(x) for x in a])
+        return math.sqrt(var), df
+    terms = [mean_variance([r.value for r in side], [cluster(r) for r in side]) for side in (a, b)
+             if n_clusters(side) >= 2]
     var = sum(v for v, _ in terms)
     if var == 0:
         return 0.0, math.inf

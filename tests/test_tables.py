@@ -209,6 +209,27 @@ def test_runs_pair_on_common_keys_and_pooled_rows_resample_independently():
     assert not c.paired and c.unpaired_left_out == 0 and c.diff == pytest.approx(0.0)
 
 
+def test_seeds_of_one_low_data_subset_are_one_draw_of_the_runs():
+    # 3 subsets x 2 seeds; each subset's seeds differ by the same amount: the subsets, not the seeds, vary
+    diffs = {0: 1.0, 1: 3.0, 2: 5.0}
+    a = [cells.Run(diffs[k], ("50", s, k), {}) for k in diffs for s in (0, 1)]
+    b = [cells.Run(0.0, ("50", s, k), {}) for k in diffs for s in (0, 1)]
+    c = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
+    assert c.paired and c.ci_over == "seeds x subsets" and c.stats.df_runs == 2  # 3 subsets, not 6 runs
+    assert c.stats.se_runs == pytest.approx(2.0 / math.sqrt(3))  # sd of the subsets' means 1, 3, 5 over sqrt(3)
+    # one value a cluster: the plain var/n; clusters of unequal size: the cluster-robust estimate by hand
+    assert stats.mean_variance([1.0, 2.0, 4.0], [0, 1, 2]) == (pytest.approx(np.var([1, 2, 4], ddof=1) / 3), 2)
+    x, groups = np.array([1.0, 2.0, 4.0, 7.0]), [0, 0, 1, 2]
+    by_hand = 3 / 2 * ((x[:2] - x.mean()).sum() ** 2 + (x[2] - x.mean()) ** 2 + (x[3] - x.mean()) ** 2) / 16
+    assert stats.mean_variance(list(x), groups) == (pytest.approx(by_hand), 2)
+    # two seeds of one subset a side are one draw: too few runs to judge over runs
+    one = claims.judge(claims.Comparison("a > b", "better", 0, a[:2], b[:2]))
+    assert one.verdict == "too few runs"
+    # subset-less runs pooled from several rows share keys and stay separate draws (Welch over 3 runs)
+    pooled = [cells.Run(v, ("50", 0, None), {}) for v in [1.0, 2.0, 3.0]]
+    assert stats.run_se(pooled, [], False) == (pytest.approx(math.sqrt(1 / 3)), pytest.approx(2))
+
+
 def e2e_run(outputs: list[str], seed: int = 0, repeat_every: int = 0) -> cells.Run:
     """A run record of E2E with its items' statistics, as train.py writes them; `repeat_every`: every such item
     asks item 0's MR again (as WikiSQL's test split repeats questions)."""

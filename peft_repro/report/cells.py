@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..lr_search import choose_lr, dev_selected, lr_search_cell, past_the_edge, record_primary
 from ..results import TEST_ONLY, eval_setting, latest_per_setting, load_records, lookup, same_settings
-from ..stats import difference_ci, item_stats
+from ..stats import difference_ci, item_stats, n_clusters
 from .spec import SpecError, at_scale, cells_of, column_spec, experiments_of, first, matches, row_label
 
 
@@ -291,7 +291,7 @@ def _row_metrics(rows: list[Row], columns: list, task: str) -> list[str | None]:
 def mark(cell: Cell, zero_shot: Run, majority: float | None) -> str:
     """† when the cell's 95% CI of (cell - zero-shot) reaches 0, ‡ when its CI reaches the majority-class rate; no
     mark where no CI exists (one run whose record lacks per-item statistics)."""
-    by_runs = len(cell.runs) >= 2
+    by_runs = n_clusters(cell.runs) >= 2
     own = [item_stats(r) for r in cell.runs]
     with_zero_shot = own + [item_stats(zero_shot)]
     out = ""

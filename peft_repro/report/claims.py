@@ -17,12 +17,14 @@ The 95% CI is d +- t * sqrt(SE_items^2 + SE_runs^2) (peft_repro/stats.py), from
 - and runs (seeds, low-data subsets), when each side has 2 or more: the paired differences' sd over sqrt(n), paired
   by (column, seed, subset) where each side has each key once (sides of different columns, e.g. r=4 against r=64,
   pair their columns in order, so by seed and subset; runs without a partner are left out and counted), else
-  Welch's SE of the two sides;
+  Welch's SE of the two sides; the seeds of one low-data subset are one cluster (a low-data claim is about a random
+  subset, and a subset's data moves its seeds together): the SE is cluster-robust over the k subsets, k - 1 degrees
+  of freedom (a reviewer's recomputation in session 23 found 10 runs of 5 subsets counted as 10 independent draws);
 with Student's t at the Welch-Satterthwaite degrees of freedom (the runs': n - 1 when paired, else Welch's; the
 items': infinitely many), the half-width never below the runs' own t interval (peft_repro/stats.py says why). A
 percentile bootstrap over 3 seeds, used until session 14, covers about 76% instead of 95%.
-`ci_over` names what the CI is over. Fewer than 2 runs on a side that trains: "too few runs" (the item-level CI is
-still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
+`ci_over` names what the CI is over. Fewer than 2 runs (low-data: subsets) on a side that trains: "too few runs"
+(the item-level CI is still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
 has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
 count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its measured
 comparisons (those with results; the report counts the rest): it holds if all hold, fails if any fails family-wise,
@@ -48,7 +50,7 @@ import numpy as np
 
 from ..lr_search import dev_curve, record_primary
 from ..results import lookup
-from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats, t_quantile
+from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats, n_clusters, t_quantile
 from .cells import Run, Table, models_of, trains_nothing
 from .spec import DASH, SpecError, scale_note
 
@@ -102,7 +104,7 @@ def judge(c: Comparison) -> Comparison:
     by_items = all(items)
     items = items if by_items else None
     trained = [side for side in (a, b) if not trains_nothing(side)]
-    enough = all(len(side) >= 2 for side in trained)
+    enough = all(n_clusters(side) >= 2 for side in trained)  # seeds of one low-data subset are one draw
     by_runs = bool(trained) and enough
     runs_name = ("seeds x subsets" if any(r.key[-1] is not None for r in a + b) else "seeds") \
         if all(len({r.key for r in side}) == len(side) for side in (a, b)) else "pooled runs"
@@ -558,14 +560,16 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           f"over test items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw "
           "for both sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the "
           "sd over sqrt(n) of the differences over seeds and low-data subsets, paired by column, seed and subset where "
-          "both sides have them, sides of different columns by seed and subset, unpaired runs left out; else Welch's) "
-          "together, t at the Welch-Satterthwaite degrees of freedom (n - 1 from paired runs), the half-width never "
+          "both sides have them, sides of different columns by seed and subset, unpaired runs left out; else Welch's; "
+          "the seeds of one low-data subset are one cluster, not independent draws: its SE is cluster-robust over the "
+          "k subsets, k - 1 degrees of freedom) together, t at the Welch-Satterthwaite degrees of freedom (n - 1 from "
+          "paired runs, k - 1 from subsets), the half-width never "
           "below the runs' own t interval (`CI over` then says \"runs' floor\": the combined interval lies inside it); "
           "`CI over` says which sources count; without items (metrics whose records keep no per-item statistics: E2E's "
           "NIST, METEOR, ROUGE-L and CIDEr) the CI leaves out which test items were drawn: it speaks for this test set "
           "only, and is narrower than one over items too. `>`: holds if the CI is above 0, fails if below, else "
           "inconclusive. `≈`: holds if the CI lies inside (-margin, margin), fails if entirely outside. Fewer than 2 "
-          "runs on a side that trains: too few runs (the item-only CI is shown; it leaves out training noise); a side "
+          "runs (low-data: subsets) on a side that trains: too few runs (the item-only CI is shown; it leaves out training noise); a side "
           "that trains nothing (a discrete prompt) is one run. `±items` / `±runs`: the CI half-width from each source "
           "alone; `needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
           "variance, no more items than the test split holds where a record scored all of it (E2E: 630 MRs), so \"not "
