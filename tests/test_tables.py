@@ -982,6 +982,32 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     assert f"fails (not [{lo:+.2f}, {hi:+.2f}] family-wise: counts as inconclusive)" in md and ",False," in csv_text
 
 
+def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_them():
+    """A claim whose design changed after undecided looks (`looks: n`) holds only where its CI at 1 - 0.05/n clears 0
+    too: looking until the 95% CI clears overstates. One look changes nothing."""
+    def compare(diffs):
+        a = [cells.Run(d, (0, s, None), {}) for s, d in enumerate(diffs)]
+        b = [cells.Run(0.0, (0, s, None), {}) for s in range(len(diffs))]
+        return claims.judge(claims.Comparison("a > b", "better", 0, a, b))
+
+    diffs = [1.0, 1.6, 0.7, 1.3, 0.9]  # paired t at 4 df: 95% CI [+0.66, +1.54], 98.33% [+0.47, +1.73]
+    assert claims.judge_family([compare(diffs)]) == ["holds"]
+    barely = [0.3, 1.3, 0.4, 1.1, 0.6]  # 95% CI [+0.20, +1.29]: holds unadjusted; 98.33% [-0.04, +1.52]
+    once, thrice = compare(barely), compare(barely)
+    assert once.verdict == thrice.verdict == "holds" and claims.judge_family([once], looks=1) == ["holds"]
+    assert claims.judge_family([thrice], looks=3) == ["inconclusive"] and thrice.holds_over_looks is False
+    lo, hi = thrice.family_ci
+    assert lo < 0 < thrice.ci[0] and hi > thrice.ci[1]
+    assert hi - lo == pytest.approx(2 * stats.t_quantile(1 - 0.05 / 6, 4) * thrice.stats.se_runs)
+    strong = compare(diffs)
+    assert claims.judge_family([strong], looks=3) == ["holds"] and strong.holds_over_looks is True
+    res = {"id": "x", "text": "t", "file": "x.yaml", "looks": {"default": 3}, "comparisons": [thrice],
+           "counted": ["inconclusive"], "verdict": "inconclusive"}
+    md, csv_text = claims.render([res], "default")
+    assert f"holds (not [{lo:+.2f}, {hi:+.2f}] over its 3 looks: counts as inconclusive)" in md
+    assert "judged 3 times" in md and ",3,False," in csv_text
+
+
 def test_a_robustness_check_is_reported_apart_from_the_claims(tmp_path):
     """`checks:` in a spec repeat a claim's comparison under a changed design choice: they are judged as claims, shown
     in their own summary table and sections (naming the claim they check), in the CSV with `check_of`, and not counted
@@ -1001,7 +1027,7 @@ checks:
     md, csv_text = claims.render(results, "default")
     lecture = len(results) - 1
     assert f"of {lecture} claims decided" in md  # the check is not one of the claims
-    assert "The 1 judged robustness checks of decided claims agree with them." in md
+    assert "The 1 judged robustness check(s) of decided claims agree with them." in md
     claim = next(r for r in results if r["id"] == "clear")
     assert claims.at_a_glance([claim], "default", [{**check, "verdict": "inconclusive"}]).endswith(
         " Decided claims whose robustness check does not agree: clear (clear_again: inconclusive).")

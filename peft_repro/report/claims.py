@@ -37,7 +37,11 @@ Before the claim's plan is complete (`planned_runs`, and every comparison measur
 interim: more runs are coming whatever it says. Family-wise: a claim of m comparisons that could each fail (holds,
 fails or inconclusive) fails only through a comparison whose CI at the Bonferroni level 1 - 0.05/m is on the failing
 side too (30 independent comparisons at 95% each would let one fail about 1 time in 2 when every difference is 0);
-"all hold" needs no such correction (each must clear its own CI).
+"all hold" needs no such correction (each must clear its own CI). Looks: a claim whose undecided verdict changed its
+design (more test items, more seeds) declares how many times it was judged (`looks: {scale: n}`, the last one
+counted); each comparison must then hold at 1 - 0.05/n and fail at 1 - 0.05/(n x m) (Bonferroni over the looks; an
+unadjusted 95% verdict after looking until it cleared overstates). Interim looks at a fixed plan change nothing and
+are not counted.
 """
 from __future__ import annotations
 
@@ -74,7 +78,10 @@ class Comparison:
     stats: DiffCI | None = None  # the CI's parts (SEs, degrees of freedom): what `needed` extrapolates
     needed: str = ""            # inconclusive: how many more runs or items would decide it at the measured variance
     fails_family_wise: bool | None = None  # a failing comparison of a claim of several: still failing at 1 - 0.05/m
-    family_ci: tuple[float, float] | None = None  # its CI at that level
+    family_ci: tuple[float, float] | None = None  # its CI at that level (over its looks too: `judge_family`)
+    holds_over_looks: bool | None = None  # a holding comparison of a claim looked at `looks` times: still holding
+    looks: int = 1                        # at 1 - 0.05/looks (its CI is `family_ci`)
+    family: int = 1                       # m: the claim's comparisons with a deciding CI
     sizes: tuple[int, int | None] = (0, None)  # runs a side and test items measured: what `needed` scales
     items_available: int | None = None  # the test split's items (`test_pools`): `needed` names no more than these
     verdict: str = "no results"
@@ -329,24 +336,32 @@ def family_size(comps: list[Comparison]) -> int:
     return len({_measurement(c) for c in comps if c.verdict in ("holds", "fails", "inconclusive")})
 
 
-def judge_family(comps: list[Comparison]) -> list[str]:
+def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
     """The comparisons' verdicts as the claim counts them: with m > 1 comparisons, a failing one counts only if it
     still fails at the Bonferroni level 1 - 0.05/m (else it counts as inconclusive); `fails_family_wise` says which,
     `family_ci` gives that CI. Where only failing is left (the difference on the failing side), `needed` is the size
-    that would fail family-wise."""
+    that would fail family-wise. A claim judged at `looks` points where an undecided verdict changed its design (the
+    claim's `looks`: more test items, more seeds) is judged at 1 - 0.05/looks, Bonferroni over its looks (valid
+    however the looks share runs, and wide where they share many): a holding comparison that does not hold there
+    (`holds_over_looks` False) counts as inconclusive, and a failing one must fail at 1 - 0.05/(m x looks)."""
     m = family_size(comps)
     out = []
     for c in comps:
+        c.looks, c.family = looks, m
         failing_side = c.diff is not None and (c.diff < 0 if c.kind == "better" else abs(c.diff) > c.margin)
-        if m > 1 and c.verdict in ("fails", "inconclusive") and failing_side:
-            level = 1 - FAMILY_ALPHA / m
+        if m * looks > 1 and c.verdict in ("fails", "inconclusive") and failing_side:
+            level = 1 - FAMILY_ALPHA / (m * looks)
             h = c.stats.predicted_half_width(level=level)
             c.family_ci = c.diff - h, c.diff + h
             if c.verdict == "fails":
                 c.fails_family_wise = decide(c, *c.family_ci) == "fails"
             if not c.fails_family_wise:
                 c.needed = needed(c, level)
-        out.append("inconclusive" if c.fails_family_wise is False else c.verdict)
+        elif looks > 1 and c.verdict == "holds":
+            h = c.stats.predicted_half_width(level=1 - FAMILY_ALPHA / looks)
+            c.family_ci = c.diff - h, c.diff + h
+            c.holds_over_looks = decide(c, *c.family_ci) == "holds"
+        out.append("inconclusive" if False in (c.fails_family_wise, c.holds_over_looks) else c.verdict)
     return out
 
 
@@ -374,7 +389,7 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
         comps = [c for check in checks for c in comparisons(check, tables, left_out, pools)]
-        counted = judge_family(comps)
+        counted = judge_family(comps, int((claim.get("looks") or {}).get(scale, 1)))
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
     return results
 
@@ -389,10 +404,13 @@ def _num(x: float | None) -> str:
 
 
 def _verdict(c: Comparison) -> str:
-    if c.fails_family_wise is None:
+    adjusted = c.fails_family_wise if c.holds_over_looks is None else c.holds_over_looks
+    if adjusted is None:
         return c.verdict
-    ci = f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}] family-wise"
-    return c.verdict + (f" ({ci} too)" if c.fails_family_wise else f" (not {ci}: counts as inconclusive)")
+    over = " and ".join((["family-wise"] if c.holds_over_looks is None and c.family > 1 else [])
+                        + ([f"over its {c.looks} looks"] if c.looks > 1 else []))
+    ci = f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}] {over}"
+    return c.verdict + (f" ({ci} too)" if adjusted else f" (not {ci}: counts as inconclusive)")
 
 
 def _hw(c: Comparison, source: str) -> str:
@@ -533,8 +551,8 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
         disagree = [f"{res['id']} ({check['id']}: {check['verdict']})" for res, check in of_decided
                     if check["verdict"] != res["verdict"]]
         lines.append("Decided claims whose robustness check does not agree: " + "; ".join(disagree) + "."
-                     if disagree else f"The {len(of_decided)} judged robustness checks of decided claims agree with "
-                     "them.")
+                     if disagree else f"The {len(of_decided)} judged robustness check(s) of decided claims agree "
+                     "with them.")
     if any(p is not None for p in plans):
         lines.append(f"Claims at their plan (every comparison measured, with its planned runs a side): "
                      f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
@@ -603,7 +621,7 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
     writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "source", "comparison", "kind", "margin", "n_a",
                                              "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
                                              "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
-                                             "fails_family_wise", "ci_family_low", "ci_family_high", "needed",
+                                             "fails_family_wise", "looks", "holds_over_looks", "ci_family_low", "ci_family_high", "needed",
                                              "last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b",
                                              "last_rise_a", "last_rise_b",
                                              "measured_at"])
@@ -649,6 +667,11 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
         md += [f"Family-wise: the claim fails only through a comparison that also fails at the Bonferroni level "
                f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%), for its {m} comparisons with a deciding CI.",
                ""]
+    if (looks := int((res.get("looks") or {}).get(scale, 1))) > 1:
+        md += [f"Over its looks: the claim was judged {looks} times, and an undecided verdict changed its design "
+               f"(its note says how), so a comparison holds only at the Bonferroni level 1 - 0.05/"
+               f"{looks} ({100 * (1 - FAMILY_ALPHA / looks):.2f}%) too, and fails only at 1 - 0.05/({looks} x m): "
+               f"valid however the looks share runs, and wide where they share many.", ""]
     md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed "
            "| last kept | last rise |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["comparisons"]:
@@ -669,6 +692,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                      "half_width_runs": round(c.half_widths["runs"], 4) if "runs" in c.half_widths else "",
                      "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict,
                      "fails_family_wise": "" if c.fails_family_wise is None else c.fails_family_wise,
+                     "looks": c.looks, "holds_over_looks": "" if c.holds_over_looks is None else c.holds_over_looks,
                      "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),
                      "ci_family_high": "" if c.family_ci is None else round(c.family_ci[1], 4),
                      "needed": c.needed,

@@ -52,6 +52,11 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
                     isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in plan.values())):
                 raise SpecError(f"{path}: `planned_runs` maps a scale to the runs a side it plans (2 or more), "
                                 f"e.g. {{default: 5}}")
+            looks = claim.get("looks") if isinstance(claim, dict) else None
+            if looks is not None and not (isinstance(looks, dict) and all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in looks.values())):
+                raise SpecError(f"{path}: `looks` maps a scale to the times the claim was judged (1 or more), "
+                                f"e.g. {{default: 3}}")
             left = claim.get("left_out") if isinstance(claim, dict) else None
             if left is not None and not (isinstance(left, dict) and all(
                     isinstance(v, dict) and set(v) <= {"rows", "columns"} and all(isinstance(x, list) for x in
