@@ -15,7 +15,7 @@ from .paths import results_dir as default_results_dir
 from .report.cells import build_tables
 from .report.spec import spec_of
 from .results import lookup
-from .stats import t_quantile
+from .stats import mean_variance, t_quantile
 
 FRAME_COLUMNS = ["table", "kind", "row", "method", "task", "col", "value", "seed", "subset", "model", "record"]
 
@@ -103,8 +103,9 @@ def dev_curve_frame(results_dir, name: str, scale: str):
 def summarize(frame, by: list[str], value: str, factor: float = 1.0, interval: str = "sd"):
     """Mean, sd, n and an error half-width of `value` x `factor` per `by` group, runs without the value dropped.
 
-    interval: "sd" (the half-width is the sample sd) or "ci95" (Student t 95% interval of the mean). A group of one
-    run has sd and error NaN (drawn without an error bar).
+    interval: "sd" (the half-width is the sample sd) or "ci95" (Student t 95% interval of the mean; the runs of one
+    low-data subset, the frame's `subset`, are one cluster, as in the claims: `stats.mean_variance`). A group of one
+    run (ci95: of one cluster) has its error NaN (drawn without an error bar).
     """
     import pandas as pd
 
@@ -113,13 +114,22 @@ def summarize(frame, by: list[str], value: str, factor: float = 1.0, interval: s
     data = frame.dropna(subset=[value]).assign(_v=lambda f: f[value] * factor)
     out = data.groupby(by, dropna=False)["_v"].agg(mean="mean", sd="std", n="count").reset_index()
     if interval == "ci95":
-        out["err"] = [sd * t_quantile(0.975, n - 1) / math.sqrt(n) if n > 1 else math.nan
-                      for sd, n in zip(out["sd"], out["n"])]
+        out["err"] = [_ci95(group) for _, group in data.groupby(by, dropna=False)]
     elif interval == "sd":
         out["err"] = out["sd"]
     else:
         raise ValueError(f"interval must be 'sd' or 'ci95', not {interval!r}")
     return out
+
+
+def _ci95(group) -> float:
+    """The t 95% half-width of a group's mean, its runs clustered by low-data subset where they have one."""
+    subsets = group["subset"] if "subset" in group else [None] * len(group)
+    clusters = [("subset", s) if s is not None and s == s else ("run", i) for i, s in enumerate(subsets)]
+    if len(set(clusters)) < 2:
+        return math.nan
+    var, df = mean_variance(list(group["_v"]), clusters)
+    return t_quantile(0.975, df) * math.sqrt(var)
 
 
 def figure_path(results_dir, scale: str, name: str) -> Path:

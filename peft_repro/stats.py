@@ -100,9 +100,10 @@ class DiffCI:
 
     def predicted_half_width(self, runs_factor: float = 1.0, items_factor: float = 1.0,
                              level: float | None = None) -> float:
-        """The CI half-width with `runs_factor` times the runs and `items_factor` times the test items, at the
-        measured variance (each SE shrinks as 1/sqrt(n); the runs' degrees of freedom grow with them, exactly for
-        paired runs, roughly for Welch's); `level`: another confidence level than the CI's."""
+        """The CI half-width with `runs_factor` times the runs (their independent draws: runs, or low-data
+        subsets) and `items_factor` times the test items, at the measured variance (each SE shrinks as 1/sqrt(n);
+        the runs' degrees of freedom, draws - 1, grow with them: exactly for paired draws, roughly for Welch's);
+        `level`: another confidence level than the CI's."""
         df_runs = (self.df_runs + 1) * runs_factor - 1 if math.isfinite(self.df_runs) else math.inf
         return half_width(self.se_items / math.sqrt(items_factor), self.se_runs / math.sqrt(runs_factor), df_runs,
                           level or self.level)
@@ -132,7 +133,9 @@ def n_clusters(runs: list) -> int:
 def mean_variance(values: list[float], clusters: list) -> tuple[float, int]:
     """(variance of the mean, degrees of freedom) of values drawn in 2 or more clusters: the cluster-robust estimate
     k/(k-1) * sum over the k clusters of (the cluster's sum of x - mean)^2 / n^2, with k - 1 degrees of freedom; with
-    one value a cluster it is the plain var/n with n - 1."""
+    one value a cluster it is the plain var/n with n - 1. Unbiased for clusters of equal size (5 subsets x 2 seeds);
+    low where their sizes differ much (simulated in session 23: sizes 1, 1, 2, 2, 2 gave 95% of the variance and
+    93.5% coverage, 1, 1, 1, 1, 6 gave 45% and 86%)."""
     x = np.asarray(values, dtype=float)
     deviations = x - x.mean()
     groups = list(dict.fromkeys(clusters))

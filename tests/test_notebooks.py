@@ -110,6 +110,8 @@ def outputs_text(notebook) -> str:
 
 def test_table_frame_and_summary(tmp_path: Path):
     """A figure's data are the report's cells: each run in its row and column, values as the table shows them."""
+    import pandas as pd
+
     counts = write_records(tmp_path)
     frame = figures.table_frame(tmp_path, "low_data_e2e", SCALE)
     ours = frame[frame["kind"] == "ours"]
@@ -128,6 +130,10 @@ def test_table_frame_and_summary(tmp_path: Path):
     empty = figures.table_frame(tmp_path / "nothing", "lora_rank_sweep", SCALE)
     assert empty.empty and list(empty) == figures.FRAME_COLUMNS
     assert figures.summarize(empty, ["col"], "value").empty
+    # the seeds of one low-data subset are one draw: 2 subsets x 2 seeds give 1 degree of freedom, as in the claims
+    pairs = pd.DataFrame({"row": ["FT"] * 4, "value": [1.0, 1.0, 3.0, 3.0], "subset": [0, 0, 1, 1]})
+    err = figures.summarize(pairs, ["row"], "value", interval="ci95")["err"].iloc[0]
+    assert err == pytest.approx(12.706205 * 1.0)  # t(1) x the sd of the subsets' means 1 and 3 over sqrt(2)
 
 
 def test_settings_from_environment(monkeypatch, tmp_path: Path):

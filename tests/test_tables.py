@@ -222,6 +222,13 @@ def test_seeds_of_one_low_data_subset_are_one_draw_of_the_runs():
     x, groups = np.array([1.0, 2.0, 4.0, 7.0]), [0, 0, 1, 2]
     by_hand = 3 / 2 * ((x[:2] - x.mean()).sum() ** 2 + (x[2] - x.mean()) ** 2 + (x[3] - x.mean()) ** 2) / 16
     assert stats.mean_variance(list(x), groups) == (pytest.approx(by_hand), 2)
+    # an undecided one asks for more subsets, each with its seeds
+    noisy = [cells.Run(v, ("50", s, k), {}) for k, v in enumerate([1.0, -0.5, 2.5]) for s in (0, 1)]
+    c = claims.judge(claims.Comparison("a > b", "better", 0, noisy, b))
+    k = int(c.needed[1:].split()[0])
+    assert c.verdict == "inconclusive" and c.needed == f"~{k} subsets a side of 2 runs each (~{2 * k} runs)"
+    assert c.stats.predicted_half_width(runs_factor=k / 3) < c.diff <= c.stats.predicted_half_width(
+        runs_factor=(k - 1) / 3)
     # two seeds of one subset a side are one draw: too few runs to judge over runs
     one = claims.judge(claims.Comparison("a > b", "better", 0, a[:2], b[:2]))
     assert one.verdict == "too few runs"
@@ -998,6 +1005,10 @@ def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_
     assert claims.judge_family([thrice], looks=3) == ["inconclusive"] and thrice.holds_over_looks is False
     lo, hi = thrice.family_ci
     assert lo < 0 < thrice.ci[0] and hi > thrice.ci[1]
+    n = int(thrice.needed[1:].split()[0])  # the runs that would hold over its 3 looks
+    assert thrice.needed == f"~{n} runs a side" and thrice.stats.predicted_half_width(
+        runs_factor=n / 5, level=1 - 0.05 / 3) < thrice.diff <= thrice.stats.predicted_half_width(
+        runs_factor=(n - 1) / 5, level=1 - 0.05 / 3)
     assert hi - lo == pytest.approx(2 * stats.t_quantile(1 - 0.05 / 6, 4) * thrice.stats.se_runs)
     strong = compare(diffs)
     assert claims.judge_family([strong], looks=3) == ["holds"] and strong.holds_over_looks is True

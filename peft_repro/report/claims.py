@@ -152,25 +152,33 @@ PERHAPS_NOT_ON_SPLIT = "perhaps " + NOT_ON_SPLIT
 
 def needed(c: Comparison, level: float | None = None) -> str:
     """At the measured variance and difference (`c.stats`: each SE shrinks as 1/sqrt(n), the runs' degrees of
-    freedom grow with them): the fewest runs a side (both sides grown alike), or test items (the runs as they are),
+    freedom grow with them): the fewest runs a side (both sides grown alike; low-data runs in subsets, whose seeds
+    are one draw: more subsets, each with as many runs), or test items (the runs as they are),
     whose CI (at `level`, else the CI's own) would exclude 0 (`better`), or fit inside the margin or lie outside it
     (`same`). Items stay within the test split where its size is known (`items_available`), and runs on the whole
     split are named too where they take a fifth fewer runs or more. Where no runs decide on the whole split: "not on
     this test split" when its items alone leave the CI too wide even with the seed x item part of SE_items gone (at
     most sqrt(2) of it: peft_repro/stats.py), "perhaps not" when only without that part."""
     n_runs, n_items = c.sizes
+    # runs in low-data subsets shrink the runs' SE only as more subsets come (`stats.cluster`): count those
+    n_units = max(n_clusters(c.a), n_clusters(c.b)) or n_runs
+    per_unit = n_runs / n_units
+
+    def runs_text(units: int) -> str:
+        return (f"~{units:,} runs a side" if per_unit == 1 else
+                f"~{units:,} subsets a side of {per_unit:g} runs each (~{round(units * per_unit):,} runs)")
     # better: the CI must clear 0; same: fit inside the margin (holds) or clear it (fails)
     room = abs(c.diff) if c.kind == "better" else abs(c.margin - abs(c.diff))
     if room <= TOLERANCE:
         return "no sample size: the measured difference is " + ("0" if c.kind == "better" else "at the margin")
     pool = c.items_available if n_items and (c.items_available or 0) >= n_items else None
 
-    def runs_at(items_factor: float) -> int | None:
-        return _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_runs, items_factor=items_factor,
-                                                              level=level) < room, n_runs) if c.stats.se_runs else None
+    def runs_at(items_factor: float) -> int | None:  # in units: runs, or subsets
+        return _fewest(lambda k: c.stats.predicted_half_width(runs_factor=k / n_units, items_factor=items_factor,
+                                                              level=level) < room, n_units) if c.stats.se_runs else None
     out = []
     if runs := runs_at(1.0):
-        out.append(f"~{runs:,} runs a side")
+        out.append(runs_text(runs))
     items = n_items and c.stats.se_items and _fewest(
         lambda k: c.stats.predicted_half_width(items_factor=k / n_items, level=level) < room, n_items, pool)
     if items:
@@ -179,7 +187,7 @@ def needed(c: Comparison, level: float | None = None) -> str:
         return " or ".join(out) or "more runs and more test items together"
     whole = pool / n_items
     if whole > 1 and (n := runs_at(whole)) and not (runs and n > 0.8 * runs):  # worth naming: a fifth fewer
-        out.append(f"~{n:,} runs a side on all {pool:,} test items")
+        out.append(f"{runs_text(n)} on all {pool:,} test items")
     if out:
         return " or ".join(out)
     items_alone = t_quantile(0.5 + (level or c.stats.level) / 2, math.inf) * c.stats.se_items / math.sqrt(whole)
@@ -190,7 +198,7 @@ def needed(c: Comparison, level: float | None = None) -> str:
         return (f"{PERHAPS_NOT_ON_SPLIT}: its {pool:,} items alone give ±{items_alone:.2f} at the measured "
                 f"item noise (±{items_alone / math.sqrt(2):.2f} without its seed x item part), and {room:.2f} "
                 f"would decide")
-    return f"over {n_runs * MAX_FACTOR:,} runs a side on all {pool:,} test items"
+    return f"over {runs_text(n_units * MAX_FACTOR)[1:]} on all {pool:,} test items"
 
 
 def test_pools(tables: dict[str, Table]) -> dict[str, int]:
@@ -341,8 +349,8 @@ def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
     still fails at the Bonferroni level 1 - 0.05/m (else it counts as inconclusive); `fails_family_wise` says which,
     `family_ci` gives that CI. Where only failing is left (the difference on the failing side), `needed` is the size
     that would fail family-wise. A claim judged at `looks` points where an undecided verdict changed its design (the
-    claim's `looks`: more test items, more seeds) is judged at 1 - 0.05/looks, Bonferroni over its looks (valid
-    however the looks share runs, and wide where they share many): a holding comparison that does not hold there
+    claim's `looks`: more test items, more seeds) is judged at 1 - 0.05/looks, Bonferroni over its looks (conservative
+    where the looks share runs): a holding comparison that does not hold there
     (`holds_over_looks` False) counts as inconclusive, and a failing one must fail at 1 - 0.05/(m x looks)."""
     m = family_size(comps)
     out = []
@@ -361,6 +369,10 @@ def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
             h = c.stats.predicted_half_width(level=1 - FAMILY_ALPHA / looks)
             c.family_ci = c.diff - h, c.diff + h
             c.holds_over_looks = decide(c, *c.family_ci) == "holds"
+            if not c.holds_over_looks:
+                c.needed = needed(c, 1 - FAMILY_ALPHA / looks)
+        elif looks > 1 and c.verdict == "inconclusive":  # on the holding side: the size that holds over its looks
+            c.needed = needed(c, 1 - FAMILY_ALPHA / looks)
         out.append("inconclusive" if False in (c.fails_family_wise, c.holds_over_looks) else c.verdict)
     return out
 
@@ -671,7 +683,8 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
         md += [f"Over its looks: the claim was judged {looks} times, and an undecided verdict changed its design "
                f"(its note says how), so a comparison holds only at the Bonferroni level 1 - 0.05/"
                f"{looks} ({100 * (1 - FAMILY_ALPHA / looks):.2f}%) too, and fails only at 1 - 0.05/({looks} x m): "
-               f"valid however the looks share runs, and wide where they share many.", ""]
+               f"the verdict that testing every look at that level gives (its earlier looks, not clearing 95%, "
+               f"cleared no stricter level either), conservative where the looks share runs.", ""]
     md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed "
            "| last kept | last rise |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in res["comparisons"]:
