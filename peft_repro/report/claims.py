@@ -19,18 +19,18 @@ The 95% CI is d +- t * sqrt(SE_items^2 + SE_runs^2) (peft_repro/stats.py), from
   pair their columns in order, so by seed and subset; runs without a partner are left out and counted), else
   Welch's SE of the two sides; the seeds of one low-data subset are one cluster (a low-data claim is about a random
   subset, and a subset's data moves its seeds together): the SE is cluster-robust over the k subsets, k - 1 degrees
-  of freedom (a reviewer's recomputation in session 23 found 10 runs of 5 subsets counted as 10 independent draws);
+  of freedom;
 with Student's t at the Welch-Satterthwaite degrees of freedom (the runs': n - 1 when paired, else Welch's; the
 items': infinitely many), the half-width never below the runs' own t interval (peft_repro/stats.py says why). A
 percentile bootstrap over 3 seeds, used until session 14, covers about 76% instead of 95%.
-`ci_over` names what the CI is over. Fewer than 2 runs (low-data: subsets) on a side that trains: "too few runs"
-(the item-level CI is still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable parameters)
-has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE of zero
-count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its measured
-comparisons (those with results; the report counts the rest): it holds if all hold, fails if any fails family-wise,
-else is inconclusive; a comparison with too few runs counts as not yet measured (the claim is "too few runs" only if no
-other is measured), "no results" if none was measured. What a scale leaves to
-another (the claim's `left_out: {scale: {rows, columns}}`, e.g. MNLI at the default scale) is not compared there.
+`ci_over` names what the CI is over. Fewer than 2 runs (low-data: subsets) on a side that trains: "too few runs" (the
+item-level CI is still shown; it leaves out training noise); a side that trains nothing (a discrete prompt: no trainable
+parameters) has no training noise, and its one run is the whole side; none: "no results". Differences within TOLERANCE
+of zero count as zero (float noise, e.g. BLEU 1e-16 against 5e-17, is no evidence). A claim's verdict comes from its
+measured comparisons (those with results; the report counts the rest): it holds if all hold, fails if any fails
+family-wise, else is inconclusive; a comparison with too few runs counts as not yet measured (the claim is "too few
+runs" only if no other is measured), "no results" if none was measured. What a scale leaves to another (the claim's
+`left_out: {scale: {rows, columns}}`, e.g. MNLI at the default scale) is not compared there.
 A robustness check (`checks:`, role "check") is judged as a claim and reported apart from them: it repeats the
 comparison of the claim it names (`of`) under a changed design choice, and is not one of the lecture's claims.
 Before the claim's plan is complete (`planned_runs`, and every comparison measured) the ledger marks its verdict
@@ -599,10 +599,11 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
           "NIST, METEOR, ROUGE-L and CIDEr) the CI leaves out which test items were drawn: it speaks for this test set "
           "only, and is narrower than one over items too. `>`: holds if the CI is above 0, fails if below, else "
           "inconclusive. `≈`: holds if the CI lies inside (-margin, margin), fails if entirely outside. Fewer than 2 "
-          "runs (low-data: subsets) on a side that trains: too few runs (the item-only CI is shown; it leaves out training noise); a side "
-          "that trains nothing (a discrete prompt) is one run. `±items` / `±runs`: the CI half-width from each source "
-          "alone; `needed`: runs a side or test items that would decide an inconclusive comparison at the measured "
-          "variance, no more items than the test split holds where a record scored all of it (E2E: 630 MRs), so \"not "
+          "runs (low-data: subsets) on a side that trains: too few runs (the item-only CI is shown; it leaves out "
+          "training noise); a side that trains nothing (a discrete prompt) is one run. `±items` / `±runs`: the CI "
+          "half-width from each source alone; `needed`: runs a side or test items that would decide an inconclusive "
+          "comparison at the measured variance, no more items than the test split holds where a record scored all of "
+          "it (E2E: 630 MRs), so \"not "
           "on this test split\" where its items alone are too noisy, whatever the runs (\"perhaps not\" where only the "
           "seed x item part of their noise, which more runs shrink, makes them so). `last kept` (A · B): runs a side "
           "whose best dev epoch, the one kept, was their last, of the runs that chose an epoch on a dev curve: most of "
@@ -633,7 +634,8 @@ def render(results: list[dict], scale: str) -> tuple[str, str]:
     writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "source", "comparison", "kind", "margin", "n_a",
                                              "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
                                              "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
-                                             "fails_family_wise", "looks", "holds_over_looks", "ci_family_low", "ci_family_high", "needed",
+                                             "fails_family_wise", "looks", "holds_over_looks", "ci_family_low",
+                                             "ci_family_high", "needed",
                                              "last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b",
                                              "last_rise_a", "last_rise_b",
                                              "measured_at"])
