@@ -133,7 +133,7 @@ def test_table_frame_and_summary(tmp_path: Path):
     # the seeds of one low-data subset are one draw: 2 subsets x 2 seeds give 1 degree of freedom, as in the claims
     pairs = pd.DataFrame({"row": ["FT"] * 4, "value": [1.0, 1.0, 3.0, 3.0], "subset": [0, 0, 1, 1]})
     err = figures.summarize(pairs, ["row"], "value", interval="ci95")["err"].iloc[0]
-    assert err == pytest.approx(12.706205 * 1.0)  # t(1) x the sd of the subsets' means 1 and 3 over sqrt(2)
+    assert err == pytest.approx(12.706205)  # t(1) x (the sd of the subsets' means 1 and 3 over sqrt(2) = 1)
 
 
 def test_settings_from_environment(monkeypatch, tmp_path: Path):
