@@ -367,7 +367,8 @@ def test_claims_report_lists_each_claim(demo):
                                                                                    r.factor) for r in a]))
                 for a in (bleu, nist)]
     glance = claims.at_a_glance([{"verdict": "holds", "comparisons": compared}])
-    assert glance.endswith("Median 95% CI half-width of the 1 judged comparisons (2 or more runs a side) in percentage "
+    assert glance.endswith("Median 95% CI half-width of the 1 judged comparisons (2 or more runs on each side that "
+                           "trains) in percentage "
                            "points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): 0.00.")
     # the same runs compared again (a pool of sizes with one size measured) count once; other runs count
     wider = claims.judge(claims.Comparison("a > c", "better", 0, bleu, [cells.Run(r.value - 5 * r.key[1], r.key, {},
@@ -986,7 +987,7 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     md, csv_text = claims.render([res], "default")
     assert "| x | **inconclusive** | 2 holds, 1 inconclusive | 3 |" in md  # the summary counts as the verdict does
     lo, hi = mild.family_ci
-    assert f"fails (not [{lo:+.2f}, {hi:+.2f}] family-wise: counts as inconclusive)" in md and ",False," in csv_text
+    assert f"inconclusive family-wise: [{lo:+.2f}, {hi:+.2f}] (it fails at an unadjusted 95%)" in md and ",False," in csv_text
 
 
 def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_them():
@@ -1015,7 +1016,7 @@ def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_
     res = {"id": "x", "text": "t", "file": "x.yaml", "looks": {"default": 3}, "comparisons": [thrice],
            "counted": ["inconclusive"], "verdict": "inconclusive"}
     md, csv_text = claims.render([res], "default")
-    assert f"holds (not [{lo:+.2f}, {hi:+.2f}] over its 3 looks: counts as inconclusive)" in md
+    assert f"inconclusive over its 3 looks: [{lo:+.2f}, {hi:+.2f}] (it holds at an unadjusted 95%)" in md
     assert "judged 3 times" in md and ",3,False," in csv_text
 
 

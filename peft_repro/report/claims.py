@@ -421,8 +421,10 @@ def _verdict(c: Comparison) -> str:
         return c.verdict
     over = " and ".join((["family-wise"] if c.holds_over_looks is None and c.family > 1 else [])
                         + ([f"over its {c.looks} looks"] if c.looks > 1 else []))
-    ci = f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}] {over}"
-    return c.verdict + (f" ({ci} too)" if adjusted else f" (not {ci}: counts as inconclusive)")
+    ci = f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}]"
+    if adjusted:
+        return f"{c.verdict} ({ci} {over} too)"
+    return f"inconclusive {over}: {ci} (it {c.verdict} at an unadjusted 95%)"
 
 
 def _hw(c: Comparison, source: str) -> str:
@@ -533,7 +535,8 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
     judged = [c for c in measured if c.verdict != "too few runs"]
     points = [_half(c.ci) for c in judged if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
     if points:
-        lines.append(f"Median 95% CI half-width of the {len(points)} judged comparisons (2 or more runs a side) in "
+        lines.append(f"Median 95% CI half-width of the {len(points)} judged comparisons (2 or more runs on each side "
+                     f"that trains) in "
                      f"percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
                      f"{float(np.median(points)):.2f}.")
     kept = [[last_kept(side) for side in (c.a, c.b)] for c in judged]
