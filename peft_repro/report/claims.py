@@ -365,14 +365,14 @@ def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
                 c.fails_family_wise = decide(c, *c.family_ci) == "fails"
             if not c.fails_family_wise:
                 c.needed = needed(c, level)
-        elif looks > 1 and c.verdict == "holds":
-            h = c.stats.predicted_half_width(level=1 - FAMILY_ALPHA / looks)
-            c.family_ci = c.diff - h, c.diff + h
-            c.holds_over_looks = decide(c, *c.family_ci) == "holds"
+        elif looks > 1 and c.verdict in ("holds", "inconclusive"):  # the holding side, over its looks
+            level = 1 - FAMILY_ALPHA / looks
+            if c.verdict == "holds":
+                h = c.stats.predicted_half_width(level=level)
+                c.family_ci = c.diff - h, c.diff + h
+                c.holds_over_looks = decide(c, *c.family_ci) == "holds"
             if not c.holds_over_looks:
-                c.needed = needed(c, 1 - FAMILY_ALPHA / looks)
-        elif looks > 1 and c.verdict == "inconclusive":  # on the holding side: the size that holds over its looks
-            c.needed = needed(c, 1 - FAMILY_ALPHA / looks)
+                c.needed = needed(c, level)
         out.append("inconclusive" if False in (c.fails_family_wise, c.holds_over_looks) else c.verdict)
     return out
 
@@ -401,7 +401,7 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
         comps = [c for check in checks for c in comparisons(check, tables, left_out, pools)]
-        counted = judge_family(comps, int((claim.get("looks") or {}).get(scale, 1)))
+        counted = judge_family(comps, looks_at(claim, scale))
         results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
     return results
 
@@ -481,6 +481,11 @@ def fewest_runs(comps: list[Comparison]) -> int | None:
     """The fewest runs on a side that trains, over the comparisons with results (None: none)."""
     sides = [len(side) for c in comps if c.diff is not None for side in (c.a, c.b) if not trains_nothing(side)]
     return min(sides) if sides else None
+
+
+def looks_at(res: dict, scale: str | None) -> int:
+    """The times the claim was judged at this scale with its design changed after an undecided look (`looks`)."""
+    return int((res.get("looks") or {}).get(scale, 1))
 
 
 def planned_runs(res: dict, scale: str | None) -> int | None:
@@ -684,7 +689,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
         md += [f"Family-wise: the claim fails only through a comparison that also fails at the Bonferroni level "
                f"1 - 0.05/{m} ({100 * (1 - FAMILY_ALPHA / m):.2f}%), for its {m} comparisons with a deciding CI.",
                ""]
-    if (looks := int((res.get("looks") or {}).get(scale, 1))) > 1:
+    if (looks := looks_at(res, scale)) > 1:
         md += [f"Over its looks: the claim was judged {looks} times, and an undecided verdict changed its design "
                f"(its note says how), so a comparison holds only at the Bonferroni level 1 - 0.05/"
                f"{looks} ({100 * (1 - FAMILY_ALPHA / looks):.2f}%) too, and fails only at 1 - 0.05/({looks} x m): "
