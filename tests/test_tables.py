@@ -353,8 +353,8 @@ def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch
 def test_claims_report_lists_each_claim(demo):
     built, res = build(*demo)
     md, csv_text = claims.render(list(res.values()), "default")
-    assert "| clear | **holds** | 1 holds | 4 | scale default, tiny_llama |" in md  # 4 runs a side, no plan
-    assert "| missing | **no results** | 1 no results | – | scale default, tiny_llama |" in md
+    assert "| clear | **holds** | 1 holds | 4 | scale default, tiny_llama on e2e |" in md  # 4 runs a side, no plan
+    assert "| missing | **no results** | 1 no results | – | scale default, tiny_llama on e2e |" in md
     assert "| A @ x > B @ x | 4 | 4 | yes | +10.00 | [+" in md
     assert len(csv_text.strip().splitlines()) == 1 + 9  # header + one line per comparison
     glance = md.split("**At a glance**:\n\n")[1].split("\n\n")[0].splitlines()  # one line per count
