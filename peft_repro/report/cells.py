@@ -33,6 +33,11 @@ def models_of(runs) -> list[str]:
     return sorted({str(lookup(r.record, "config.model.name")) for r in runs})
 
 
+def tasks_of(runs) -> list[str]:
+    """The tasks the runs were tested on, by config name (a claim's "measured at", its test split's size)."""
+    return sorted({str(_task(r)) for r in runs})
+
+
 @dataclass
 class Cell:
     runs: list[Run]

@@ -55,7 +55,7 @@ import numpy as np
 from ..lr_search import dev_curve, record_primary
 from ..results import lookup
 from ..stats import N_BOOT, SEED, DiffCI, difference_ci, item_stats, n_clusters, t_quantile
-from .cells import Run, Table, models_of, trains_nothing
+from .cells import Run, Table, models_of, tasks_of, trains_nothing
 from .spec import DASH, SpecError, scale_note
 
 VERDICTS = ("holds", "fails", "inconclusive", "too few runs", "no results")
@@ -306,8 +306,8 @@ def comparisons(check: dict, tables: dict[str, Table], left_out: dict | None = N
             label = f"{name_a} {'>' if kind == 'better' else '≈'} {name_b}"
             keys_a, keys_b = _column_keys(ca, cb)
             runs_a, runs_b = _pool(table, rows_a, ca, keys_a), _pool(table, rows_b, cb, keys_b)
-            tasks = {lookup(run.record, "config.task.name") for run in runs_a + runs_b}
-            available = split_size(runs_a + runs_b) or (pools.get(tasks.pop()) if len(tasks) == 1 else None)
+            tasks = tasks_of(runs_a + runs_b)
+            available = split_size(runs_a + runs_b) or (pools.get(tasks[0]) if len(tasks) == 1 else None)
             c = judge(Comparison(label, kind, check.get("margin", 0), runs_a, runs_b, items_available=available))
             compared = [[str(col) for col, key in zip(cols, keys) if any(run.key[0] == key for run in side)]
                         for cols, keys, side in ((ca, keys_a, c.a), (cb, keys_b, c.b))]
@@ -412,8 +412,7 @@ def measured_at(comps: list[Comparison], scale: str) -> str:
     runs = [r for c in comps for r in c.a + c.b]
     if not runs:
         return f"scale {scale}, no runs"
-    tasks = sorted({str(lookup(r.record, "config.task.name")) for r in runs})
-    return f"scale {scale}, " + ", ".join(models_of(runs)) + " on " + ", ".join(tasks)
+    return f"scale {scale}, " + ", ".join(models_of(runs)) + " on " + ", ".join(tasks_of(runs))
 
 
 def _num(x: float | None) -> str:
