@@ -10,7 +10,7 @@ import pytest
 
 from peft_repro import report, stats
 from peft_repro.paths import repo_root, results_dir
-from peft_repro.report import cells, claims, costs, render, spec
+from peft_repro.report import cells, claims, costs, ledger, render, spec
 from peft_repro.report.__main__ import main as report_main
 
 DEMO = """
@@ -303,19 +303,19 @@ def test_the_ledger_counts_runs_that_kept_their_last_dev_epoch():
         return cells.Run(50.0, (None, None), {"config": {"task": {"name": "e2e"}, "trainer": {"select": select}},
                                               "history": history, "selected_epoch": selected})
     rising, plateau = [run(2), run(2), run(1), run(2, select="final")], [run(0), run(1), run(2, epochs=1), run(None)]
-    assert claims.last_kept(rising) == (2, 3) and claims.last_kept(plateau) == (0, 2)
-    assert claims.last_kept([run(0, epochs=1)]) is None
+    assert ledger.last_kept(rising) == (2, 3) and ledger.last_kept(plateau) == (0, 2)
+    assert ledger.last_kept([run(0, epochs=1)]) is None
     c = claims.judge(claims.Comparison("a > b", "better", 0, rising, plateau))
-    md, csv_text = claims.render([{"id": "c", "text": "t", "file": "f.yaml", "verdict": c.verdict,
+    md, csv_text = ledger.render_ledger([{"id": "c", "text": "t", "file": "f.yaml", "verdict": c.verdict,
                                    "counted": [c.verdict], "comparisons": [c]}], "default")
     row = next(csv.DictReader(io.StringIO(csv_text)))
     assert "| 2/3 · 0/2 |" in md
-    assert claims._last_kept_text(claims.Comparison("x", "better", 0, [], [])) == "–"  # no results: one dash
+    assert ledger._last_kept_text(claims.Comparison("x", "better", 0, [], [])) == "–"  # no results: one dash
     columns = ("last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b")
     assert [row[k] for k in columns] == ["2", "3", "0", "2"]
     # at a glance: a comparison with a side still rising in most of its runs (2 of 3), of the measured ones
     flat = claims.judge(claims.Comparison("b > b", "better", 0, plateau[:2], [run(1), run(0)]))
-    assert claims.at_a_glance([{"verdict": c.verdict, "comparisons": [c, flat]}]).endswith(
+    assert ledger.at_a_glance([{"verdict": c.verdict, "comparisons": [c, flat]}]).endswith(
         "Of the 2 judged comparisons (every metric), those with a side whose runs mostly kept their last dev epoch "
         "(still rising when training stopped: `last kept`): 1.")
 
@@ -330,29 +330,29 @@ def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch
                          metric, 100.0)
     rising = [run(48.0, [0.40, 0.50], 0), run(49.0, [0.45, 0.47], 1)]  # +10 and +2: +6.00
     flat = [run(50.0, [0.50, 0.50], 0), run(50.0, [0.49, 0.50], 1)]    # 0 and +1: +0.50
-    assert claims.last_rise(rising) == pytest.approx(6.0) and claims.last_rise(flat) == pytest.approx(0.5)
-    assert claims.last_rise([run(8.0, [0.4, 0.5], 0, metric="test.NIST")]) is None
-    assert claims.last_rise([run(8.0, [0.4], 0)]) is None  # one epoch: no rise
+    assert ledger.last_rise(rising) == pytest.approx(6.0) and ledger.last_rise(flat) == pytest.approx(0.5)
+    assert ledger.last_rise([run(8.0, [0.4, 0.5], 0, metric="test.NIST")]) is None
+    assert ledger.last_rise([run(8.0, [0.4], 0)]) is None  # one epoch: no rise
     turns = claims.judge(claims.Comparison("a > b", "better", 0, rising, flat))  # d = -1.5, A gains 5.5 more
     mirror = claims.judge(claims.Comparison("b > a", "better", 0, flat, rising))  # d = +1.5, B gains 5.5 more
     holds = claims.judge(claims.Comparison("b > b", "better", 0, flat, [run(40.0, [0.4, 0.4], s) for s in (0, 1)]))
-    assert [claims.reversed_by_one_epoch(c) for c in (turns, mirror, holds)] == [True, True, False]
-    assert claims._last_rise_text(turns) == "+6.00 · +0.50"
-    md, csv_text = claims.render([{"id": "c", "text": "t", "file": "f.yaml", "verdict": turns.verdict,
+    assert [ledger.reversed_by_one_epoch(c) for c in (turns, mirror, holds)] == [True, True, False]
+    assert ledger._last_rise_text(turns) == "+6.00 · +0.50"
+    md, csv_text = ledger.render_ledger([{"id": "c", "text": "t", "file": "f.yaml", "verdict": turns.verdict,
                                    "counted": [turns.verdict], "comparisons": [turns]}], "default")
     assert md.count("| +6.00 · +0.50 |") == 1
     row = next(csv.DictReader(io.StringIO(csv_text)))
     assert (float(row["last_rise_a"]), float(row["last_rise_b"])) == pytest.approx((6.0, 0.5))
     assert ("Of the 3 judged `>` comparisons with a dev curve in their metric on both sides, those that one more "
             "epoch at each side's last-epoch dev rise would reverse (the sides' `last rise` differ against d by more "
-            "than |d|; a heuristic): 2 (0 of them decided).") in claims.at_a_glance(
+            "than |d|; a heuristic): 2 (0 of them decided).") in ledger.at_a_glance(
         [{"verdict": "x", "comparisons": [turns, mirror, holds]}])
-    assert claims.reversed_by_one_epoch(claims.Comparison("a ≈ b", "same", 1, turns.a, turns.b, diff=-1.5)) is None
+    assert ledger.reversed_by_one_epoch(claims.Comparison("a ≈ b", "same", 1, turns.a, turns.b, diff=-1.5)) is None
 
 
 def test_claims_report_lists_each_claim(demo):
     built, res = build(*demo)
-    md, csv_text = claims.render(list(res.values()), "default")
+    md, csv_text = ledger.render_ledger(list(res.values()), "default")
     assert "| clear | **holds** | 1 holds | 4 | scale default, tiny_llama on e2e |" in md  # 4 runs a side, no plan
     assert "| missing | **no results** | 1 no results | – | scale default, tiny_llama on e2e |" in md
     assert "| A @ x > B @ x | 4 | 4 | yes | +10.00 | [+" in md
@@ -366,14 +366,14 @@ def test_claims_report_lists_each_claim(demo):
     compared = [claims.judge(claims.Comparison("a > b", "better", 0, a, [cells.Run(r.value - 1, r.key, {}, r.metric,
                                                                                    r.factor) for r in a]))
                 for a in (bleu, nist)]
-    glance = claims.at_a_glance([{"verdict": "holds", "comparisons": compared}])
+    glance = ledger.at_a_glance([{"verdict": "holds", "comparisons": compared}])
     assert glance.endswith("Median 95% CI half-width of the 1 judged comparisons (2 or more runs on each side that "
                            "trains) in percentage "
                            "points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): 0.00.")
     # the same runs compared again (a pool of sizes with one size measured) count once; other runs count
     wider = claims.judge(claims.Comparison("a > c", "better", 0, bleu, [cells.Run(r.value - 5 * r.key[1], r.key, {},
                                                                                 r.metric, r.factor) for r in bleu]))
-    glance = claims.at_a_glance([{"verdict": "holds", "comparisons": [*compared, compared[0]]},
+    glance = ledger.at_a_glance([{"verdict": "holds", "comparisons": [*compared, compared[0]]},
                                  {"verdict": "holds", "comparisons": [wider]}])
     assert "Median 95% CI half-width of the 2 judged comparisons" in glance
 
@@ -641,7 +641,7 @@ def test_scale_notes_render_at_their_scale_only(tmp_path):
     built, res = build(tmp_path / "experiments", tmp_path / "results")
     assert "At scale `default`: r=64 left to scale=gpu" in render.render_markdown(built, "default")
     assert "At scale `smoke`" not in render.render_markdown(built, "smoke")
-    assert "At scale `default`: see the table" in claims.render(list(res.values()), "default")[0]
+    assert "At scale `default`: see the table" in ledger.render_ledger(list(res.values()), "default")[0]
     (tmp_path / "experiments" / "ranks.yaml").write_text(RANKS.replace("claims:", "scale_notes: [gpu]\nclaims:", 1))
     with pytest.raises(spec.SpecError, match="scale_notes"):
         spec.load_specs(tmp_path / "experiments")
@@ -714,23 +714,23 @@ def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
     compared = claims.judge(claims.Comparison("a > b", "better", 0, a, b))
     queued = claims.Comparison("c > b", "better", 0, [], [])
 
-    def ledger(plan, comps=(compared,)):
+    def ledger_md(plan, comps=(compared,)):
         res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": list(comps),
                "counted": [c.verdict for c in comps], "verdict": compared.verdict, "planned_runs": plan}
-        return claims.render([res], "default")[0]
+        return ledger.render_ledger([res], "default")[0]
 
-    md = ledger({"default": 5})
+    md = ledger_md({"default": 5})
     assert "| x | **holds (interim)** | 1 holds | 3 (5) |" in md and "## x: holds (interim)" in md
     assert "at their plan (every comparison measured, with its planned runs a side): 0 of 1 (the other" in md
     assert "1 of 1 claims decided (1 holds), 0 of them at their plan and 1 in interim looks." in md
-    assert "1 of them at their plan (1 holds) and 0 in interim looks." in ledger({"default": 3})
-    assert "| x | **holds** |" in ledger({"default": 3}) and "planned runs a side): 1 of 1" in ledger({"default": 3})
-    assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger({"default": 3}, (compared, queued))
+    assert "1 of them at their plan (1 holds) and 0 in interim looks." in ledger_md({"default": 3})
+    assert "| x | **holds** |" in ledger_md({"default": 3}) and "planned runs a side): 1 of 1" in ledger_md({"default": 3})
+    assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger_md({"default": 3}, (compared, queued))
     # without a plan at the scale, a comparison not yet measured (no results, too few runs) makes the verdict interim
     lone = claims.judge(claims.Comparison("d > b", "better", 0, a[:1], b))
-    assert lone.verdict == "too few runs" and "| x | **holds (interim)** |" in ledger(None, (compared, lone))
-    assert "| x | **holds** |" in ledger(None)
-    assert "at their plan" not in ledger({"gpu": 5}) and "(interim)" not in ledger({"gpu": 5})  # no plan here
+    assert lone.verdict == "too few runs" and "| x | **holds (interim)** |" in ledger_md(None, (compared, lone))
+    assert "| x | **holds** |" in ledger_md(None)
+    assert "at their plan" not in ledger_md({"gpu": 5}) and "(interim)" not in ledger_md({"gpu": 5})  # no plan here
     (tmp_path / "grid.yaml").write_text(GRID.replace("- {id: clear,", "- {id: clear, planned_runs: {default: 1},"))
     with pytest.raises(spec.SpecError, match="planned_runs"):
         spec.load_specs(tmp_path)
@@ -828,8 +828,8 @@ def test_at_a_glance_names_the_claims_a_test_split_cannot_decide():
                claim("y", "perhaps not on this test split: its 630 items alone give ±0.49 (...)"),
                claim("z", "~6 runs a side")]
     assert ("- Inconclusive claims with a comparison no number of runs can decide on its test split (`needed`): x; "
-            "perhaps: y.") in claims.at_a_glance(results).splitlines()
-    assert "test split" not in claims.at_a_glance(results[2:])
+            "perhaps: y.") in ledger.at_a_glance(results).splitlines()
+    assert "test split" not in ledger.at_a_glance(results[2:])
 
 
 def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_rows_lr_choice(tmp_path):
@@ -984,7 +984,7 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     counted = claims.judge_family([mild, *holding])
     res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": [mild, *holding], "counted": counted,
            "verdict": claims.overall(counted)}
-    md, csv_text = claims.render([res], "default")
+    md, csv_text = ledger.render_ledger([res], "default")
     assert "| x | **inconclusive** | 2 holds, 1 inconclusive | 3 |" in md  # the summary counts as the verdict does
     lo, hi = mild.family_ci
     assert f"inconclusive family-wise: [{lo:+.2f}, {hi:+.2f}] (it fails at an unadjusted 95%)" in md and ",False," in csv_text
@@ -1015,7 +1015,7 @@ def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_
     assert claims.judge_family([strong], looks=3) == ["holds"] and strong.holds_over_looks is True
     res = {"id": "x", "text": "t", "file": "x.yaml", "looks": {"default": 3}, "comparisons": [thrice],
            "counted": ["inconclusive"], "verdict": "inconclusive"}
-    md, csv_text = claims.render([res], "default")
+    md, csv_text = ledger.render_ledger([res], "default")
     assert f"inconclusive over its 3 looks: [{lo:+.2f}, {hi:+.2f}] (it holds at an unadjusted 95%)" in md
     assert "judged 3 times" in md and ",3,False," in csv_text
 
@@ -1036,14 +1036,14 @@ checks:
     results = claims.evaluate(claim_specs, cells.build_tables(specs, tmp_path, "default"), "default")
     check = next(r for r in results if r["id"] == "clear_again")
     assert check["verdict"] == next(r for r in results if r["id"] == "clear")["verdict"] == "holds"
-    md, csv_text = claims.render(results, "default")
+    md, csv_text = ledger.render_ledger(results, "default")
     lecture = len(results) - 1
     assert f"of {lecture} claims decided" in md  # the check is not one of the claims
     assert "The 1 judged robustness check(s) of decided claims agree with them." in md
     claim = next(r for r in results if r["id"] == "clear")
-    assert claims.at_a_glance([claim], "default", [{**check, "verdict": "inconclusive"}]).endswith(
+    assert ledger.at_a_glance([claim], "default", [{**check, "verdict": "inconclusive"}]).endswith(
         " Decided claims whose robustness check does not agree: clear (clear_again: inconclusive).")
-    assert "robustness check" not in claims.at_a_glance([claim], "default", [{**check, "verdict": "no results"}])
+    assert "robustness check" not in ledger.at_a_glance([claim], "default", [{**check, "verdict": "no results"}])
     summary, details = md.split("**Robustness checks**")
     assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | 1 holds |" in details
     assert " | clear_again: holds |" in summary  # the claim's line names its checks' verdicts
@@ -1150,6 +1150,6 @@ def test_the_low_data_xsum_budget_check_pairs_by_subset_and_seed_at_50_articles(
     # the claim's section names its check
     built |= cells.build_tables({"low_data_xsum": specs["low_data_xsum"]}, tmp_path, "default")
     claim = [c for c in claim_specs if c["id"] == "prefix_beats_ft_low_data_xsum"]
-    md, _ = claims.render(claims.evaluate(claim + checks, built, "default"), "default")
+    md, _ = ledger.render_ledger(claims.evaluate(claim + checks, built, "default"), "default")
     assert ("Robustness checks of this claim (sections below): `prefix_beats_ft_low_data_xsum_at_6_epochs`, holds "
             "(interim).") in md.splitlines()

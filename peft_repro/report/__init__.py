@@ -1,7 +1,8 @@
 """The report: the lecture's tables with the papers' numbers beside ours, and the claims ledger.
 
 `experiments/<experiment>.yaml` (spec.py) is the only mapping from run records to table cells; cells.py fills the
-cells, render.py writes Markdown, LaTeX and CSV, claims.py checks the claims. Three outputs, one path:
+cells, render.py writes Markdown, LaTeX and CSV, claims.py judges the claims and ledger.py writes
+them down. Three outputs, one path:
 - `python -m peft_repro.report` (`write_report`): every table and the claims, in a new version folder
   `<results_dir>/reports/<scale>/<YYYYmmdd-HHMMSS>_<commit>[-dirty]/` (tables.md, tables.tex, claims.md, claims.csv,
   and costs.md: what the runs cost, from their records' times);
@@ -17,9 +18,10 @@ import time
 from pathlib import Path
 
 from ..results import git_state, write_atomic
-from . import claims as claims_mod
+from .claims import evaluate
 from .cells import build_tables
 from .costs import render_costs
+from .ledger import render_ledger
 from .render import render_latex, render_markdown, render_runs
 from .spec import SpecError, load_specs, spec_of
 
@@ -46,7 +48,7 @@ def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list
     version, when nothing changed)."""
     specs, claims = load_specs()
     tables = build_tables(specs, results_dir, scale)
-    claims_md, claims_csv = claims_mod.render(claims_mod.evaluate(claims, tables, scale), scale)
+    claims_md, claims_csv = render_ledger(evaluate(claims, tables, scale), scale)
     top = header(results_dir)
     files = {"tables.md": top + f"# The lecture's tables: papers and ours (scale `{scale}`)\n\n"
                                 + render_markdown(tables, scale),
