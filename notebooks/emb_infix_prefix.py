@@ -32,6 +32,7 @@ RESULTS, SCALE = F.settings()
 out = F.figure_path(RESULTS, SCALE, NAME)
 cells = F.table_frame(RESULTS, TABLE, SCALE)
 runs = cells[(cells["kind"] == "ours") & (cells["col"] == "BLEU")]
+zero_shot = cells[(cells["kind"] == "zero-shot") & (cells["col"] == "BLEU")]["value"]
 print(f"{runs['record'].nunique()} runs in table {TABLE} at scale {SCALE} in {RESULTS}")
 
 
@@ -84,6 +85,9 @@ else:
     models = ", ".join(sorted(runs["model"].dropna().unique()))
     ours.set_title(f"ours: table {TABLE}, scale={SCALE} ({models})\nmean ± sd over seeds")
     ours.set_ylabel("E2E test BLEU")
+    if not zero_shot.empty:  # the bars start at 0, so the untrained level is always on the axis; the methods' legend
+        ours.axhline(zero_shot.mean(), color="grey", ls="--", lw=1)  # is the right panel's
+        ours.set_title(ours.get_title() + f"; dashed: zero-shot ({zero_shot.mean():.1f})")
     bars(theirs, lambda m, k: paper.get((m, k)))
     if ("PREFIX", 10) in paper:
         theirs.axhline(paper[("PREFIX", 10)], color="C0", ls="--", lw=1, label="PREFIX, k=10 (level)")

@@ -31,6 +31,7 @@ RESULTS, SCALE = F.settings()
 out = F.figure_path(RESULTS, SCALE, NAME)
 cells = F.table_frame(RESULTS, TABLE, SCALE)
 runs = cells[cells["kind"] == "ours"].assign(r=lambda f: f["col"].astype(int))
+zero_shot = cells[cells["kind"] == "zero-shot"].groupby("task")["value"].mean()  # the untrained model, per task
 print(f"{runs['record'].nunique()} runs in table {TABLE} at scale {SCALE} in {RESULTS}")
 
 # %%
@@ -67,7 +68,8 @@ else:
         ax.set_yticks(range(len(rows)), rows)
         ax.set_xlabel("rank r")
         ax.set_ylabel("adapted weights")
-        ax.set_title(f"{task}: test {METRIC_NAME.get(task, 'score')}")
+        untrained = f", zero-shot {zero_shot[task]:.1f}" if task in zero_shot else ""
+        ax.set_title(f"{task}: test {METRIC_NAME.get(task, 'score')}{untrained}")
         fig.colorbar(image, ax=ax)
     models = ", ".join(sorted(runs["model"].dropna().unique()))
     fig.suptitle(f"LoRA weight types × rank — table {TABLE}, scale={SCALE} ({models})")

@@ -14,7 +14,8 @@
 # Test score against the number of training examples (50, 100, 200, 500; committed subsets in
 # `peft_repro/tasks/low_data/`), one line per method: the cells of the report's tables `low_data_e2e` (BLEU) and
 # `low_data_xsum` (its ROUGE-2 F1 rows). Points are the mean over runs (subsets × seeds), bars the Student-t 95% interval of that mean (no
-# bar for a single run). The paper: prefix-tuning beats fine-tuning with 50-500 examples. Nothing is trained here.
+# bar for a single run); the dashed line is the untrained model's score (named in the legend instead where it lies far
+# below the plotted range). The paper: prefix-tuning beats fine-tuning with 50-500 examples. Nothing is trained here.
 
 # %%
 import matplotlib
@@ -25,14 +26,18 @@ import matplotlib.pyplot as plt
 from peft_repro import figures as F
 
 NAME = "low_data"
-PANELS = {"low_data_e2e": ("E2E test BLEU", ""), "low_data_xsum": ("XSum test ROUGE-2", " R-2")}  # row suffix drawn
+# the axis label, the suffix of the rows drawn, and the zero-shot row of the same metric
+PANELS = {"low_data_e2e": ("E2E test BLEU", "", "Zero-shot"),
+          "low_data_xsum": ("XSum test ROUGE-2", " R-2", "Zero-shot (rouge2)")}
 METHOD_ORDER = ["Prefix", "FT", "LoRA"]
 RESULTS, SCALE = F.settings()
 out = F.figure_path(RESULTS, SCALE, NAME)
-runs = {}
-for table, (_, suffix) in PANELS.items():
+runs, zero_shot = {}, {}
+for table, (_, suffix, zero_shot_row) in PANELS.items():
     cells = F.table_frame(RESULTS, table, SCALE)
     ours = cells[(cells["kind"] == "ours") & cells["row"].str.contains(suffix, regex=False)]
+    untrained = cells[(cells["kind"] == "zero-shot") & (cells["row"] == zero_shot_row)]["value"]
+    zero_shot[table] = None if untrained.empty else untrained.mean()
     runs[table] = ours.assign(line=ours["row"].str.replace(suffix, "", regex=False), size=ours["col"].astype(int))
     print(f"{runs[table]['record'].nunique()} runs in table {table} at scale {SCALE} in {RESULTS}")
 
@@ -61,6 +66,7 @@ else:
         ax.set_ylabel(PANELS[table][0])
         models = ", ".join(sorted(runs[table]["model"].dropna().unique()))
         ax.set_title(f"table {table}, scale={SCALE} ({models})\nmean ± 95% CI over subsets × seeds")
+        F.zero_shot_level(ax, zero_shot[table])
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -75,8 +75,7 @@ else:
             values = runs[runs["row"] == row]["value"]
             ax.scatter([i + shift] * len(values), values, color="black", s=10, zorder=3)
     zero_shot = F.summarize(cells[cells["kind"] == "zero-shot"], ["col"], "value")
-    if not zero_shot.empty:
-        ax.axhline(zero_shot["mean"].iloc[0], color="grey", ls="--", lw=1, label="zero-shot")
+    F.zero_shot_level(ax, None if zero_shot.empty else zero_shot["mean"].iloc[0])
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=f"{g} word") for g, c in colors.items()]
     handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="lightgrey", hatch="//", edgecolor="black",
                                  label="random init of its length"))

@@ -46,8 +46,7 @@ else:
         line = line.sort_values("k")
         ax.errorbar(line["k"], line["mean"], yerr=line["err"], marker="o", capsize=3, label=f"{row} ({model})")
     zero_shot = cells[cells["kind"] == "zero-shot"]["value"]
-    if not zero_shot.empty:
-        ax.axhline(zero_shot.mean(), color="grey", ls="--", lw=1, label="zero-shot")
+    F.zero_shot_level(ax, None if zero_shot.empty else zero_shot.mean())
     ax.set_xscale("log")
     ks = sorted(stats["k"].unique())
     ax.set_xticks(ks, [str(int(k)) for k in ks])

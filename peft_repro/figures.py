@@ -132,6 +132,22 @@ def _ci95(group) -> float:
     return t_quantile(0.975, df) * math.sqrt(var)
 
 
+def zero_shot_level(ax, value: float | None, label: str = "zero-shot") -> None:
+    """The untrained model's score on `ax` (every table shows it; a figure should too): a dashed line where it lies
+    near the plotted values, else only a legend entry naming it, so that a level far below (E2E BLEU 4 against 50-60)
+    does not squash the differences the figure is for. Call it after plotting and before `ax.legend()`."""
+    import matplotlib.pyplot as plt
+
+    if value is None or value != value:
+        return
+    lo, hi = ax.get_ylim()
+    if lo - (hi - lo) <= value <= hi + (hi - lo):  # within one axis height of the plotted range: draw it
+        ax.axhline(value, color="grey", ls="--", lw=1, label=f"{label} ({value:.1f})")
+        return
+    where = "below" if value < lo else "above"
+    ax.add_line(plt.Line2D([], [], color="grey", ls="--", lw=1, label=f"{label}: {value:.1f} ({where} the axis)"))
+
+
 def figure_path(results_dir, scale: str, name: str) -> Path:
     path = Path(results_dir) / "figures" / scale / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -136,6 +136,26 @@ def test_table_frame_and_summary(tmp_path: Path):
     assert err == pytest.approx(12.706205)  # t(1) x (the sd of the subsets' means 1 and 3 over sqrt(2) = 1)
 
 
+def test_zero_shot_level_is_drawn_near_the_values_and_named_when_far_below():
+    """A zero-shot level far below the plotted range (E2E BLEU 4 against 52-58) would squash it: the legend names it
+    instead; one within an axis height of them (XSum ROUGE-2 1.9 against 3.4-7.1) is a dashed line; none (no record) draws nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3)
+    for ax, values, level in zip(axes, ([52.6, 58.1], [3.4, 7.1], [3.4, 7.1]), (4.0, 1.93, None)):
+        ax.plot([50, 100], values)
+        figures.zero_shot_level(ax, level)
+    far, near, none = axes
+    assert far.get_ylim()[0] > 40 and far.get_legend_handles_labels()[1] == ["zero-shot: 4.0 (below the axis)"]
+    assert near.get_ylim()[0] < 1.93 and near.get_legend_handles_labels()[1] == ["zero-shot (1.9)"]
+    assert [line.get_ydata()[0] for line in near.get_lines()[1:]] == [1.93]
+    assert none.get_legend_handles_labels()[1] == [] and len(none.get_lines()) == 1
+    plt.close(fig)
+
+
 def test_settings_from_environment(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("PEFT_REPRO_RESULTS", raising=False)
     monkeypatch.delenv("PEFT_REPRO_SCALE", raising=False)
