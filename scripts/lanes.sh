@@ -58,7 +58,9 @@ LANE_A=(
 # runs bring qv_beats_q_equal_budget to its plan; session 19), the other WikiSQL ranks at seeds 0-2 (session 20:
 # qv_beats_q holds at r = 4, 8 and has no results at r = 1, 2, 64, so these 12 runs can decide it, while
 # emb_vs_infix's k = 1, 20 can only add a failure to prefix_gt_infix_gt_emb, whose INFIX-10 vs EMB-10 is undecided at
-# its plan), emb_vs_infix's k=1, 20, low-data XSum's FT at 100, and seeds 3, 4 of every other WikiSQL cell.
+# its plan), emb_vs_infix's k=1, 20, low-data XSum's FT at 100, prefix-tuning's rate at 50 articles again (its grid
+# now starts at 5e-5, the rate chosen at 100; session 25: a new grid point, and its 10 runs again only if the choice
+# moves), and seeds 3, 4 of every other WikiSQL cell.
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -80,6 +82,7 @@ LANE_B=(
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=0,1,2"
   "+experiment=emb_vs_infix method.num_virtual_tokens=1,20 seed=3,4"
   "+experiment=low_data_xsum method=full task.low_data.size=100"
+  "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,4,8,64 seed=3,4"
 )
 
