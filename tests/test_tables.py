@@ -1,5 +1,6 @@
 """`python -m peft_repro.report`: reference tables beside ours, the claims ledger, LaTeX, CLI, on hand-made records."""
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -376,6 +377,12 @@ def test_claims_report_lists_each_claim(demo):
     glance = ledger.at_a_glance([{"verdict": "holds", "comparisons": [*compared, compared[0]]},
                                  {"verdict": "holds", "comparisons": [wider]}])
     assert "Median 95% CI half-width of the 2 judged comparisons" in glance
+    # CIs over runs alone (metrics without item statistics) are narrower: the median of those over items too is named
+    over_items = dataclasses.replace(wider, ci_over="items x seeds")
+    glance = ledger.at_a_glance([{"verdict": "holds", "comparisons": [compared[0], over_items]}])
+    half = (over_items.ci[1] - over_items.ci[0]) / 2
+    assert glance.endswith(f": {half / 2:.2f}; of the 1 whose CI counts the test items' noise too: {half:.2f} (the "
+                           "other 1, over runs alone, are narrower than a CI over items would be).")
 
 
 def test_both_paper_versions_and_empty_cells(tmp_path):
@@ -788,17 +795,17 @@ def test_needed_names_no_more_test_items_than_the_split_holds():
     c.stats = stats.DiffCI(1.32, (-2.0, 4.7), se_items=0.83 / z, se_runs=1.5, df_runs=4)
     assert claims.needed(c) == "more runs and more test items together"  # the split's size unknown
     c.items_available = 630  # at 630 items: ±0.47, and at least 0.47 / sqrt(2) = 0.33 > 0.32
-    assert claims.needed(c) == ("not on this test split: its 630 items alone give ±0.47 (at least ±0.33 with any "
-                                "runs), and 0.32 would decide")
+    assert claims.needed(c) == ("not on this test split: all 630 items of its test split give ±0.47 alone (at "
+                                "least ±0.33 with any runs), and 0.32 would decide")
     c.diff = 1.4  # 0.40 to decide: between 0.33 and 0.47
-    assert claims.needed(c).startswith("perhaps not on this test split: its 630 items alone give ±0.47 at the")
+    assert claims.needed(c).startswith("perhaps not on this test split: all 630 items of its test split give ±0.47 alone")
     c.kind, c.diff = "better", 0.6  # 0.47 < 0.6: enough runs on all 630 items decide it
     n = int(claims.needed(c)[1:].split()[0])
     assert claims.needed(c) == f"~{n} runs a side on all 630 test items"
     assert c.stats.predicted_half_width(runs_factor=n / 5, items_factor=630 / 200) < 0.6 <= \
         c.stats.predicted_half_width(runs_factor=(n - 1) / 5, items_factor=630 / 200)
     c.items_available = 200  # every item already: nothing more to draw
-    assert claims.needed(c).startswith("perhaps not on this test split: its 200 items alone give ±0.83 at")
+    assert claims.needed(c).startswith("perhaps not on this test split: all 200 items of its test split give ±0.83 alone")
     c.items_available, c.stats.se_runs = 630, 10.0  # the runs so noisy that 1000 times as many do not decide
     assert claims.needed(c) == "over 5,000 runs a side on all 630 test items"
     # items alone decide within the split: named, and capped at it
@@ -1018,6 +1025,15 @@ def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_
     md, csv_text = ledger.render_ledger([res], "default")
     assert f"inconclusive over its 3 looks: [{lo:+.2f}, {hi:+.2f}] (it holds at an unadjusted 95%)" in md
     assert "judged 3 times" in md and ",3,False," in csv_text
+    assert f"| ~{n} runs a side (to hold) |" in md and ",hold," in csv_text  # the verdict those runs would reach
+    # undecided at 95% too: its verdict shows the CI it must clear over the looks, and which way its runs would go
+    below = compare([-0.5, 0.6, -1.2, 0.2, -0.9])
+    assert below.verdict == "inconclusive" and claims.judge_family([below], looks=3) == ["inconclusive"]
+    lo, hi = below.family_ci
+    assert lo < below.ci[0] and hi > below.ci[1] and below.fails_family_wise is None
+    res = {**res, "comparisons": [below]}
+    md, csv_text = ledger.render_ledger([res], "default")
+    assert f"| inconclusive ([{lo:+.2f}, {hi:+.2f}] over its 3 looks) | {below.needed} (to fail) |" in md
 
 
 def test_a_robustness_check_is_reported_apart_from_the_claims(tmp_path):

@@ -185,12 +185,12 @@ def needed(c: Comparison, level: float | None = None) -> str:
         return " or ".join(out)
     items_alone = t_quantile(0.5 + (level or c.stats.level) / 2, math.inf) * c.stats.se_items / math.sqrt(whole)
     if items_alone / math.sqrt(2) >= room:
-        return (f"{NOT_ON_SPLIT}: its {pool:,} items alone give ±{items_alone:.2f} (at least "
+        return (f"{NOT_ON_SPLIT}: all {pool:,} items of its test split give ±{items_alone:.2f} alone (at least "
                 f"±{items_alone / math.sqrt(2):.2f} with any runs), and {room:.2f} would decide")
     if items_alone >= room:
-        return (f"{PERHAPS_NOT_ON_SPLIT}: its {pool:,} items alone give ±{items_alone:.2f} at the measured "
-                f"item noise (±{items_alone / math.sqrt(2):.2f} without its seed x item part), and {room:.2f} "
-                f"would decide")
+        return (f"{PERHAPS_NOT_ON_SPLIT}: all {pool:,} items of its test split give ±{items_alone:.2f} alone at "
+                f"the measured item noise (±{items_alone / math.sqrt(2):.2f} without its seed x item part), and "
+                f"{room:.2f} would decide")
     return f"over {runs_text(n_units * MAX_FACTOR)[1:]} on all {pool:,} test items"
 
 
@@ -348,7 +348,7 @@ def family_size(comps: list[Comparison]) -> int:
 def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
     """The comparisons' verdicts as the claim counts them: with m > 1 comparisons, a failing one counts only if it
     still fails at the Bonferroni level 1 - 0.05/m (else it counts as inconclusive); `fails_family_wise` says which,
-    `family_ci` gives that CI. Where only failing is left (the difference on the failing side), `needed` is the size
+    `family_ci` gives that CI (for an undecided comparison too: the CI it would have to clear). Where only failing is left (the difference on the failing side), `needed` is the size
     that would fail family-wise. A claim judged at `looks` points where an undecided verdict changed its design (the
     claim's `looks`: more test items, more seeds) is judged at 1 - 0.05/looks, Bonferroni over its looks (conservative
     where the looks share runs): a holding comparison that does not hold there
@@ -357,8 +357,7 @@ def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
     out = []
     for c in comps:
         c.looks, c.family = looks, m
-        failing_side = c.diff is not None and (c.diff < 0 if c.kind == "better" else abs(c.diff) > c.margin)
-        if m * looks > 1 and c.verdict in ("fails", "inconclusive") and failing_side:
+        if m * looks > 1 and c.verdict in ("fails", "inconclusive") and on_failing_side(c):
             level = 1 - FAMILY_ALPHA / (m * looks)
             h = c.stats.predicted_half_width(level=level)
             c.family_ci = c.diff - h, c.diff + h
@@ -368,14 +367,33 @@ def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
                 c.needed = needed(c, level)
         elif looks > 1 and c.verdict in ("holds", "inconclusive"):  # the holding side, over its looks
             level = 1 - FAMILY_ALPHA / looks
+            h = c.stats.predicted_half_width(level=level)
+            c.family_ci = c.diff - h, c.diff + h
             if c.verdict == "holds":
-                h = c.stats.predicted_half_width(level=level)
-                c.family_ci = c.diff - h, c.diff + h
                 c.holds_over_looks = decide(c, *c.family_ci) == "holds"
             if not c.holds_over_looks:
                 c.needed = needed(c, level)
-        out.append("inconclusive" if False in (c.fails_family_wise, c.holds_over_looks) else c.verdict)
+        out.append(counted(c))
     return out
+
+
+def on_failing_side(c: Comparison) -> bool:
+    """Whether the measured difference lies on the side that would fail the comparison (below 0 for `better`,
+    outside the margin for `same`): the family-wise level then applies (`judge_family`)."""
+    return c.diff is not None and (c.diff < 0 if c.kind == "better" else abs(c.diff) > c.margin)
+
+
+def counted(c: Comparison) -> str:
+    """A comparison's verdict as its claim counts it (`judge_family`): a failure that is not family-wise, or a hold
+    that does not survive the claim's looks, is inconclusive."""
+    return "inconclusive" if False in (c.fails_family_wise, c.holds_over_looks) else c.verdict
+
+
+def toward(c: Comparison) -> str:
+    """The verdict an undecided comparison leans to, by its measured difference: what `needed` would decide."""
+    if c.kind == "better":
+        return "hold" if c.diff > 0 else "fail"
+    return "hold" if abs(c.diff) < c.margin else "fail"
 
 
 def _check_left_out(claim: dict, checks: list[dict], left_out: dict | None) -> None:

@@ -14,8 +14,8 @@ from ..lr_search import dev_curve, record_primary
 from ..results import lookup
 from ..stats import N_BOOT, SEED
 from .cells import Run, models_of, tasks_of
-from .claims import (FAMILY_ALPHA, NOT_ON_SPLIT, PERHAPS_NOT_ON_SPLIT, VERDICTS, Comparison, at_plan, family_size,
-                     fewest_runs, looks_at, measurement, planned_runs)
+from .claims import (FAMILY_ALPHA, NOT_ON_SPLIT, PERHAPS_NOT_ON_SPLIT, VERDICTS, Comparison, at_plan, counted,
+                     family_size, fewest_runs, looks_at, measurement, on_failing_side, planned_runs, toward)
 from .spec import DASH, scale_note
 
 
@@ -33,15 +33,31 @@ def _num(x: float | None) -> str:
 
 
 def _verdict(c: Comparison) -> str:
-    adjusted = c.fails_family_wise if c.holds_over_looks is None else c.holds_over_looks
-    if adjusted is None:
+    """The verdict with its CI at the claim's stricter level where one applies (family-wise on the failing side, over
+    the claim's looks): a decision it survives or not, or, undecided, the CI it would have to clear."""
+    if c.family_ci is None:
         return c.verdict
-    over = " and ".join((["family-wise"] if c.holds_over_looks is None and c.family > 1 else [])
+    over = " and ".join((["family-wise"] if on_failing_side(c) and c.family > 1 else [])
                         + ([f"over its {c.looks} looks"] if c.looks > 1 else []))
     ci = f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}]"
+    adjusted = c.fails_family_wise if c.holds_over_looks is None else c.holds_over_looks
+    if adjusted is None:
+        return f"{c.verdict} ({ci} {over})"
     if adjusted:
         return f"{c.verdict} ({ci} {over} too)"
     return f"inconclusive {over}: {ci} (it {c.verdict} at an unadjusted 95%)"
+
+
+def needed_to(c: Comparison) -> str | None:
+    """The verdict the sizes `needed` names would reach ("hold" or "fail", by the sign of d); None where it names no
+    size (no sample size, or none on the test split)."""
+    if not c.needed or c.needed.startswith((NOT_ON_SPLIT, PERHAPS_NOT_ON_SPLIT, "no sample size")):
+        return None
+    return toward(c)
+
+
+def _needed_text(c: Comparison) -> str:
+    return DASH if not c.needed else c.needed + (f" (to {to})" if (to := needed_to(c)) else "")
 
 
 def _hw(c: Comparison, source: str) -> str:
@@ -128,12 +144,16 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
         lines.append(f"Fewest runs on a side that trains, over the measured comparisons: {fewest}.")
     # judged: a CI that decides (2 or more runs on each side that trains); too few runs' item-only CI would narrow
     judged = [c for c in measured if c.verdict != "too few runs"]
-    points = [_half(c.ci) for c in judged if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
-    if points:
-        lines.append(f"Median 95% CI half-width of the {len(points)} judged comparisons (2 or more runs on each side "
-                     f"that trains) in "
-                     f"percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
-                     f"{float(np.median(points)):.2f}.")
+    in_points = [c for c in judged if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
+    if in_points:
+        with_items = [_half(c.ci) for c in in_points if "items" in c.ci_over]
+        lines.append(f"Median 95% CI half-width of the {len(in_points)} judged comparisons (2 or more runs on each side "
+                     f"that trains) in percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
+                     f"{float(np.median([_half(c.ci) for c in in_points])):.2f}"
+                     + (f"; of the {len(with_items)} whose CI counts the test items' noise too: "
+                        f"{float(np.median(with_items)):.2f} (the other {len(in_points) - len(with_items)}, over runs "
+                        f"alone, are narrower than a CI over items would be)" if len(with_items) < len(in_points)
+                        and with_items else "") + ".")
     kept = [[last_kept(side) for side in (c.a, c.b)] for c in judged]
     if any(k for sides in kept for k in sides):
         rising = sum(any(k and 2 * k[0] > k[1] for k in sides) for sides in kept)
@@ -145,7 +165,7 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
         lines.append(f"Of the {len(turns)} judged `>` comparisons with a dev curve in their metric on both sides, "
                      f"those that one more epoch at each side's last-epoch dev rise would reverse (the sides' "
                      f"`last rise` differ against d by more than |d|; a heuristic): {len(reversed_)} "
-                     f"({sum(c.verdict in ('holds', 'fails') for c in reversed_)} of them decided).")
+                     f"({sum(counted(c) in ('holds', 'fails') for c in reversed_)} of them decided).")
     split_bound = {kind: [res["id"] for res in results if res["verdict"] == "inconclusive" and any(
         c.needed.startswith(prefix) for c in res["comparisons"] if c.verdict == "inconclusive")]
         for kind, prefix in (("not", NOT_ON_SPLIT), ("perhaps", PERHAPS_NOT_ON_SPLIT))}
@@ -196,7 +216,7 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
           "runs (low-data: subsets) on a side that trains: too few runs (the item-only CI is shown; it leaves out "
           "training noise); a side that trains nothing (a discrete prompt) is one run. `±items` / `±runs`: the CI "
           "half-width from each source alone; `needed`: runs a side or test items that would decide an inconclusive "
-          "comparison at the measured variance, no more items than the test split holds where a record scored all of "
+          "comparison at the measured variance and difference (\"to hold\" or \"to fail\": the side its d lies on), no more items than the test split holds where a record scored all of "
           "it (E2E: 630 MRs), so \"not "
           "on this test split\" where its items alone are too noisy, whatever the runs (\"perhaps not\" where only the "
           "seed x item part of their noise, which more runs shrink, makes them so). `last kept` (A · B): runs a side "
@@ -229,7 +249,7 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
                                              "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
                                              "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
                                              "fails_family_wise", "looks", "holds_over_looks", "ci_family_low",
-                                             "ci_family_high", "needed",
+                                             "ci_family_high", "needed", "needed_to",
                                              "last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b",
                                              "last_rise_a", "last_rise_b",
                                              "measured_at"])
@@ -290,7 +310,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                   if c.paired else "no")
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
-                  f"{c.needed or DASH} | {_last_kept_text(c)} | {_last_rise_text(c)} |")
+                  f"{_needed_text(c)} | {_last_kept_text(c)} | {_last_rise_text(c)} |")
         rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
                      "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
@@ -304,7 +324,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                      "looks": c.looks, "holds_over_looks": "" if c.holds_over_looks is None else c.holds_over_looks,
                      "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),
                      "ci_family_high": "" if c.family_ci is None else round(c.family_ci[1], 4),
-                     "needed": c.needed,
+                     "needed": c.needed, "needed_to": needed_to(c) or "",
                      **{f"{column}_{side}": "" if kept is None else n
                         for side, kept in (("a", last_kept(c.a)), ("b", last_kept(c.b)))
                         for column, n in zip(("last_kept", "with_dev_curve"), kept or (None, None))},
