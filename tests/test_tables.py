@@ -821,6 +821,10 @@ def test_needed_names_no_more_test_items_than_the_split_holds():
         {"config": {"task": {"name": "e2e", "max_eval_examples": 200}}, "test_items": {"ids": ["x"] * 200}},
         {"config": {"task": {"name": "xsum", "max_eval_examples": 200}}, "test_items": {"ids": ["x"] * 200}}])}
     assert claims.test_pools(pools) == {"e2e": 630}  # the most; capped records say nothing of their split's size
+    # a record naming its split's size names it for the task's older records too (the smallest named: offline)
+    pools["t"].records += [{"config": {"task": {"name": "xsum", "max_eval_examples": 60}},
+                            "test_items": {"ids": ["x"] * 60, "split_size": size}} for size in (1000, 11334)]
+    assert claims.test_pools(pools) == {"e2e": 630, "xsum": 1000}
     # records since session 22 name their split's size: a comparison takes the smallest its runs name
     runs = [cells.Run(1.0, (0,), {"test_items": {"ids": ["x"], "split_size": size}}) for size in (1000, 11334)]
     assert claims.split_size(runs) == 1000 and claims.split_size([cells.Run(1.0, (0,), {})]) is None

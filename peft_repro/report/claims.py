@@ -195,17 +195,19 @@ def needed(c: Comparison, level: float | None = None) -> str:
 
 
 def test_pools(tables: dict[str, Table]) -> dict[str, int]:
-    """Per task, the test items a run can be scored on: the most that any record of the task scored uncapped
-    (`max_eval_examples` null: its whole test split). A task without such a record is missing: its size unknown.
-    Records since session 22 name their split's size themselves (`split_size`), which a comparison prefers."""
-    pools = {}
+    """Per task, the test items a run can be scored on, for runs whose records do not say (`split_size`, which a
+    comparison prefers; records since session 22 name it): the smallest split any record of the task names (a split
+    loaded from the hub can be larger than the offline one), else the most that any record of the task scored
+    uncapped (`max_eval_examples` null: its whole test split). A task with neither is missing: its size unknown."""
+    scored, named = {}, {}
     for table in tables.values():
         for record in table.records:
-            ids = (record.get("test_items") or {}).get("ids")
-            if ids and lookup(record, "config.task.max_eval_examples") is None:
-                task = lookup(record, "config.task.name")
-                pools[task] = max(pools.get(task, 0), len(ids))
-    return pools
+            task, items = lookup(record, "config.task.name"), record.get("test_items") or {}
+            if items.get("split_size"):
+                named[task] = min(named.get(task, math.inf), items["split_size"])
+            if items.get("ids") and lookup(record, "config.task.max_eval_examples") is None:
+                scored[task] = max(scored.get(task, 0), len(items["ids"]))
+    return {**scored, **named}
 
 
 def split_size(runs: list[Run]) -> int | None:
