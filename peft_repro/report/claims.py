@@ -139,7 +139,7 @@ def decide(c: Comparison, lo: float, hi: float) -> str:
 
 
 MAX_FACTOR = 1000  # sizes beyond 1000 times the measured ones are not a plan
-NOT_ON_SPLIT = "not on this test split"  # `needed`: no runs decide on the whole split (the ledger's at-a-glance list names them)
+NOT_ON_SPLIT = "not on this test split"  # `needed`: no runs decide on the whole split (named at a glance)
 PERHAPS_NOT_ON_SPLIT = "perhaps " + NOT_ON_SPLIT
 
 
@@ -350,11 +350,12 @@ def family_size(comps: list[Comparison]) -> int:
 def judge_family(comps: list[Comparison], looks: int = 1) -> list[str]:
     """The comparisons' verdicts as the claim counts them: with m > 1 comparisons, a failing one counts only if it
     still fails at the Bonferroni level 1 - 0.05/m (else it counts as inconclusive); `fails_family_wise` says which,
-    `family_ci` gives that CI (for an undecided comparison too: the CI it would have to clear). Where only failing is left (the difference on the failing side), `needed` is the size
-    that would fail family-wise. A claim judged at `looks` points where an undecided verdict changed its design (the
-    claim's `looks`: more test items, more seeds) is judged at 1 - 0.05/looks, Bonferroni over its looks (conservative
-    where the looks share runs): a holding comparison that does not hold there
-    (`holds_over_looks` False) counts as inconclusive, and a failing one must fail at 1 - 0.05/(m x looks)."""
+    `family_ci` gives that CI (for an undecided comparison too: the CI it would have to clear). Where only failing is
+    left (the difference on the failing side), `needed` is the size that would fail family-wise. A claim judged at
+    `looks` points where an undecided verdict changed its design (the claim's `looks`: more test items, more seeds) is
+    judged at 1 - 0.05/looks, Bonferroni over its looks (conservative where the looks share runs): a holding
+    comparison that does not hold there (`holds_over_looks` False) counts as inconclusive, and a failing one must fail
+    at 1 - 0.05/(m x looks)."""
     m = family_size(comps)
     out = []
     for c in comps:

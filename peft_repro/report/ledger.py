@@ -147,8 +147,8 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
     in_points = [c for c in judged if c.ci is not None and all(r.factor == 100 for r in c.a + c.b)]
     if in_points:
         with_items = [_half(c.ci) for c in in_points if "items" in c.ci_over]
-        lines.append(f"Median 95% CI half-width of the {len(in_points)} judged comparisons (2 or more runs on each side "
-                     f"that trains) in percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
+        lines.append(f"Median 95% CI half-width of the {len(in_points)} judged comparisons (2 or more runs on each "
+                     f"side that trains) in percentage points (BLEU, METEOR, ROUGE, accuracy; repeats counted once): "
                      f"{float(np.median([_half(c.ci) for c in in_points])):.2f}"
                      + (f"; of the {len(with_items)} whose CI counts the test items' noise too: "
                         f"{float(np.median(with_items)):.2f} (the other {len(in_points) - len(with_items)}, over runs "
@@ -194,42 +194,48 @@ def _half(ci: tuple[float, float]) -> float:
     return (ci[1] - ci[0]) / 2
 
 
+READING = [
+    "## How to read a comparison", "",
+    "- **d** = mean(A) − mean(B) over the compared runs; `n A`, `n B`: the runs compared (a paired comparison leaves "
+    "out runs without a partner, so d may differ from the table's means).",
+    "- **95% CI** = d ± t·sqrt(SE_items² + SE_runs²), t at the Welch-Satterthwaite degrees of freedom (n − 1 from "
+    "paired runs, k − 1 from k low-data subsets), never narrower than the runs' own t interval (`CI over` then "
+    "says \"runs' floor\"). Rules: peft_repro/report/claims.py.",
+    f"  - SE_items: the sd of {N_BOOT:,} bootstrap draws of the test items (numpy seed {SEED}), one draw for both "
+    "sides (paired by item); BLEU is recomputed from the drawn items' n-gram counts.",
+    "  - SE_runs: the sd over sqrt(n) of the differences over seeds and low-data subsets, paired by column, seed and "
+    "subset where both sides have them (sides of different columns by seed and subset; unpaired runs left out), else "
+    "Welch's. The seeds of one low-data subset are one draw: the SE is cluster-robust over the subsets.",
+    "- **CI over**: the sources the CI counts; `±items` / `±runs`: the half-width from each alone. Without items "
+    "(E2E's NIST, METEOR, ROUGE-L and CIDEr: their records keep no per-item statistics) the CI speaks for this test "
+    "set only, and is narrower than one over items.",
+    "- **Verdicts**: `>` holds if the CI lies above 0, fails if below, else is inconclusive; `≈` holds if the CI "
+    "lies inside (−margin, margin), fails if entirely outside it. *Too few runs*: fewer than 2 runs (low-data: "
+    "subsets) on a side that trains (the item-only CI is shown; it leaves out training noise); a side that trains "
+    "nothing (a discrete prompt) is one run. *Interim*: the claim's plan is not complete (every comparison measured "
+    "with its planned runs a side). A claim of several comparisons fails only family-wise, and a claim looked at "
+    "several times holds only over its looks: its section says so, and the verdict column gives the CI at that "
+    "level.",
+    "- **needed**: the runs a side or test items that would decide an inconclusive comparison at the measured "
+    "variance and difference (\"to hold\" or \"to fail\": the side d lies on), no more items than the test split "
+    "holds (E2E: 630 MRs); \"not on this test split\" where its items alone are too noisy whatever the runs "
+    "(\"perhaps not\" where only the seed x item part of their noise, which more runs shrink, makes them so).",
+    "- **last kept** (A · B): of a side's runs that chose an epoch on a dev curve, those whose kept (best) epoch was "
+    "their last: most of them say the side still rose when training stopped, and a longer budget may move the "
+    "comparison. **last rise** (A · B): the mean change of a side's dev score over its last epoch, in the compared "
+    "metric (– without a dev curve in it); where the sides' rises differ by more than |d| against its sign, one "
+    "more epoch at that pace would reverse the comparison.",
+    "- Every CI is conditional on the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 "
+    "for low-data): the noise of that choice is not in it (each table's lr line says whether the choice is within "
+    "seed noise: another seed could have chosen the runner-up).",
+]
+
+
 def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv): the lecture's claims, then the robustness checks (`checks:` in the specs)."""
     lecture = [res for res in results if res.get("role") != "check"]
     checks = [res for res in results if res.get("role") == "check"]
-    md = [f"# Claims ledger (scale `{scale}`)", "",
-          "Each comparison: d = mean(A) - mean(B) over the compared runs (`n A`, `n B`: a paired comparison leaves out "
-          "runs without a partner, so d may differ from the table's means), 95% CI d ± t·sqrt(SE_items² + SE_runs²) "
-          f"over test items (SE_items: the sd of {N_BOOT:,} bootstrap draws of the items, numpy seed {SEED}, one draw "
-          "for both sides: paired by item; BLEU recomputed from the drawn items' n-gram counts) and runs (SE_runs: the "
-          "sd over sqrt(n) of the differences over seeds and low-data subsets, paired by column, seed and subset where "
-          "both sides have them, sides of different columns by seed and subset, unpaired runs left out; else Welch's; "
-          "the seeds of one low-data subset are one cluster, not independent draws: its SE is cluster-robust over the "
-          "k subsets, k - 1 degrees of freedom) together, t at the Welch-Satterthwaite degrees of freedom (n - 1 from "
-          "paired runs, k - 1 from subsets), the half-width never "
-          "below the runs' own t interval (`CI over` then says \"runs' floor\": the combined interval lies inside it); "
-          "`CI over` says which sources count; without items (metrics whose records keep no per-item statistics: E2E's "
-          "NIST, METEOR, ROUGE-L and CIDEr) the CI leaves out which test items were drawn: it speaks for this test set "
-          "only, and is narrower than one over items too. `>`: holds if the CI is above 0, fails if below, else "
-          "inconclusive. `≈`: holds if the CI lies inside (-margin, margin), fails if entirely outside. Fewer than 2 "
-          "runs (low-data: subsets) on a side that trains: too few runs (the item-only CI is shown; it leaves out "
-          "training noise); a side that trains nothing (a discrete prompt) is one run. `±items` / `±runs`: the CI "
-          "half-width from each source alone; `needed`: runs a side or test items that would decide an inconclusive "
-          "comparison at the measured variance and difference (\"to hold\" or \"to fail\": the side its d lies on), no more items than the test split holds where a record scored all of "
-          "it (E2E: 630 MRs), so \"not "
-          "on this test split\" where its items alone are too noisy, whatever the runs (\"perhaps not\" where only the "
-          "seed x item part of their noise, which more runs shrink, makes them so). `last kept` (A · B): runs a side "
-          "whose best dev epoch, the one kept, was their last, of the runs that chose an epoch on a dev curve: most of "
-          "a side's runs there say it still rose when training stopped (no plateau), and a longer budget may move the "
-          "comparison. `last rise` (A · B): the mean change of a side's dev score over its runs' last epoch, in the "
-          "compared metric (– for a metric without a dev curve); where the sides' rises differ by more than |d| against "
-          "its sign, one more epoch at that pace would reverse the comparison. A verdict before the claim's plan is "
-          "complete (every comparison measured with its planned runs a side) is marked interim. Every CI is conditional "
-          "on the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 for low-data): the "
-          "noise of that choice is not in it (each table's lr line says whether the choice is within seed noise: "
-          "another seed could have chosen the runner-up). Rules: "
-          "peft_repro/report/claims.py.", "", at_a_glance(lecture, scale, checks), "",
+    md = [f"# Claims ledger (scale `{scale}`)", "", at_a_glance(lecture, scale, checks), "",
           "| claim | verdict | comparisons | runs a side (planned) | measured at | robustness checks |",
           "|---|---|---|---|---|---|"]
     checks_of = {res["id"]: [check for check in checks if _check_of(check) == res["id"]] for res in lecture}
@@ -241,6 +247,7 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
                "| check | of claim | verdict | comparisons | runs a side (planned) | measured at |",
                "|---|---|---|---|---|---|"]
         md += [_summary_line(res, scale) for res in checks]
+    md += ["", *READING]
     rows = []
     for res in lecture + checks:
         md += _details(res, scale, rows, checks_of.get(res["id"]))
