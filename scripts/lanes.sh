@@ -60,7 +60,8 @@ LANE_A=(
 # emb_vs_infix's k = 1, 20 can only add a failure to prefix_gt_infix_gt_emb, whose INFIX-10 vs EMB-10 is undecided at
 # its plan), emb_vs_infix's k=1, 20, low-data XSum's FT at 100, prefix-tuning's rate at 50 articles again (its grid
 # now starts at 5e-5, the rate chosen at 100; session 25: a new grid point, and its 10 runs again only if the choice
-# moves), and seeds 3, 4 of every other WikiSQL cell.
+# moves; lane A's sweep 7 is the same command, whose finished cells it finds), and seeds 3, 4 of every other WikiSQL
+# cell.
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"

@@ -138,7 +138,8 @@ def test_table_frame_and_summary(tmp_path: Path):
 
 def test_zero_shot_level_is_drawn_near_the_values_and_named_when_far_below():
     """A zero-shot level far below the plotted range (E2E BLEU 4 against 52-58) would squash it: the legend names it
-    instead; one within an axis height of them (XSum ROUGE-2 1.9 against 3.4-7.1) is a dashed line; none (no record) draws nothing."""
+    instead; one within an axis height of them (XSum ROUGE-2 1.9 against 3.4-7.1) is a dashed line; none (no
+    record) draws nothing."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -348,6 +348,11 @@ def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch
             "epoch at each side's last-epoch dev rise would reverse (the sides' `last rise` differ against d by more "
             "than |d|; a heuristic): 2 (0 of them decided).") in ledger.at_a_glance(
         [{"verdict": "x", "comparisons": [turns, mirror, holds]}])
+    # decided as the claim counts it: a failure at 95% that is not family-wise is not a decision
+    for fails_family_wise, decided in ((False, 0), (None, 1), (True, 1)):
+        failing = dataclasses.replace(turns, verdict="fails", fails_family_wise=fails_family_wise)
+        assert f"reverse (the sides' `last rise` differ against d by more than |d|; a heuristic): 2 ({decided} of them " \
+               "decided)." in ledger.at_a_glance([{"verdict": "x", "comparisons": [failing, mirror, holds]}])
     assert ledger.reversed_by_one_epoch(claims.Comparison("a ≈ b", "same", 1, turns.a, turns.b, diff=-1.5)) is None
 
 
@@ -731,8 +736,10 @@ def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
     assert "at their plan (every comparison measured, with its planned runs a side): 0 of 1 (the other" in md
     assert "1 of 1 claims decided (1 holds), 0 of them at their plan and 1 in interim looks." in md
     assert "1 of them at their plan (1 holds) and 0 in interim looks." in ledger_md({"default": 3})
-    assert "| x | **holds** |" in ledger_md({"default": 3}) and "planned runs a side): 1 of 1" in ledger_md({"default": 3})
-    assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger_md({"default": 3}, (compared, queued))
+    at_plan = ledger_md({"default": 3})
+    assert "| x | **holds** |" in at_plan and "planned runs a side): 1 of 1" in at_plan
+    assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger_md({"default": 3},
+                                                                                     (compared, queued))
     # without a plan at the scale, a comparison not yet measured (no results, too few runs) makes the verdict interim
     lone = claims.judge(claims.Comparison("d > b", "better", 0, a[:1], b))
     assert lone.verdict == "too few runs" and "| x | **holds (interim)** |" in ledger_md(None, (compared, lone))
@@ -798,14 +805,16 @@ def test_needed_names_no_more_test_items_than_the_split_holds():
     assert claims.needed(c) == ("not on this test split: all 630 items of its test split give ±0.47 alone (at "
                                 "least ±0.33 with any runs), and 0.32 would decide")
     c.diff = 1.4  # 0.40 to decide: between 0.33 and 0.47
-    assert claims.needed(c).startswith("perhaps not on this test split: all 630 items of its test split give ±0.47 alone")
+    assert claims.needed(c).startswith(
+        "perhaps not on this test split: all 630 items of its test split give ±0.47 alone")
     c.kind, c.diff = "better", 0.6  # 0.47 < 0.6: enough runs on all 630 items decide it
     n = int(claims.needed(c)[1:].split()[0])
     assert claims.needed(c) == f"~{n} runs a side on all 630 test items"
     assert c.stats.predicted_half_width(runs_factor=n / 5, items_factor=630 / 200) < 0.6 <= \
         c.stats.predicted_half_width(runs_factor=(n - 1) / 5, items_factor=630 / 200)
     c.items_available = 200  # every item already: nothing more to draw
-    assert claims.needed(c).startswith("perhaps not on this test split: all 200 items of its test split give ±0.83 alone")
+    assert claims.needed(c).startswith(
+        "perhaps not on this test split: all 200 items of its test split give ±0.83 alone")
     c.items_available, c.stats.se_runs = 630, 10.0  # the runs so noisy that 1000 times as many do not decide
     assert claims.needed(c) == "over 5,000 runs a side on all 630 test items"
     # items alone decide within the split: named, and capped at it
@@ -835,8 +844,8 @@ def test_at_a_glance_names_the_claims_a_test_split_cannot_decide():
         comps = [claims.Comparison(f"{name} {i}", "better", 0, [], [], verdict="inconclusive", needed=n)
                  for i, n in enumerate(needs)]
         return {"id": name, "verdict": "inconclusive", "comparisons": comps}
-    results = [claim("x", "~8 runs a side", "not on this test split: its 630 items alone give ±0.59 (...)"),
-               claim("y", "perhaps not on this test split: its 630 items alone give ±0.49 (...)"),
+    results = [claim("x", "~8 runs a side", "not on this test split: all 630 items of its test split give ±0.59 (...)"),
+               claim("y", "perhaps not on this test split: all 630 items of its test split give ±0.49 (...)"),
                claim("z", "~6 runs a side")]
     assert ("- Inconclusive claims with a comparison no number of runs can decide on its test split (`needed`): x; "
             "perhaps: y.") in ledger.at_a_glance(results).splitlines()
@@ -1038,6 +1047,14 @@ def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_
     res = {**res, "comparisons": [below]}
     md, csv_text = ledger.render_ledger([res], "default")
     assert f"| inconclusive ([{lo:+.2f}, {hi:+.2f}] over its 3 looks) | {below.needed} (to fail) |" in md
+    # on the holding side, undecided: the CI over its looks (to hold at), no hold to lose
+    above = compare([0.5, -0.6, 1.2, -0.2, 0.9])
+    assert above.verdict == "inconclusive" and above.family_ci is None
+    assert claims.judge_family([above], looks=3) == ["inconclusive"] and above.holds_over_looks is None
+    lo, hi = above.family_ci
+    assert lo < above.ci[0] and hi > above.ci[1] and lo + hi == pytest.approx(2 * above.diff)
+    md, _ = ledger.render_ledger([{**res, "comparisons": [above]}], "default")
+    assert f"| inconclusive ([{lo:+.2f}, {hi:+.2f}] over its 3 looks) | {above.needed} (to hold) |" in md
 
 
 def test_a_robustness_check_is_reported_apart_from_the_claims(tmp_path):

@@ -423,8 +423,8 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
         comps = [c for check in checks for c in comparisons(check, tables, left_out, pools)]
-        counted = judge_family(comps, looks_at(claim, scale))
-        results.append({**claim, "comparisons": comps, "counted": counted, "verdict": overall(counted)})
+        as_counted = judge_family(comps, looks_at(claim, scale))
+        results.append({**claim, "comparisons": comps, "counted": as_counted, "verdict": overall(as_counted)})
     return results
 
 

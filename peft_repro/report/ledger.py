@@ -1,5 +1,6 @@
-"""The claims ledger's text: claims.md (the at-a-glance list, a summary line per claim and robustness check, a
-section per claim with its comparisons) and claims.csv (a row per comparison), from `claims.evaluate`'s verdicts.
+"""The claims ledger's text: claims.md (the at-a-glance list, a summary line per claim and robustness check, the
+glossary `READING`, a section per claim with its comparisons) and claims.csv (a row per comparison), from
+`claims.evaluate`'s verdicts.
 The rules that judge them are claims.py's; what is here only shows them, with the budget diagnostics (`last kept`,
 `last rise`) a reviewer reads beside each comparison.
 """
@@ -49,8 +50,8 @@ def _verdict(c: Comparison) -> str:
 
 
 def needed_to(c: Comparison) -> str | None:
-    """The verdict the sizes `needed` names would reach ("hold" or "fail", by the sign of d); None where it names no
-    size (no sample size, or none on the test split)."""
+    """The verdict the sizes `needed` names would reach ("hold" or "fail": the side d lies on); None where `needed`
+    says no size decides ("no sample size", "not on this test split", "perhaps not")."""
     if not c.needed or c.needed.startswith((NOT_ON_SPLIT, PERHAPS_NOT_ON_SPLIT, "no sample size")):
         return None
     return toward(c)
@@ -124,7 +125,8 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
     """The ledger in the numbers a powered scale is judged by: claims decided (how many of them at their plan, how many
     interim looks that may still turn), the fewest runs on a side of a measured comparison (a side that trains nothing
     is one run by nature), and the median CI half-width of the comparisons in percentage points (columns shown x100:
-    BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own), each measurement once (`measurement`);
+    BLEU, METEOR, ROUGE, accuracy; NIST and CIDEr have scales of their own), each measurement once (`measurement`),
+    over all of them and over those whose CI counts the test items (a CI over runs alone is narrower);
     and the decided claims whose robustness `checks` do not agree with them."""
     verdicts = [res["verdict"] for res in results]
     decided = sum(v in ("holds", "fails") for v in verdicts)
@@ -162,12 +164,14 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
     turns = [(c, t) for c in judged if (t := reversed_by_one_epoch(c)) is not None]
     if turns:
         reversed_ = [c for c, t in turns if t]
+        # a measurement two claims share is decided if either claim counts it so (their levels may differ)
+        decided_ = {measurement(c) for res in results for c in res["comparisons"] if counted(c) in ("holds", "fails")}
         lines.append(f"Of the {len(turns)} judged `>` comparisons with a dev curve in their metric on both sides, "
                      f"those that one more epoch at each side's last-epoch dev rise would reverse (the sides' "
                      f"`last rise` differ against d by more than |d|; a heuristic): {len(reversed_)} "
-                     f"({sum(counted(c) in ('holds', 'fails') for c in reversed_)} of them decided).")
+                     f"({sum(measurement(c) in decided_ for c in reversed_)} of them decided).")
     split_bound = {kind: [res["id"] for res in results if res["verdict"] == "inconclusive" and any(
-        c.needed.startswith(prefix) for c in res["comparisons"] if c.verdict == "inconclusive")]
+        c.needed.startswith(prefix) for c in res["comparisons"] if counted(c) == "inconclusive")]
         for kind, prefix in (("not", NOT_ON_SPLIT), ("perhaps", PERHAPS_NOT_ON_SPLIT))}
     perhaps = [claim for claim in split_bound["perhaps"] if claim not in split_bound["not"]]
     if split_bound["not"] or perhaps:
