@@ -939,6 +939,17 @@ def test_lr_line_says_whether_the_choice_is_within_seed_noise():
     assert cells.lr_choice([run(1e-4, 0.46)] + grid[1:] + runs).endswith(f"(runner-up 4.0 below; {note})")
     # a diverged runner-up is no runner-up
     assert "runner-up" not in cells.lr_choice([run(1e-4, None, status="diverged")] + grid[1:] + runs)
+    # the report counts the searches once each, keyed by the runs that made them, with the same verdict as the line
+    named = [{**r, "record": f"run{i}"} for i, r in enumerate(grid)]
+    assert cells.lr_noise(grid) == {} and list(cells.lr_noise(named + runs).values()) == [True]
+    assert list(cells.lr_noise([{**named[0], "dev": {"BLEU": 0.46}}, named[1], *runs]).values()) == [False]
+    shared = cells.Row("A", [], "", {}, lr_noise=cells.lr_noise(named + runs))
+    wide = [{**named[0], "record": "run2", "dev": {"BLEU": 0.46}}, {**named[1], "record": "run3"}]
+    other = cells.Row("B", [], "", {}, lr_noise=cells.lr_noise(wide + runs))
+    tables = {"t": cells.Table({"table": "t"}, [], [shared, other]), "u": cells.Table({"table": "u"}, [], [shared])}
+    assert render.lr_noise_summary(tables).startswith(
+        "Learning rates: of the 2 searches with two or more seeds at their chosen rate (each counted once), 1 chose")
+    assert render.lr_noise_summary({"u": cells.Table({"table": "u"}, [], [cells.Row("C", [], "", {})])}) == ""
 
 
 def test_rows_that_take_the_reference_choice_share_its_lr_line(tmp_path):

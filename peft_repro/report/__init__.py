@@ -22,7 +22,7 @@ from .claims import evaluate
 from .cells import build_tables
 from .costs import render_costs
 from .ledger import render_ledger
-from .render import render_latex, render_markdown, render_runs
+from .render import lr_noise_summary, render_latex, render_markdown, render_runs
 from .spec import SpecError, load_specs, spec_of
 
 
@@ -50,8 +50,9 @@ def write_report(results_dir: Path, scale: str, out: Path | None = None) -> list
     tables = build_tables(specs, results_dir, scale)
     claims_md, claims_csv = render_ledger(evaluate(claims, tables, scale), scale)
     top = header(results_dir)
+    lr_line = lr_noise_summary(tables)
     files = {"tables.md": top + f"# The lecture's tables: papers and ours (scale `{scale}`)\n\n"
-                                + render_markdown(tables, scale),
+                                + (lr_line + "\n\n" if lr_line else "") + render_markdown(tables, scale),
              "tables.tex": render_latex(tables, scale),
              "claims.md": top + claims_md, "claims.csv": claims_csv,
              "costs.md": top + render_costs(results_dir, scale)}

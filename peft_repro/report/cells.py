@@ -56,6 +56,7 @@ class Row:
     note: str
     cells: dict[str, Cell]  # ours, by str(column)
     lr_choice: str = ""     # the dev scores of the learning rates tried for this row's runs
+    lr_noise: dict = field(default_factory=dict)  # a search (its grid points' records) -> choice within seed noise?
 
 
 @dataclass
@@ -132,13 +133,14 @@ def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) ->
     for label in list(paper_rows) + [lab for lab in ours_rows if lab not in paper_rows]:
         paper, mine = paper_rows.get(label, {}), ours_rows.get(label)
         row_cells = {str(c): cells[label, str(c)] for c in columns}
-        choice = ""
+        choice, noise = "", {}
         if mine:
             where = {**ours.get("where", {}), **mine.get("where", {})}
-            choice = lr_choice([r for r in searched if matches(r, dev_where(where, reference))])
+            row_searched = [r for r in searched if matches(r, dev_where(where, reference))]
+            choice, noise = lr_choice(row_searched), lr_noise(row_searched)
             choice += inherited(reference, where, [run.record for cell in row_cells.values() for run in cell.runs]) \
                 if choice else ""
-        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), row_cells, choice))
+        rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), row_cells, choice, noise))
     return Table(spec, columns, add_zero_shot(rows, columns, zero_shots), records=records)
 
 
@@ -166,27 +168,7 @@ def inherited(reference: dict, where: dict, records: list[dict]) -> str:
 
 def lr_choice(records: list[dict]) -> str:
     """'2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points."""
-    search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
-    if not search:
-        return ""
-    groups: dict[str, dict[float, list[float]]] = {}
-    seeds: dict[tuple, dict[tuple, list[float]]] = {}  # (group, lr) -> (data draw, seed) -> dev scores
-    for r in records:
-        group, point = lr_search_cell({**r["config"], "lr_search": search})
-        dev = (r.get("dev") or {}).get(record_primary(r))
-        lr = lookup(r, "config.trainer.lr")
-        if all(lookup(r, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
-            diverged = float("-inf") if r.get("status") == "diverged" else None  # a rate tried: no choice
-            groups.setdefault(group, {}).setdefault(lr, []).append(diverged if dev is None else dev)
-        # the seeds of the searched configuration (a method setting such as r or k at the search point's value),
-        # on each of its data draws (a `task.` setting such as the low-data subset: its own dev set)
-        if dev is not None and r.get("status") == "ok" and all(
-                lookup(r, f"config.{k}") == v for k, v in point.items() if k != "seed" and not k.startswith("task.")):
-            data = tuple(json.dumps(lookup(r, f"config.{k}")) for k in point if k.startswith("task."))
-            seeds.setdefault((group, lr), {}).setdefault((data, lookup(r, "seed")), []).append(dev)
-    grids = {group: {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
-             for group, points in groups.items()}
-    grids = {group: points for group, points in grids.items() if len(points) > 1}
+    grids, seeds, _ = _searches(records)
     names = group_names(list(grids))
     texts = []
     for group, points in grids.items():
@@ -199,6 +181,51 @@ def lr_choice(records: list[dict]) -> str:
     return "; ".join(texts)
 
 
+def lr_noise(records: list[dict]) -> dict[tuple, bool]:
+    """Per search of these records with a runner-up and two or more seeds at its chosen rate, keyed by the records
+    of its grid points: whether the choice is within seed noise (`seed_noise`). The report counts them (a search
+    that several tables show, once)."""
+    grids, seeds, made_by = _searches(records)
+    out = {}
+    for group, points in grids.items():
+        chosen = choose_lr(points)
+        if (gap_sd := _gap_and_sd(points, chosen, seeds.get((group, chosen), {}))) is not None:
+            gap, sd, _ = gap_sd
+            out[made_by[group]] = gap < 2 ** 0.5 * sd
+    return out
+
+
+def _searches(records: list[dict]) -> tuple[dict, dict, dict]:
+    """(search group -> {lr: mean dev score} of the groups with 2 or more rates tried, (group, lr) -> {(data draw,
+    seed): dev scores} of the seeds trained at that rate in the searched configuration, search group -> the names of
+    the records of its grid points: the runs that made the choice, which identify it where experiments with other
+    search keys share them)."""
+    search = next((r["config"]["lr_search"] for r in records if r["config"].get("lr_search")), None)
+    if not search:
+        return {}, {}, {}
+    groups: dict[str, dict[float, list[float]]] = {}
+    made_by: dict[str, list[str]] = {}
+    seeds: dict[tuple, dict[tuple, list[float]]] = {}  # (group, lr) -> (data draw, seed) -> dev scores
+    for r in records:
+        group, point = lr_search_cell({**r["config"], "lr_search": search})
+        dev = (r.get("dev") or {}).get(record_primary(r))
+        lr = lookup(r, "config.trainer.lr")
+        if all(lookup(r, k if k == "seed" else f"config.{k}") == v for k, v in point.items()):
+            diverged = float("-inf") if r.get("status") == "diverged" else None  # a rate tried: no choice
+            groups.setdefault(group, {}).setdefault(lr, []).append(diverged if dev is None else dev)
+            made_by.setdefault(group, []).append(r.get("record") or f"{group} at {lr}")  # hand-made: no name
+        # the seeds of the searched configuration (a method setting such as r or k at the search point's value),
+        # on each of its data draws (a `task.` setting such as the low-data subset: its own dev set)
+        if dev is not None and r.get("status") == "ok" and all(
+                lookup(r, f"config.{k}") == v for k, v in point.items() if k != "seed" and not k.startswith("task.")):
+            data = tuple(json.dumps(lookup(r, f"config.{k}")) for k in point if k.startswith("task."))
+            seeds.setdefault((group, lr), {}).setdefault((data, lookup(r, "seed")), []).append(dev)
+    grids = {group: {lr: sum(v) / len(v) for lr, v in sorted(points.items()) if None not in v}
+             for group, points in groups.items()}
+    return ({group: points for group, points in grids.items() if len(points) > 1}, seeds,
+            {group: tuple(sorted(names)) for group, names in made_by.items()})
+
+
 def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, list[float]]) -> str:
     """' (runner-up 0.9 below; dev sd over seeds at the chosen rate 2.2, 4 df: within seed noise)': how far the
     choice stands above the next rate against `sd`, the dev scores' spread over the seeds trained at the chosen rate
@@ -207,6 +234,16 @@ def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, list
     is within seed noise (another seed could have chosen the runner-up). Every CI of the tables and claims is
     conditional on the choice. No flag does not make a choice robust (the sd rests on few df, and any rate could
     win on another seed). '' without a runner-up or without two seeds at one point."""
+    if (gap_sd := _gap_and_sd(points, chosen, runs)) is None:
+        return ""
+    gap, sd, df = gap_sd
+    return (f" (runner-up {gap:.1f} below; dev sd over seeds at the chosen rate {sd:.1f}, {df} df"
+            + (": within seed noise)" if gap < 2 ** 0.5 * sd else ")"))
+
+
+def _gap_and_sd(points: dict[float, float], chosen: float, runs: dict[tuple, list[float]]):
+    """(the chosen rate's dev lead over the runner-up, the dev sd over seeds at the chosen rate, its df), x100;
+    None without a runner-up or without two seeds at one data draw (`seed_noise`)."""
     others = [v for lr, v in points.items() if lr != chosen and v > float("-inf")]
     draws: dict[tuple, list[float]] = {}  # a data draw's seeds, each seed's trainings averaged
     for (draw, _seed), devs in runs.items():
@@ -214,10 +251,8 @@ def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, list
     squares = sum(len(values) * pvariance(values) for values in draws.values())  # around each draw's mean
     df = sum(len(values) - 1 for values in draws.values())
     if not others or not df:
-        return ""
-    gap, sd = 100 * (points[chosen] - max(others)), 100 * (squares / df) ** 0.5
-    return (f" (runner-up {gap:.1f} below; dev sd over seeds at the chosen rate {sd:.1f}, {df} df"
-            + (": within seed noise)" if gap < 2 ** 0.5 * sd else ")"))
+        return None
+    return 100 * (points[chosen] - max(others)), 100 * (squares / df) ** 0.5, df
 
 
 def group_names(groups: list[str]) -> dict[str, str]:

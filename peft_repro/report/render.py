@@ -109,6 +109,18 @@ def caption(table: Table, scale: str) -> list[str]:
             "(the 95% CI over test items and runs reaches it)."]
 
 
+def lr_noise_summary(tables: dict[str, Table]) -> str:
+    """One line over every table's lr lines: the searches with a runner-up and two or more seeds at the chosen rate
+    (a search shared by tables counted once), and in how many the choice is within seed noise (`cells.seed_noise`)."""
+    noise = {group: within for table in tables.values() for row in table.rows for group, within in row.lr_noise.items()}
+    if not noise:
+        return ""
+    return (f"Learning rates: of the {len(noise)} searches with two or more seeds at their chosen rate (each counted "
+            f"once), {sum(noise.values())} chose within seed noise (the runner-up's dev gap under sqrt(2) x the seed "
+            "sd: another seed could have chosen it; each table's lr lines say which). Every CI is conditional on the "
+            "choices.")
+
+
 def render_markdown(tables: dict[str, Table], scale: str) -> str:
     out = []
     for table in tables.values():
