@@ -35,7 +35,9 @@ def render_costs(results_dir: Path, scale: str) -> str:
              "`train` its training with the dev evaluations, `test` its test decoding and scoring. Grid points are "
              "lr-search runs without a test of their own. Records since session 10 name their torch threads in "
              "`hardware`; the lanes of sessions 7-9 ran two threads each on the 2 cores, 2.5-10x slower than one thread "
-             "each (docs/default_scale.md), so their times, like any from a shared machine, are upper bounds.", "",
+             "each (docs/default_scale.md), so their times, like any from a shared machine, are upper bounds. "
+             "Superseded records (`*.json.superseded-*`, e.g. pilots) are not counted. A method that trains nothing "
+             "(the discrete prompt) spends the rest of its wall time choosing its prompt on dev.", "",
              "| experiment | method | runs | grid points | wall hours | median wall (min) | median train (min) "
              "| median test (min) | hardware |",
              "|---|---|---|---|---|---|---|---|---|"]
