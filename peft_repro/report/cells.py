@@ -137,7 +137,7 @@ def build_table(spec: dict, records: list[dict], zero_shots: list[dict] = ()) ->
         if mine:
             where = {**ours.get("where", {}), **mine.get("where", {})}
             row_searched = [r for r in searched if matches(r, dev_where(where, reference))]
-            choice, noise = lr_choice(row_searched), lr_noise(row_searched)
+            choice, noise = lr_summary(row_searched)
             choice += inherited(reference, where, [run.record for cell in row_cells.values() for run in cell.runs]) \
                 if choice else ""
         rows.append(Row(label, paper.get("values") or [], paper.get("note", ""), row_cells, choice, noise))
@@ -166,33 +166,34 @@ def inherited(reference: dict, where: dict, records: list[dict]) -> str:
     return f" (at {', '.join(f'{k}={reference[k]}' for k in away)})" if away else ""
 
 
-def lr_choice(records: list[dict]) -> str:
-    """'2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points."""
-    grids, seeds, _ = _searches(records)
+def lr_summary(records: list[dict]) -> tuple[str, dict[tuple, bool]]:
+    """(`lr_choice`, `lr_noise`) of these records, their searches gathered once."""
+    grids, seeds, made_by = _searches(records)
     names = group_names(list(grids))
-    texts = []
+    texts, noise = [], {}
     for group, points in grids.items():
         chosen = choose_lr(points)
         edge = " (chosen, at the grid's edge: a wider grid may do better)" if past_the_edge(points, 1) \
             else " (chosen)"  # where the search would try a rate past it, had it one left
+        at_choice = seeds.get((group, chosen), {})
         texts.append(names[group] + ", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
                                               + (edge if lr == chosen else "") for lr, v in points.items())
-                     + seed_noise(points, chosen, seeds.get((group, chosen), {})))
-    return "; ".join(texts)
+                     + seed_noise(points, chosen, at_choice))
+        if (gap_sd := _gap_and_sd(points, chosen, at_choice)) is not None:
+            noise[made_by[group]] = gap_sd[0] < 2 ** 0.5 * gap_sd[1]
+    return "; ".join(texts), noise
+
+
+def lr_choice(records: list[dict]) -> str:
+    """'2e-05: 51.2, 5e-05: 55.0 (chosen)' per search group of these records: the dev scores of the grid points."""
+    return lr_summary(records)[0]
 
 
 def lr_noise(records: list[dict]) -> dict[tuple, bool]:
     """Per search of these records with a runner-up and two or more seeds at its chosen rate, keyed by the records
     of its grid points: whether the choice is within seed noise (`seed_noise`). The report counts them (a search
     that several tables show, once)."""
-    grids, seeds, made_by = _searches(records)
-    out = {}
-    for group, points in grids.items():
-        chosen = choose_lr(points)
-        if (gap_sd := _gap_and_sd(points, chosen, seeds.get((group, chosen), {}))) is not None:
-            gap, sd, _ = gap_sd
-            out[made_by[group]] = gap < 2 ** 0.5 * sd
-    return out
+    return lr_summary(records)[1]
 
 
 def _searches(records: list[dict]) -> tuple[dict, dict, dict]:
