@@ -60,8 +60,10 @@ LANE_A=(
 # emb_vs_infix's k = 1, 20 can only add a failure to prefix_gt_infix_gt_emb, whose INFIX-10 vs EMB-10 is undecided at
 # its plan), emb_vs_infix's k=1, 20, low-data XSum's FT at 100, prefix-tuning's rate at 50 articles again (its grid
 # now starts at 5e-5, the rate chosen at 100; session 25: a new grid point, and its 10 runs again only if the choice
-# moves; lane A's sweep 7 is the same command, whose finished cells it finds), and seeds 3, 4 of every other WikiSQL
-# cell.
+# moves; lane A's sweep 7 is the same command, whose finished cells it finds), seeds 3, 4 of every other WikiSQL
+# cell, and last Table 5's weight types in the reverse of lane A's order (session 26: lane B's queue ends some 10 hours
+# before lane A's; a cell or lr-grid point one lane is running, the other waits for and finds, so the two lanes split
+# the table and meet in its middle).
 LANE_B=(
   "+experiment=low_data_e2e method=prefix_mlp,full task.low_data.size=50"
   "+experiment=prefix_init method.init=auto"
@@ -85,6 +87,7 @@ LANE_B=(
   "+experiment=low_data_xsum method=full task.low_data.size=100"
   "+experiment=low_data_xsum method=prefix_mlp task.low_data.size=50"
   "+experiment=lora_rank_sweep 'method.targets=choice([q],[q,v])' method.r=1,2,4,8,64 seed=3,4"
+  "+experiment=lora_weight_type 'method.targets=choice([q,k,v,o],[q,k],[o],[v],[k])'"
 )
 
 # appended to every command: one job at a time, one torch thread, no W&B (LANE_RUN_ARGS replaces it: on a lent GPU,
