@@ -38,7 +38,7 @@ def main(cfg: DictConfig):
     git_state()  # the commit of the code this process imported, before the checkout can move on
     hc = HydraConfig.get()
     try:
-        check_run_config(cfg)
+        check_run_config(cfg, list(hc.overrides.task))
         set_threads(cfg.threads, hc)
         record = run(cfg, list(hc.overrides.task), Path(hc.runtime.output_dir))
     except (DataMissing, ValueError) as err:  # user-fixable: one line, non-zero exit, records so far are kept

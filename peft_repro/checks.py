@@ -67,10 +67,14 @@ TASK_SIZES = ("max_train_examples", "max_eval_examples", "max_dev_examples", "ma
               "subset_seed")
 
 
-def check_run_config(cfg) -> None:
+def check_run_config(cfg, overrides=()) -> None:
     """The keys outside the dataclass-typed sections (trainer, method, decoding): the run's own switches, the task's
-    sizes and the lr grid. Reads only these keys (`method=zero_shot` leaves others unresolvable)."""
+    sizes, the learning rate and its grid, and the results folder. Reads only these keys (`method=zero_shot` leaves
+    others unresolvable). `overrides`: the command line's, where a rate given there meets a search that would replace
+    it."""
     from omegaconf import OmegaConf
+
+    from .paths import writable_folder
 
     for key, allowed in RUN_KEYS.items():
         if key in cfg and not _fits(cfg[key], allowed):
@@ -86,6 +90,14 @@ def check_run_config(cfg) -> None:
     if grid is not None and (not isinstance(grid, list) or not grid
                              or not all(_fits(lr, (float,)) and lr > 0 for lr in grid)):
         raise ValueError(f"lr_search.grid must be a list of positive learning rates, not {grid!r}")
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("trainer.lr=")]
+    if grid and given:  # the search would replace the rate: the run would not be the one asked for
+        raise ValueError(f"trainer.lr={given[0]} and the lr search on dev (lr_search.grid {grid}) both set the rate: "
+                         f"add lr_search=null to train at {given[0]}, or drop trainer.lr to let dev choose")
+    lr = OmegaConf.select(cfg, "trainer.lr", default=None, throw_on_resolution_failure=False)  # zero_shot: unset
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not lr > 0:  # a string: TrainConfig names it
+        raise ValueError(f"trainer.lr must be a positive learning rate, not {lr!r}")
+    writable_folder(cfg.results_dir, "results_dir (PEFT_REPRO_RESULTS or results_dir=...)")
     extend = OmegaConf.select(cfg, "lr_search.extend", default=None)
     if extend is not None and (not _fits(extend, (int,)) or extend < 0):
         raise ValueError(f"lr_search.extend must be a non-negative integer (rates tried past the grid), not {extend!r}")

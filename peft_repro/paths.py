@@ -10,6 +10,7 @@ environment variables below); the report, the figures and the data loaders call 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -26,3 +27,20 @@ def results_dir(scale: str = "default", configured: str | None = None) -> Path:
     if configured or os.environ.get("PEFT_REPRO_RESULTS"):
         return Path(configured or os.environ["PEFT_REPRO_RESULTS"]).expanduser()
     return repo_root() / "results" / ("smoke" if scale == "smoke" else "")
+
+
+
+def writable_folder(path: Path, what: str) -> Path:
+    """`path`, checked to be a folder this process can write, or can make, before any work whose output would have
+    nowhere to go: a ValueError naming `what` (e.g. "results_dir") otherwise. Makes nothing."""
+    path = Path(path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path} is {'a file' if existing == path else f'under a file, {existing}'}, not a "
+                         "folder")
+    try:  # a real write: os.access says yes to root everywhere, /proc included
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise ValueError(f"{what} {path} is not writable" + ("" if existing == path else f" ({existing} is not)")
+                         + f": {err.strerror}") from None
+    return path

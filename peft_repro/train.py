@@ -51,6 +51,8 @@ class TrainConfig:
             raise ValueError(f"trainer.select must be best_dev or final, not {self.select!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"trainer.precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if not self.lr > 0:  # nan too; inf is left to the divergence guard
+            raise ValueError(f"trainer.lr must be a positive learning rate, not {self.lr}")
         if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1:
             raise ValueError("trainer.batch_size, grad_accum and epochs must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:

@@ -35,7 +35,8 @@ def line(status: str, path: Path) -> str:
     scores = ("test " + " ".join(f"{k} {v if k in RAW else 100 * v:.2f}" for k, v in test.items()
                                  if isinstance(v, (int, float))) if test else "no test (a grid point)")
     dev = " ".join(f"{100 * v:.2f}" for v in (record.get("dev") or {}).values() if isinstance(v, (int, float)))
-    parts = [f"{status or '  ':2}", record.get("experiment", "?"), method.get("name", "?"), setting,
+    where = f"({record.get('scale', '?')}, {task.get('name', '?')})"
+    parts = [f"{status or '  ':2}", record.get("experiment", "?"), where, method.get("name", "?"), setting,
              f"seed {record.get('seed')} lr {trainer.get('lr')}",
              f"low-data {low.get('size')}/{low.get('subset')}" if low else "", f"[{record.get('status')}] {scores};",
              f"dev {dev or '–'};", f"{(record.get('wall_seconds') or 0) / 60:.1f} min"]
@@ -43,7 +44,7 @@ def line(status: str, path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--results", type=Path, default=REPO / "results")
     parser.add_argument("--all", action="store_true", help="every record, committed or not")
     args = parser.parse_args(argv)

@@ -416,7 +416,7 @@ def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, capsys, problem):
         write(refs, "a\n\n\nc\n")
     with pytest.raises(SystemExit) as exit_info:
         main([str(refs), str(sys_file), "--metrics", "BLEU"])
-    assert exit_info.value.code != 0
+    assert exit_info.value.code == 2  # bad input, as argparse's own errors
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
 

@@ -53,6 +53,9 @@ CONFIG_CASES = [
     (["model.config.hidden_size=30"], 2, "model.config cannot build a llama model"),
     (["model.source=pretrained", "+model.path=/nonexistent/model"], 2, "model.path /nonexistent/model does not load"),
     (["data_root=/nonexistent/data"], 2, "E2E train split not found: /nonexistent/data/e2e/trainset.csv"),
+    (["trainer.lr=0"], 2, "trainer.lr must be a positive learning rate, not 0"),
+    (["trainer.lr=-1e-3"], 2, "trainer.lr must be a positive learning rate, not -0.001"),
+    (["trainer.lr=1e-4", "lr_search={grid: [0.001]}"], 2, "add lr_search=null to train at 1e-4, or drop trainer.lr"),
     (["trainer.lr=inf"], 3, "error: training diverged at step 2"),
 ]
 
@@ -94,6 +97,9 @@ def test_bad_input_corpus_gives_clear_errors_and_changes_no_record(tmp_path: Pat
     cases.append(([f"results_dir={broken}", "seed=1"], 2, "malformed record"))
     # a rerun (resume=false) that fails keeps the record it would replace
     cases.append((["resume=false", "data_root=/nonexistent/data"], 2, "E2E train split not found"))
+    a_file = tmp_path / "a_file"  # where a folder should be
+    a_file.write_text("")
+    cases.append(([f"results_dir={a_file}"], 2, f"(PEFT_REPRO_RESULTS or results_dir=...) {a_file} is a file"))
     empty = tmp_path / "empty"
     empty.mkdir()
     report_cases = [
@@ -101,10 +107,12 @@ def test_bad_input_corpus_gives_clear_errors_and_changes_no_record(tmp_path: Pat
         (["report", "--results-dir", str(tmp_path / "mistyped")], 2, "error: no run records under"),
         (["report", "--results-dir", str(results), "--scale", "nosuch"], 2, "error: no run records under"),
         (["report", "--results-dir", str(broken), "--scale", "smoke"], 2, "error: malformed record"),
+        (["report", "--results-dir", str(results), "--scale", "smoke", "--out", str(a_file)], 2,
+         f"error: --out {a_file} is a file, not a folder"),
     ]
     argv = [[*base, *args, f"hydra.run.dir={tmp_path}/run-{i}"] for i, (args, _, _) in enumerate(cases)]
     answers = run_cli_cases(argv + [args for args, _, _ in report_cases])
-    assert len(cases) + len(report_cases) >= 40
+    assert len(cases) + len(report_cases) >= 56  # README: "The corpus holds 56 such cases"
     for (args, code, message), (got_code, err) in zip(cases + report_cases, answers):
         assert "Traceback" not in err, (args, err[-3000:])
         assert got_code == code and message in err, (args, got_code, err[-1500:])

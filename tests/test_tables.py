@@ -877,6 +877,9 @@ def test_where_at_scale_filters_the_records_of_that_scale_only_and_keeps_the_row
     assert table.row("FT").lr_choice == (
         "0.0001: 30.0, 0.001: 50.0 (chosen, at the grid's edge: a wider grid may do better)" + noise)
     assert spec.at_scale(specs["demo"], "smoke") is specs["demo"]  # other scales: every record, as before
+    left_out = {**specs["demo"], "ours": {**specs["demo"]["ours"], "leave_out_at_scale": {"default": ["LoRA"]}}}
+    assert [spec.row_label(r) for r in spec.at_scale(left_out, "default")["ours"]["rows"]] == ["FT", "Prefix"]
+    assert spec.at_scale(left_out, "smoke")["ours"]["rows"] == specs["demo"]["ours"]["rows"]
     # a rate past the top that diverged was tried: the choice is inside the rates tried, no longer on an edge
     diverged = {k: v for k, v in run(1e-3, 0, 0.5, 4).items() if k != "dev"}
     diverged = diverged | {"record": "diverged-0.01", "status": "diverged", "test": None,
@@ -1201,3 +1204,12 @@ def test_the_low_data_xsum_budget_check_pairs_by_subset_and_seed_at_50_articles(
     md, _ = ledger.render_ledger(claims.evaluate(claim + checks, built, "default"), "default")
     assert ("Robustness checks of this claim (sections below): `prefix_beats_ft_low_data_xsum_at_6_epochs`, holds "
             "(interim).") in md.splitlines()
+
+
+def test_provenance_counts_the_scored_test_items_and_names_an_untrained_record_seedless():
+    zero_shot = {"config": {"model": {"name": "smollm2_135m"}, "task": {"name": "e2e", "max_eval_examples": None}},
+                 "train_examples": 0, "seed": None, "test_items": {"ids": list(range(630))}, "git": {"commit": "abc"}}
+    assert render.provenance([zero_shot]) == ("smollm2_135m; e2e: 0 train / 630 test examples; no seed (untrained); "
+                                              "commit abc")
+    older = {**zero_shot, "test_items": None}  # a record without item ids: its cap, or "all"
+    assert "0 train / all test examples" in render.provenance([older])

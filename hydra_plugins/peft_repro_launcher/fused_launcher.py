@@ -58,8 +58,8 @@ class FusedLauncher(Launcher):
         log.info("fused launcher: %d jobs, at most %d rows a forward pass, %d process(es)", len(jobs), self.max_rows,
                  self.processes)
         try:
-            for cfg, *_ in jobs:
-                check_run_config(cfg)
+            for cfg, overrides, *_ in jobs:
+                check_run_config(cfg, overrides)
             records = run_jobs([job[:3] for job in jobs], self.max_rows, self.processes)
         except (DataMissing, ValueError) as err:  # user-fixable: one line, non-zero exit, records so far are kept
             log.error("%s", err)

@@ -186,9 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         outputs, references = load_files(args.ref_file, args.sys_file)
         scores = score_e2e(outputs, references, args.nist_mode, args.metrics)
-    except OSError as err:
-        parser.exit(1, f"{parser.prog}: error: {err.filename}: {err.strerror}\n")
-    except (ValueError, RuntimeError) as err:
+    except OSError as err:  # input errors exit 2, as argparse's own and the project's other commands
+        parser.exit(2, f"{parser.prog}: error: {err.filename}: {err.strerror}\n")
+    except ValueError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except RuntimeError as err:  # the scorer itself failed (e.g. Java)
         parser.exit(1, f"{parser.prog}: error: {err}\n")
     print(json.dumps(scores) if args.json else format_scores(scores))
 

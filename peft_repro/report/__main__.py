@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..paths import results_dir as default_results_dir
+from ..paths import writable_folder
 from ..results import MalformedRecord
 from . import write_report
 from .spec import SpecError
@@ -26,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
               f"--scale)", file=sys.stderr)
         return 2
     try:
+        writable_folder(args.out or Path(results_dir) / "reports" / args.scale, "--out")  # before the rendering
         paths = write_report(results_dir, args.scale, args.out)
-    except (SpecError, MalformedRecord) as e:
+    except (SpecError, MalformedRecord, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print("\n".join(map(str, paths)))

@@ -54,6 +54,14 @@ def _records(runs: list[Run]) -> list[dict]:
     return list({r.record.get("record", id(r.record)): r.record for r in runs}.values())
 
 
+def test_size(record: dict):
+    """The number of test items a record was scored on (its item ids; older records: the configured cap or "all")."""
+    if ids := (record.get("test_items") or {}).get("ids"):
+        return len(ids)
+    cap = lookup(record, "config.task.max_eval_examples")
+    return "all" if cap is None else cap
+
+
 def provenance(records: list[dict]) -> str:
     """Model, data sizes per task, seeds and commits of some records."""
     if not records:
@@ -61,11 +69,12 @@ def provenance(records: list[dict]) -> str:
     parts = [_values(lookup(r, "config.model.name") for r in records)]
     for task in sorted({str(lookup(r, "config.task.name")) for r in records}):
         mine = [r for r in records if str(lookup(r, "config.task.name")) == task]
-        test = ("all" if v is None else v for v in (lookup(r, "config.task.max_eval_examples") for r in mine))
-        text = f"{task}: {_values(r.get('train_examples') for r in mine)} train / {_values(test)} test examples"
+        train, test = _values(r.get("train_examples") for r in mine), _values(map(test_size, mine))
+        text = f"{task}: {train} train / {test} test examples"
         subsets = {lookup(r, "config.task.low_data.subset") for r in mine} - {None}
         parts.append(text + (f" (low-data subsets {_values(subsets)})" if subsets else ""))
-    parts.append("seeds " + _values(r.get("seed") for r in records))
+    seeds = {r.get("seed") for r in records} - {None}  # a zero-shot record has none
+    parts.append("seeds " + _values(seeds) if seeds else "no seed (untrained)")
     precisions = {{True: "bf16", False: "fp32"}.get(r.get("bf16")) for r in records} - {None}
     if precisions:  # `precision: auto` trains in bf16 only where the CPU has it: machines differ
         parts.append("precision " + _values(precisions))

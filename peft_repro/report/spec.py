@@ -94,12 +94,15 @@ def scale_note(item: dict, scale: str) -> list[str]:
 
 def at_scale(spec: dict, scale: str | None) -> dict:
     """The spec as it reads records of one scale: `ours.where_at_scale[scale]` merged into `ours.where` (e.g.
-    e2e_main at the default scale: only its runs tested on every MR)."""
+    e2e_main at the default scale: only its runs tested on every MR), and the rows of `ours.leave_out_at_scale[scale]`
+    left out of ours (rows that scale never runs: a line of dashes says nothing)."""
     ours = spec.get("ours") or {}
     extra = (ours.get("where_at_scale") or {}).get(scale)
-    if not extra:
+    left_out = set((ours.get("leave_out_at_scale") or {}).get(scale) or ())
+    if not extra and not left_out:
         return spec
-    return {**spec, "ours": {**ours, "where": {**ours.get("where", {}), **extra}}}
+    rows = [row for row in ours.get("rows") or [] if row_label(row) not in left_out]
+    return {**spec, "ours": {**ours, "where": {**ours.get("where", {}), **(extra or {})}, "rows": rows}}
 
 
 def _own_table(check, name: str):
