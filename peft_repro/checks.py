@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 
 SCALARS = (bool, int, float, str)
+log = logging.getLogger("peft_repro")
 
 
 def typed(cls, values: dict, section: str):
@@ -60,6 +62,8 @@ def check_context(max_positions: int | None, virtual_tokens: int, max_source: in
                          "lower method.num_virtual_tokens or task.max_source_tokens")
 
 
+TRAINS_NOTHING = ("zero_shot", "discrete_prompt")  # methods without a learning rate to search
+
 # run-level and task keys read as numbers or switches, with what each takes
 RUN_KEYS = {"seed": (int,), "threads": (int, type(None)), "record_samples": (int,), "resume": (bool,),
             "zero_shot": (bool,)}
@@ -90,6 +94,11 @@ def check_run_config(cfg, overrides=()) -> None:
     if grid is not None and (not isinstance(grid, list) or not grid
                              or not all(_fits(lr, (float,)) and lr > 0 for lr in grid)):
         raise ValueError(f"lr_search.grid must be a list of positive learning rates, not {grid!r}")
+    method = OmegaConf.select(cfg, "method.name", default=None)
+    if cfg.get("lr_search") is not None and grid is None and method not in TRAINS_NOTHING:
+        log.warning("lr_search is set but method %s has no lr_grid (method_settings.%s.lr_grid): it trains at "
+                    "trainer.lr=%s without a search", method, method,
+                    OmegaConf.select(cfg, "trainer.lr", default=None, throw_on_resolution_failure=False))
     given = [o.split("=", 1)[1] for o in overrides if o.startswith("trainer.lr=")]
     if grid and given:  # the search would replace the rate: the run would not be the one asked for
         raise ValueError(f"trainer.lr={given[0]} and the lr search on dev (lr_search.grid {grid}) both set the rate: "

@@ -258,3 +258,19 @@ def test_experiments_of_one_setting_share_runs_and_tables_read_them(tmp_path: Pa
     built = build_tables({"emb_vs_infix": specs["emb_vs_infix"]}, tmp_path, "smoke")
     rows = {row.label: len(row.cells["BLEU"].runs) for row in built["emb_vs_infix"].rows}
     assert rows["PREFIX"] == rows["PREFIX-1"] == 1
+
+
+def test_a_search_without_a_grid_for_the_method_warns_and_a_rate_beside_a_search_is_an_error(caplog, tmp_path):
+    """lora_rank_sweep's setting has an lr grid for LoRA only: FT there would train at the fallback rate unsearched."""
+    from peft_repro.checks import check_run_config
+
+    cfg = composed(["+experiment=lora_rank_sweep", "method=full", f"results_dir={tmp_path}"])
+    with caplog.at_level("WARNING", logger="peft_repro"):
+        check_run_config(cfg)
+    assert "method full has no lr_grid (method_settings.full.lr_grid): it trains at trainer.lr=" in caplog.text
+    caplog.clear()
+    cfg = composed(["+experiment=lora_rank_sweep", f"results_dir={tmp_path}"])
+    check_run_config(cfg)  # LoRA has its grid: no warning
+    assert "lr_grid" not in caplog.text
+    with pytest.raises(ValueError, match="trainer.lr=1e-4 and the lr search on dev"):
+        check_run_config(cfg, ["trainer.lr=1e-4"])
