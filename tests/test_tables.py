@@ -359,8 +359,9 @@ def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch
 def test_claims_report_lists_each_claim(demo):
     built, res = build(*demo)
     md, csv_text = ledger.render_ledger(list(res.values()), "default")
-    assert "| clear | **holds** | 1 holds | 4 | scale default, tiny_llama on e2e |" in md  # 4 runs a side, no plan
-    assert "| missing | **no results** | 1 no results | – | scale default, tiny_llama on e2e |" in md
+    # one comparison: its d and 95% CI in the summary (4 runs a side, no plan)
+    assert "| clear | **holds** | +10.00 [+10.00, +10.00] | 1 holds | 4 | scale default, tiny_llama on e2e |" in md
+    assert "| missing | **no results** | – | 1 no results | – | scale default, tiny_llama on e2e |" in md
     assert "| A @ x > B @ x | 4 | 4 | yes | +10.00 | [+" in md
     assert len(csv_text.strip().splitlines()) == 1 + 9  # header + one line per comparison
     glance = md.split("**At a glance**:\n\n")[1].split("\n\n")[0].splitlines()  # one line per count
@@ -732,14 +733,15 @@ def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
         return ledger.render_ledger([res], "default")[0]
 
     md = ledger_md({"default": 5})
-    assert "| x | **holds (interim)** | 1 holds | 3 (5) |" in md and "## x: holds (interim)" in md
+    assert f"| x | **holds (interim)** | {ledger._headline({'comparisons': [compared]})} | 1 holds | 3 (5) |" in md
+    assert "## x: holds (interim)" in md
     assert "at their plan (every comparison measured, with its planned runs a side): 0 of 1 (the other" in md
     assert "1 of 1 claims decided (1 holds), 0 of them at their plan and 1 in interim looks." in md
     assert "1 of them at their plan (1 holds) and 0 in interim looks." in ledger_md({"default": 3})
     at_plan = ledger_md({"default": 3})
     assert "| x | **holds** |" in at_plan and "planned runs a side): 1 of 1" in at_plan
-    assert "| x | **holds (interim)** | 1 holds, 1 no results | 3 (3) |" in ledger_md({"default": 3},
-                                                                                     (compared, queued))
+    assert "| x | **holds (interim)** | – | 1 holds, 1 no results | 3 (3) |" in ledger_md({"default": 3},
+                                                                                         (compared, queued))
     # without a plan at the scale, a comparison not yet measured (no results, too few runs) makes the verdict interim
     lone = claims.judge(claims.Comparison("d > b", "better", 0, a[:1], b))
     assert lone.verdict == "too few runs" and "| x | **holds (interim)** |" in ledger_md(None, (compared, lone))
@@ -1019,7 +1021,7 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     res = {"id": "x", "text": "t", "file": "x.yaml", "comparisons": [mild, *holding], "counted": counted,
            "verdict": claims.overall(counted)}
     md, csv_text = ledger.render_ledger([res], "default")
-    assert "| x | **inconclusive** | 2 holds, 1 inconclusive | 3 |" in md  # the summary counts as the verdict does
+    assert "| x | **inconclusive** | – | 2 holds, 1 inconclusive | 3 |" in md  # the summary counts as the verdict does
     lo, hi = mild.family_ci
     assert f"inconclusive family-wise: [{lo:+.2f}, {hi:+.2f}] (it fails at an unadjusted 95%)" in md and ",False," in csv_text
 
@@ -1051,6 +1053,10 @@ def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_
            "counted": ["inconclusive"], "verdict": "inconclusive"}
     md, csv_text = ledger.render_ledger([res], "default")
     assert f"inconclusive over its 3 looks: [{lo:+.2f}, {hi:+.2f}] (it holds at an unadjusted 95%)" in md
+    # the summary line shows the 95% CI that excludes 0 beside the one over its looks that does not
+    headline = (f"{thrice.diff:+.2f} [{thrice.ci[0]:+.2f}, {thrice.ci[1]:+.2f}]; over its 3 looks "
+                f"[{lo:+.2f}, {hi:+.2f}]")
+    assert f"| x | **inconclusive** | {headline} | 1 inconclusive |" in md and thrice.ci[0] > 0 > lo
     assert "judged 3 times" in md and ",3,False," in csv_text
     assert f"| ~{n} runs a side (to hold) |" in md and ",hold," in csv_text  # the verdict those runs would reach
     # undecided at 95% too: its verdict shows the CI it must clear over the looks, and which way its runs would go
@@ -1096,7 +1102,8 @@ checks:
         " Decided claims whose robustness check does not agree: clear (clear_again: inconclusive).")
     assert "robustness check" not in ledger.at_a_glance([claim], "default", [{**check, "verdict": "no results"}])
     summary, details = md.split("**Robustness checks**")
-    assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | 1 holds |" in details
+    assert "| clear_again |" not in summary and "| clear_again | clear | **holds** | +10.00 [+10.00, +10.00] | 1 holds |" \
+        in details
     assert " | clear_again: holds |" in summary  # the claim's line names its checks' verdicts
     assert "## clear_again: holds" in details and "A robustness check of `clear`, not a lecture claim." in details
     assert "clear_again,clear," in csv_text and csv_text.splitlines()[0].startswith("claim,check_of,")

@@ -38,15 +38,28 @@ def _verdict(c: Comparison) -> str:
     the claim's looks): a decision it survives or not, or, undecided, the CI it would have to clear."""
     if c.family_ci is None:
         return c.verdict
-    over = " and ".join((["family-wise"] if on_failing_side(c) and c.family > 1 else [])
-                        + ([f"over its {c.looks} looks"] if c.looks > 1 else []))
-    ci = f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}]"
+    over, ci = _level(c), f"[{_num(c.family_ci[0])}, {_num(c.family_ci[1])}]"
     adjusted = c.fails_family_wise if c.holds_over_looks is None else c.holds_over_looks
     if adjusted is None:
         return f"{c.verdict} ({ci} {over})"
     if adjusted:
         return f"{c.verdict} ({ci} {over} too)"
     return f"inconclusive {over}: {ci} (it {c.verdict} at an unadjusted 95%)"
+
+
+def _level(c: Comparison) -> str:
+    """The stricter level a comparison's `family_ci` is at: "family-wise", "over its 3 looks" or both."""
+    return " and ".join((["family-wise"] if on_failing_side(c) and c.family > 1 else [])
+                        + ([f"over its {c.looks} looks"] if c.looks > 1 else []))
+
+
+def _headline(res: dict) -> str:
+    """A one-comparison claim's d and 95% CI, and its CI at the stricter level it is judged at where one applies
+    (a claim of several comparisons: its section lists them)."""
+    if len(res["comparisons"]) != 1 or (c := res["comparisons"][0]).ci is None:
+        return DASH
+    text = f"{_num(c.diff)} [{_num(c.ci[0])}, {_num(c.ci[1])}]"
+    return text + (f"; {_level(c)} [{_num(c.family_ci[0])}, {_num(c.family_ci[1])}]" if c.family_ci else "")
 
 
 def needed_to(c: Comparison) -> str | None:
@@ -240,16 +253,16 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
     lecture = [res for res in results if res.get("role") != "check"]
     checks = [res for res in results if res.get("role") == "check"]
     md = [f"# Claims ledger (scale `{scale}`)", "", at_a_glance(lecture, scale, checks), "",
-          "| claim | verdict | comparisons | runs a side (planned) | measured at | robustness checks |",
-          "|---|---|---|---|---|---|"]
+          "| claim | verdict | d [95% CI] | comparisons | runs a side (planned) | measured at | robustness checks |",
+          "|---|---|---|---|---|---|---|"]
     checks_of = {res["id"]: [check for check in checks if _check_of(check) == res["id"]] for res in lecture}
     md += [_summary_line(res, scale, checks_of[res["id"]]) for res in lecture]
     if checks:
         md += ["", "**Robustness checks** (not the lecture's claims, not counted above): a claim's comparison "
                "repeated under a changed design choice, e.g. a longer training budget. They say whether the claim's "
                "verdict depends on that choice.", "",
-               "| check | of claim | verdict | comparisons | runs a side (planned) | measured at |",
-               "|---|---|---|---|---|---|"]
+               "| check | of claim | verdict | d [95% CI] | comparisons | runs a side (planned) | measured at |",
+               "|---|---|---|---|---|---|---|"]
         md += [_summary_line(res, scale) for res in checks]
     md += ["", *READING]
     rows = []
@@ -281,7 +294,7 @@ def _summary_line(res: dict, scale: str, its_checks: list[dict] | None = None) -
     fewest, planned = fewest_runs(res["comparisons"]), planned_runs(res, scale)
     runs = DASH if fewest is None else f"{fewest}" + (f" ({planned})" if planned else "")
     of = f" {_check_of(res)} |" if _check_of(res) else ""
-    line = (f"| {res['id']} |{of} **{shown_verdict(res, scale)}** | {counts} | {runs} | "
+    line = (f"| {res['id']} |{of} **{shown_verdict(res, scale)}** | {_headline(res)} | {counts} | {runs} | "
             f"{measured_at(res['comparisons'], scale)} |")
     if its_checks is not None:
         line += " " + ("; ".join(f"{check['id']}: {shown_verdict(check, scale)}" for check in its_checks)
