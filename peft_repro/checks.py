@@ -17,7 +17,8 @@ def typed(cls, values: dict, section: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"{section} has no option {', '.join(unknown)}; it takes {', '.join(sorted(fields))}")
+        raise ValueError(f"{section} has no option {', '.join(unknown)}; it takes "
+                         f"{', '.join(sorted(fields)) or 'none'}")
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         allowed = _allowed(hints[name])
@@ -72,10 +73,10 @@ TASK_SIZES = ("max_train_examples", "max_eval_examples", "max_dev_examples", "ma
 
 
 def check_run_config(cfg, overrides=()) -> None:
-    """The keys outside the dataclass-typed sections (trainer, method, decoding): the run's own switches, the task's
-    sizes, the learning rate and its grid, and the results folder. Reads only these keys (`method=zero_shot` leaves
-    others unresolvable). `overrides`: the command line's, where a rate given there meets a search that would replace
-    it."""
+    """The method's options, and the keys outside the dataclass-typed sections (trainer, decoding): the run's own
+    switches, the task's sizes, the learning rate and its grid, and the results folder. Reads only these keys
+    (`method=zero_shot` leaves others unresolvable). `overrides`: the command line's, where a rate given there meets a
+    search that would replace it."""
     from omegaconf import OmegaConf
 
     from .paths import writable_folder
@@ -95,6 +96,10 @@ def check_run_config(cfg, overrides=()) -> None:
                              or not all(_fits(lr, (float,)) and lr > 0 for lr in grid)):
         raise ValueError(f"lr_search.grid must be a list of positive learning rates, not {grid!r}")
     method = OmegaConf.select(cfg, "method.name", default=None)
+    if method not in (None, "zero_shot"):  # the method's options, before the model loads (zero_shot has none)
+        from .methods import method_config
+
+        method_config(OmegaConf.to_container(cfg.method, resolve=True))
     if cfg.get("lr_search") is not None and grid is None and method not in TRAINS_NOTHING:
         log.warning("lr_search is set but method %s has no lr_grid (method_settings.%s.lr_grid): it trains at "
                     "trainer.lr=%s without a search", method, method,

@@ -261,10 +261,10 @@ def test_experiments_of_one_setting_share_runs_and_tables_read_them(tmp_path: Pa
 
 
 def test_a_search_without_a_grid_for_the_method_warns_and_a_rate_beside_a_search_is_an_error(caplog, tmp_path):
-    """lora_rank_sweep's setting has an lr grid for LoRA only: FT there would train at the fallback rate unsearched."""
+    """A search whose grid the method lacks (`method_settings.<method>.lr_grid`) would train at the fallback rate."""
     from peft_repro.checks import check_run_config
 
-    cfg = composed(["+experiment=lora_rank_sweep", "method=full", f"results_dir={tmp_path}"])
+    cfg = composed(["method=full", "lr_search={seed: 0}", f"results_dir={tmp_path}"])
     with caplog.at_level("WARNING", logger="peft_repro"):
         check_run_config(cfg)
     assert "method full has no lr_grid (method_settings.full.lr_grid): it trains at trainer.lr=" in caplog.text

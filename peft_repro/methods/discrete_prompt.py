@@ -30,6 +30,7 @@ class DiscretePromptConfig:
     candidates: list[str] = field(default_factory=list)  # non-empty: a run picks `prompt` among them on dev
 
     def __post_init__(self):
+        self.candidates = list(self.candidates or [])  # null: none (the config's default, which `--resolve` can show)
         if not self.prompt or not all(self.candidates):
             raise ValueError("discrete_prompt needs a non-empty prompt and non-empty candidates")
 

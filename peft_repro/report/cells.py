@@ -303,10 +303,10 @@ def add_zero_shot(rows: list[Row], columns: list, zero_shots: list[dict]) -> lis
                 cell.mark = mark(cell, zs_run, None if majority is None else majority * run.factor)
                 if majority is not None:
                     majority_cells[str(c)] = Cell([Run(majority * run.factor, (None, None), z)], cell.digits,
-                                                  "test.majority_rate")
+                                                  cell.metric.replace("test.accuracy", "test.majority_rate"))
             zs_cells[str(c)] = Cell([run for run, _ in found.values()],
                                     next((cell.digits for _, cell in found.values()), 1),
-                                    next((run.metric for run, _ in found.values()), ""))
+                                    next((cell.metric for _, cell in found.values()), ""))  # "test.BLEU x100"
         extra.append(Row("Zero-shot" + suffix, [], "untrained base model, same prompt, test items and decoding",
                          zs_cells))
         if majority_cells:

@@ -110,9 +110,10 @@ def caption(table: Table, scale: str) -> list[str]:
     models = models_of(run for row in table.rows for c in row.cells.values() for run in c.runs)
     mine = (f"Ours: {', '.join(models) or 'no runs'}, experiment `{'`, `'.join(experiments_of(spec))}`, scale `{scale}`"
             + (f", columns = `{ours['column_key']}`" if ours.get("column_key") else "")
-            + f", values {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
+            + f", values (record keys) {metrics or DASH}; mapping: `ours` in experiments/{spec['file']}."
             if ours else "Ours: no experiment mapped.")
-    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets; a method that trains "
+    return [paper + ". " + mine, "Our cells: mean ± sd (n = runs) over seeds and subsets (the 95% CIs of the "
+            "claims' differences are in claims.md); a method that trains "
             "nothing (zero-shot, a discrete prompt) is one run; – = no result; "
             f"{NOT_ABOVE_ZERO_SHOT} = not above zero-shot, {NOT_ABOVE_MAJORITY} = not above the majority-class rate "
             "(the 95% CI over test items and runs reaches it)."]
