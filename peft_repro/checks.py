@@ -64,6 +64,7 @@ def check_context(max_positions: int | None, virtual_tokens: int, max_source: in
 
 
 TRAINS_NOTHING = ("zero_shot", "discrete_prompt")  # methods without a learning rate to search
+_warned_unsearched: set[str] = set()
 
 # run-level and task keys read as numbers or switches, with what each takes
 RUN_KEYS = {"seed": (int,), "threads": (int, type(None)), "record_samples": (int,), "resume": (bool,),
@@ -100,15 +101,19 @@ def check_run_config(cfg, overrides=()) -> None:
         from .methods import method_config
 
         method_config(OmegaConf.to_container(cfg.method, resolve=True))
+    lr = OmegaConf.select(cfg, "trainer.lr", default=None, throw_on_resolution_failure=False)  # zero_shot: unset
     if cfg.get("lr_search") is not None and grid is None and method not in TRAINS_NOTHING:
-        log.warning("lr_search is set but method %s has no lr_grid (method_settings.%s.lr_grid): it trains at "
-                    "trainer.lr=%s without a search", method, method,
-                    OmegaConf.select(cfg, "trainer.lr", default=None, throw_on_resolution_failure=False))
-    given = [o.split("=", 1)[1] for o in overrides if o.startswith("trainer.lr=")]
+        if lr is None:
+            raise ValueError(f"method {method} has neither a learning-rate grid nor a rate here "
+                             f"(method_settings.{method}.lr_grid or .lr): give trainer.lr=... with lr_search=null")
+        if method not in _warned_unsearched:  # once per process: a fused sweep checks every job
+            _warned_unsearched.add(method)
+            log.warning("lr_search is set but method %s has no lr_grid (method_settings.%s.lr_grid): it trains at "
+                        "trainer.lr=%s without a search", method, method, lr)
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("trainer.lr=")]
     if grid and given:  # the search would replace the rate: the run would not be the one asked for
         raise ValueError(f"trainer.lr={given[0]} and the lr search on dev (lr_search.grid {grid}) both set the rate: "
                          f"add lr_search=null to train at {given[0]}, or drop trainer.lr to let dev choose")
-    lr = OmegaConf.select(cfg, "trainer.lr", default=None, throw_on_resolution_failure=False)  # zero_shot: unset
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not lr > 0:  # a string: TrainConfig names it
         raise ValueError(f"trainer.lr must be a positive learning rate, not {lr!r}")
     writable_folder(cfg.results_dir, "results_dir (PEFT_REPRO_RESULTS or results_dir=...)")

@@ -33,14 +33,16 @@ def results_dir(scale: str = "default", configured: str | None = None) -> Path:
 def writable_folder(path: Path, what: str) -> Path:
     """`path`, checked to be a folder this process can write, or can make, before any work whose output would have
     nowhere to go: a ValueError naming `what` (e.g. "results_dir") otherwise. Makes nothing."""
-    path = Path(path).expanduser().absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ValueError(f"{what} {path} is {'a file' if existing == path else f'under a file, {existing}'}, not a "
-                         "folder")
-    try:  # a real write: os.access says yes to root everywhere, /proc included
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as err:
-        raise ValueError(f"{what} {path} is not writable" + ("" if existing == path else f" ({existing} is not)")
-                         + f": {err.strerror}") from None
+    try:
+        path = Path(path).expanduser().absolute()
+        existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+        if existing.is_symlink() and not existing.exists():
+            raise ValueError(f"{what} {path} is " + ("a broken link" if existing == path
+                                                     else f"under a broken link, {existing}"))
+        if not existing.is_dir():
+            raise ValueError(f"{what} {path} is {'a file' if existing == path else f'under a file, {existing}'}, "
+                             "not a folder")
+        tempfile.TemporaryFile(dir=existing).close()  # a real write: os.access says yes to root, /proc included
+    except (OSError, RuntimeError) as err:  # RuntimeError: ~user that does not exist
+        raise ValueError(f"{what} {path} is not writable: {getattr(err, 'strerror', None) or err}") from None
     return path

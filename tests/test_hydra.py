@@ -272,5 +272,15 @@ def test_a_search_without_a_grid_for_the_method_warns_and_a_rate_beside_a_search
     cfg = composed(["+experiment=lora_rank_sweep", f"results_dir={tmp_path}"])
     check_run_config(cfg)  # LoRA has its grid: no warning
     assert "lr_grid" not in caplog.text
-    with pytest.raises(ValueError, match="trainer.lr=1e-4 and the lr search on dev"):
-        check_run_config(cfg, ["trainer.lr=1e-4"])
+    for given in ("trainer.lr=1e-4", "++trainer.lr=1e-4"):
+        with pytest.raises(ValueError, match="trainer.lr=1e-4 and the lr search on dev"):
+            check_run_config(cfg, [given])
+    caplog.clear()
+    check_run_config(composed(["method=full", "lr_search={seed: 0}", f"results_dir={tmp_path}"]))
+    assert "lr_grid" not in caplog.text  # warned once a process (a fused sweep checks every job)
+    for untrained in ("zero_shot", "discrete_prompt"):  # nothing to search
+        check_run_config(composed([f"method={untrained}", "lr_search={seed: 0}", f"results_dir={tmp_path}"]))
+    assert "lr_grid" not in caplog.text
+    # no grid and no rate either (XSum's setting reads method_settings.<method>.lr): an error, not a run at None
+    with pytest.raises(ValueError, match="method infix has neither a learning-rate grid nor a rate"):
+        check_run_config(composed(["+experiment=xsum_main", "method=infix", f"results_dir={tmp_path}"]))

@@ -29,6 +29,7 @@ CONFIG_CASES = [
     (["method.targets=[qq]"], 2, "unknown weight roles"),
     (["+method.rank=3"], 2, "method lora has no option rank"),
     (["method=full", "+method.r=3"], 2, "method full has no option r; it takes none"),
+    (["method=discrete_prompt", "method.candidates=abc"], 2, "discrete_prompt.candidates must be a list of prompts"),
     (["method=nosuch"], 1, "Could not find 'method/nosuch'"),
     (["method=prefix", "method.num_virtual_tokens=0"], 2, "num_virtual_tokens >= 1"),
     (["method=prefix", "method.num_virtual_tokens=5000"], 2, "exceed the model's context of 1024 positions"),
@@ -113,7 +114,7 @@ def test_bad_input_corpus_gives_clear_errors_and_changes_no_record(tmp_path: Pat
     ]
     argv = [[*base, *args, f"hydra.run.dir={tmp_path}/run-{i}"] for i, (args, _, _) in enumerate(cases)]
     answers = run_cli_cases(argv + [args for args, _, _ in report_cases])
-    assert len(cases) + len(report_cases) >= 57  # README: "The corpus holds 57 such cases"
+    assert len(cases) + len(report_cases) >= 58  # README: "The corpus holds 58 such cases"
     for (args, code, message), (got_code, err) in zip(cases + report_cases, answers):
         assert "Traceback" not in err, (args, err[-3000:])
         assert got_code == code and message in err, (args, got_code, err[-1500:])

@@ -733,7 +733,7 @@ def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
         return ledger.render_ledger([res], "default")[0]
 
     md = ledger_md({"default": 5})
-    assert f"| x | **holds (interim)** | {ledger._headline({'comparisons': [compared]})} | 1 holds | 3 (5) |" in md
+    assert "| x | **holds (interim)** | +2.00 [+1.50, +2.50] | 1 holds | 3 (5) |" in md  # 2.00 ± 4.30 x 0.2 / sqrt(3)
     assert "## x: holds (interim)" in md
     assert "at their plan (every comparison measured, with its planned runs a side): 0 of 1 (the other" in md
     assert "1 of 1 claims decided (1 holds), 0 of them at their plan and 1 in interim looks." in md
@@ -1220,3 +1220,20 @@ def test_provenance_counts_the_scored_test_items_and_names_an_untrained_record_s
                                               "commit abc")
     older = {**zero_shot, "test_items": None}  # a record without item ids: its cap, or "all"
     assert "0 train / all test examples" in render.provenance([older])
+
+
+def test_leave_out_at_scale_names_existing_rows_and_no_claim_compares_a_row_left_out(demo):
+    exp, results = demo
+    grid = (exp / "grid.yaml").read_text()
+    (exp / "grid.yaml").write_text(grid.replace("  metric: test.score\n",
+                                                "  metric: test.score\n  leave_out_at_scale: {default: [Q]}\n"))
+    with pytest.raises(spec.SpecError, match=r"leave_out_at_scale.default names rows ours does not have: \['Q'\]"):
+        spec.load_specs(exp)
+    (exp / "grid.yaml").write_text(grid.replace("  metric: test.score\n",
+                                                "  metric: test.score\n  leave_out_at_scale: {default: [F]}\n"))
+    specs, claim_specs = spec.load_specs(exp)
+    with pytest.raises(spec.SpecError, match=r"claim missing compares \['F'\], which table grid leaves out at scale "
+                                             r"default \(ours.leave_out_at_scale\)"):
+        claims.evaluate(claim_specs, cells.build_tables(specs, results, "default"), "default")
+    smoke = cells.build_tables(specs, results, "smoke")  # other scales keep the row
+    assert "F" in [row.label for row in smoke["grid"].rows]

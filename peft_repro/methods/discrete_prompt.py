@@ -30,6 +30,8 @@ class DiscretePromptConfig:
     candidates: list[str] = field(default_factory=list)  # non-empty: a run picks `prompt` among them on dev
 
     def __post_init__(self):
+        if isinstance(self.candidates, str):  # list() would split it into letters
+            raise ValueError(f"discrete_prompt.candidates must be a list of prompts, not {self.candidates!r}")
         self.candidates = list(self.candidates or [])  # null: none (the config's default, which `--resolve` can show)
         if not self.prompt or not all(self.candidates):
             raise ValueError("discrete_prompt needs a non-empty prompt and non-empty candidates")

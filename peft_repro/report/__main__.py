@@ -28,8 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         writable_folder(args.out or Path(results_dir) / "reports" / args.scale, "--out")  # before the rendering
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         paths = write_report(results_dir, args.scale, args.out)
-    except (SpecError, MalformedRecord, ValueError) as e:
+    except (SpecError, MalformedRecord) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print("\n".join(map(str, paths)))

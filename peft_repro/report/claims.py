@@ -412,6 +412,19 @@ def _check_left_out(claim: dict, checks: list[dict], left_out: dict | None) -> N
                             f"{unknown}")
 
 
+def _check_rows_at_scale(claim: dict, checks: list[dict], tables: dict[str, Table], scale: str | None) -> None:
+    """A claim may not compare a row its table leaves out at this scale (`ours.leave_out_at_scale`): say so, rather
+    than "no row"; the claim's own `left_out` is the way to leave a comparison to another scale."""
+    for check in checks:
+        spec = tables[check["table"]].spec if isinstance(check, dict) and check.get("table") in tables else {}
+        gone = set(((spec.get("ours") or {}).get("leave_out_at_scale") or {}).get(scale) or [])
+        compared = {r for pair in check.get("pairs") or [] for item in pair for r in _side(item)[0]} if gone else set()
+        if compared & gone:
+            raise SpecError(f"{claim.get('role', 'claim')} {claim['id']} compares {sorted(compared & gone)}, which "
+                            f"table {check['table']} leaves out at scale {scale} (ours.leave_out_at_scale): leave the "
+                            f"comparison to another scale with the claim's left_out")
+
+
 def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = None) -> list[dict]:
     """Each claim with its comparisons (those of this scale: `left_out`) and overall verdict."""
     results, pools = [], test_pools(tables)
@@ -422,6 +435,7 @@ def evaluate(claims: list[dict], tables: dict[str, Table], scale: str | None = N
         checks = claim["check"] if isinstance(claim["check"], list) else [claim["check"]]
         left_out = (claim.get("left_out") or {}).get(scale)
         _check_left_out(claim, checks, left_out)
+        _check_rows_at_scale(claim, checks, tables, scale)
         comps = [c for check in checks for c in comparisons(check, tables, left_out, pools)]
         as_counted = judge_family(comps, looks_at(claim, scale))
         results.append({**claim, "comparisons": comps, "counted": as_counted, "verdict": overall(as_counted)})

@@ -63,6 +63,10 @@ def load_specs(folder: Path | None = None) -> tuple[dict[str, dict], list[dict]]
                                                                                  v.values()) for v in left.values())):
                 raise SpecError(f"{path}: `left_out` maps a scale to the rows and columns it leaves to another, e.g. "
                                 f"{{default: {{rows: [\"Wq (mnli)\"], columns: [200, 500]}}}}")
+        ours = doc.get("ours") or {}
+        for scale, labels in (ours.get("leave_out_at_scale") or {}).items():
+            if unknown := sorted(set(labels or []) - {row_label(row) for row in ours.get("rows") or []}):
+                raise SpecError(f"{path}: ours.leave_out_at_scale.{scale} names rows ours does not have: {unknown}")
         tables[name] = {**doc, "table": name, "file": path.name}
         # `checks:` repeat a claim's comparison under a changed setting (e.g. a longer budget): evaluated as claims,
         # reported apart from them (role "check") and not counted among the lecture's claims
