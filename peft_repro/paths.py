@@ -29,7 +29,6 @@ def results_dir(scale: str = "default", configured: str | None = None) -> Path:
     return repo_root() / "results" / ("smoke" if scale == "smoke" else "")
 
 
-
 def writable_folder(path: Path, what: str) -> Path:
     """`path`, checked to be a folder this process can write, or can make, before any work whose output would have
     nowhere to go: a ValueError naming `what` (e.g. "results_dir") otherwise. Makes nothing."""
