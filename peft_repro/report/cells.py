@@ -175,12 +175,12 @@ def lr_summary(records: list[dict]) -> tuple[str, dict[tuple, bool]]:
         chosen = choose_lr(points)
         edge = " (chosen, at the grid's edge: a wider grid may do better)" if past_the_edge(points, 1) \
             else " (chosen)"  # where the search would try a rate past it, had it one left
-        at_choice = seeds.get((group, chosen), {})
+        gap_sd = _gap_and_sd(points, chosen, seeds.get((group, chosen), {}))
         texts.append(names[group] + ", ".join(f"{lr:g}: " + (f"{100 * v:.1f}" if v > float("-inf") else "diverged")
                                               + (edge if lr == chosen else "") for lr, v in points.items())
-                     + seed_noise(points, chosen, at_choice))
-        if (gap_sd := _gap_and_sd(points, chosen, at_choice)) is not None:
-            noise[made_by[group]] = gap_sd[0] < 2 ** 0.5 * gap_sd[1]
+                     + seed_noise(gap_sd))
+        if gap_sd is not None:
+            noise[made_by[group]] = within_seed_noise(*gap_sd[:2])
     return "; ".join(texts), noise
 
 
@@ -227,19 +227,25 @@ def _searches(records: list[dict]) -> tuple[dict, dict, dict]:
             {group: tuple(sorted(names)) for group, names in made_by.items()})
 
 
-def seed_noise(points: dict[float, float], chosen: float, runs: dict[tuple, list[float]]) -> str:
+def seed_noise(gap_sd: tuple | None) -> str:
     """' (runner-up 0.9 below; dev sd over seeds at the chosen rate 2.2, 4 df: within seed noise)': how far the
     choice stands above the next rate against `sd`, the dev scores' spread over the seeds trained at the chosen rate
     in the searched configuration (pooled over its data draws, e.g. low-data subsets; a seed's repeated trainings
     count once). Both grid scores are single runs, so their gap has a seed sd of about sqrt(2)·sd: a gap under that
     is within seed noise (another seed could have chosen the runner-up). Every CI of the tables and claims is
     conditional on the choice. No flag does not make a choice robust (the sd rests on few df, and any rate could
-    win on another seed). '' without a runner-up or without two seeds at one point."""
-    if (gap_sd := _gap_and_sd(points, chosen, runs)) is None:
+    win on another seed). `gap_sd`: `_gap_and_sd`'s answer; '' without a runner-up or without two seeds at one
+    point (None)."""
+    if gap_sd is None:
         return ""
     gap, sd, df = gap_sd
     return (f" (runner-up {gap:.1f} below; dev sd over seeds at the chosen rate {sd:.1f}, {df} df"
-            + (": within seed noise)" if gap < 2 ** 0.5 * sd else ")"))
+            + (": within seed noise)" if within_seed_noise(gap, sd) else ")"))
+
+
+def within_seed_noise(gap: float, sd: float) -> bool:
+    """Both grid scores are single runs: their gap has a seed sd of about sqrt(2)·sd."""
+    return gap < 2 ** 0.5 * sd
 
 
 def _gap_and_sd(points: dict[float, float], chosen: float, runs: dict[tuple, list[float]]):
