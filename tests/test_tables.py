@@ -349,10 +349,11 @@ def test_the_ledger_gives_each_sides_last_epoch_dev_rise_and_what_one_more_epoch
             "than |d|; a heuristic): 2 (0 of them decided).") in ledger.at_a_glance(
         [{"verdict": "x", "comparisons": [turns, mirror, holds]}])
     # decided as the claim counts it: a failure at 95% that is not family-wise is not a decision
-    for fails_family_wise, decided in ((False, 0), (None, 1), (True, 1)):
+    for fails_family_wise, decided in ((False, "0 of them decided"), (None, "1 of them decided: a > b"),
+                                       (True, "1 of them decided: a > b")):
         failing = dataclasses.replace(turns, verdict="fails", fails_family_wise=fails_family_wise)
-        assert f"reverse (the sides' `last rise` differ against d by more than |d|; a heuristic): 2 ({decided} of them " \
-               "decided)." in ledger.at_a_glance([{"verdict": "x", "comparisons": [failing, mirror, holds]}])
+        assert f"reverse (the sides' `last rise` differ against d by more than |d|; a heuristic): 2 ({decided})." \
+               in ledger.at_a_glance([{"verdict": "x", "comparisons": [failing, mirror, holds]}])
     assert ledger.reversed_by_one_epoch(claims.Comparison("a ≈ b", "same", 1, turns.a, turns.b, diff=-1.5)) is None
 
 
@@ -737,9 +738,9 @@ def test_a_claim_below_its_planned_runs_is_an_interim_look(tmp_path):
     assert "## x: holds (interim)" in md
     assert "at their plan (every comparison measured, with its planned runs a side): 0 of 1 (the other" in md
     assert "1 of 1 claims decided (1 holds), 0 of them at their plan and 1 in interim looks." in md
-    assert "1 of them at their plan (1 holds) and 0 in interim looks." in ledger_md({"default": 3})
     at_plan = ledger_md({"default": 3})
-    assert "| x | **holds** |" in at_plan and "planned runs a side): 1 of 1" in at_plan
+    assert "1 of 1 claims decided (1 holds), all at their plan." in at_plan
+    assert "| x | **holds** |" in at_plan and "planned runs a side): 1 of 1." in at_plan
     assert "| x | **holds (interim)** | – | 1 holds, 1 no results | 3 (3) |" in ledger_md({"default": 3},
                                                                                          (compared, queued))
     # without a plan at the scale, a comparison not yet measured (no results, too few runs) makes the verdict interim
@@ -1024,6 +1025,19 @@ def test_a_claim_of_several_comparisons_fails_only_through_a_family_wise_failure
     assert "| x | **inconclusive** | – | 2 holds, 1 inconclusive | 3 |" in md  # the summary counts as the verdict does
     lo, hi = mild.family_ci
     assert f"inconclusive family-wise: [{lo:+.2f}, {hi:+.2f}] (it fails at an unadjusted 95%)" in md and ",False," in csv_text
+    # claims.csv: the claim's verdict, and each comparison's as the claim counts it beside the unadjusted one
+    row = next(r for r in csv.DictReader(io.StringIO(csv_text)) if r["fails_family_wise"] == "False")
+    assert (row["claim_verdict"], row["verdict"], row["verdict_at_95"]) == ("inconclusive", "inconclusive", "fails")
+    # the summary line of a claim of several comparisons names the one that fails it, or where it holds the weakest
+    strong = compare([-5.0, -5.2, -4.8])
+    fails = {**res, "comparisons": [strong, *holding], "counted": claims.judge_family([strong, *holding]),
+             "verdict": "fails"}
+    lo, hi = strong.family_ci
+    assert f"| x | **fails** | a > b: -5.00 [{lo:+.2f}, {hi:+.2f}] family-wise; at 95% " in ledger.render_ledger(
+        [fails], "default")[0]
+    holds = {**res, "comparisons": holding, "counted": ["holds", "holds"], "verdict": "holds"}
+    assert f"| x | **holds** | weakest, a > b: +2.00 [{holding[0].ci[0]:+.2f}, {holding[0].ci[1]:+.2f}] |" in \
+        ledger.render_ledger([holds], "default")[0]
 
 
 def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_them():
@@ -1053,9 +1067,9 @@ def test_a_claim_judged_at_several_looks_must_hold_at_the_bonferroni_level_over_
            "counted": ["inconclusive"], "verdict": "inconclusive"}
     md, csv_text = ledger.render_ledger([res], "default")
     assert f"inconclusive over its 3 looks: [{lo:+.2f}, {hi:+.2f}] (it holds at an unadjusted 95%)" in md
-    # the summary line shows the 95% CI that excludes 0 beside the one over its looks that does not
-    headline = (f"{thrice.diff:+.2f} [{thrice.ci[0]:+.2f}, {thrice.ci[1]:+.2f}]; over its 3 looks "
-                f"[{lo:+.2f}, {hi:+.2f}]")
+    # the summary line leads with the CI over its looks that does not exclude 0, then the 95% one that does
+    headline = (f"{thrice.diff:+.2f} [{lo:+.2f}, {hi:+.2f}] over its 3 looks; at 95% "
+                f"[{thrice.ci[0]:+.2f}, {thrice.ci[1]:+.2f}]")
     assert f"| x | **inconclusive** | {headline} | 1 inconclusive |" in md and thrice.ci[0] > 0 > lo
     assert "judged 3 times" in md and ",3,False," in csv_text
     assert f"| ~{n} runs a side (to hold) |" in md and ",hold," in csv_text  # the verdict those runs would reach
@@ -1220,6 +1234,10 @@ def test_provenance_counts_the_scored_test_items_and_names_an_untrained_record_s
                                               "commit abc")
     older = {**zero_shot, "test_items": None}  # a record without item ids: its cap, or "all"
     assert "0 train / all test examples" in render.provenance([older])
+    # a discrete prompt draws its worked examples from the training pairs but trains on none of them
+    prompt = {**zero_shot, "train_examples": 200, "seed": 0, "params": {"trainable": 0}}
+    assert "e2e: 0 train / 630 test examples" in render.provenance([prompt])
+    assert "e2e: 200 train" in render.provenance([{**prompt, "params": {"trainable": 5}}])
 
 
 def test_leave_out_at_scale_names_existing_rows_and_no_claim_compares_a_row_left_out(demo):

@@ -54,12 +54,29 @@ def _level(c: Comparison) -> str:
 
 
 def _headline(res: dict) -> str:
-    """A one-comparison claim's d and 95% CI, and its CI at the stricter level it is judged at where one applies
-    (a claim of several comparisons: its section lists them)."""
-    if len(res["comparisons"]) != 1 or (c := res["comparisons"][0]).ci is None:
+    """A one-comparison claim's d and its CI at the level its verdict is judged at: the stricter one where one applies
+    (then the 95% CI after it), else 95%. A claim of several comparisons (its section lists them all): where it
+    fails, the comparison that fails it; where it holds by `>` comparisons, the weakest (lowest CI bound); else a
+    dash."""
+    comps = res["comparisons"]
+    if len(comps) != 1:
+        if res["verdict"] == "fails":
+            c = next(c for c in comps if counted(c) == "fails")
+            return f"{c.label}: {_ci_text(c)}"
+        if res["verdict"] == "holds" and all(c.kind == "better" and c.ci for c in comps):
+            c = min(comps, key=lambda c: c.ci[0])
+            return f"weakest, {c.label}: {_ci_text(c)}"
         return DASH
-    text = f"{_num(c.diff)} [{_num(c.ci[0])}, {_num(c.ci[1])}]"
-    return text + (f"; {_level(c)} [{_num(c.family_ci[0])}, {_num(c.family_ci[1])}]" if c.family_ci else "")
+    if (c := res["comparisons"][0]).ci is None:
+        return DASH
+    return _ci_text(c)
+
+
+def _ci_text(c: Comparison) -> str:
+    at_95 = f"[{_num(c.ci[0])}, {_num(c.ci[1])}]"
+    if not c.family_ci:
+        return f"{_num(c.diff)} {at_95}"
+    return f"{_num(c.diff)} [{_num(c.family_ci[0])}, {_num(c.family_ci[1])}] {_level(c)}; at 95% {at_95}"
 
 
 def needed_to(c: Comparison) -> str | None:
@@ -150,8 +167,10 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
         decided_plans = [(v, p) for v, p in zip(verdicts, plans) if v in ("holds", "fails")]
         final = [v for v, p in decided_plans if p is True]
         final_counts = ", ".join(f"{n} {v}" for v in ("holds", "fails") if (n := final.count(v)))
-        text += (f", {len(final)} of them at their plan" + (f" ({final_counts})" if final else "")
-                 + f" and {sum(p is False for _, p in decided_plans)} in interim looks")
+        interim = sum(p is False for _, p in decided_plans)
+        text += (", all at their plan" if len(final) == decided else
+                 f", {len(final)} of them at their plan" + (f" ({final_counts})" if final else "")
+                 + f" and {interim} in interim looks")
     undecided = ", ".join(f"{n} {v}" for v in VERDICTS[2:] if (n := verdicts.count(v)))
     lines = [text + (f"; {len(results) - decided} not decided ({undecided})." if undecided else ".")]
     measured = list({measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
@@ -179,10 +198,12 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
         reversed_ = [c for c, t in turns if t]
         # a measurement two claims share is decided if either claim counts it so (their levels may differ)
         decided_ = {measurement(c) for res in results for c in res["comparisons"] if counted(c) in ("holds", "fails")}
+        reversed_decided = [c.label for c in reversed_ if measurement(c) in decided_]
         lines.append(f"Of the {len(turns)} judged `>` comparisons with a dev curve in their metric on both sides, "
                      f"those that one more epoch at each side's last-epoch dev rise would reverse (the sides' "
                      f"`last rise` differ against d by more than |d|; a heuristic): {len(reversed_)} "
-                     f"({sum(measurement(c) in decided_ for c in reversed_)} of them decided).")
+                     f"({len(reversed_decided)} of them decided"
+                     + (f": {'; '.join(reversed_decided)}" if reversed_decided else "") + ").")
     split_bound = {kind: [res["id"] for res in results if res["verdict"] == "inconclusive" and any(
         c.needed.startswith(prefix) for c in res["comparisons"] if counted(c) == "inconclusive")]
         for kind, prefix in (("not", NOT_ON_SPLIT), ("perhaps", PERHAPS_NOT_ON_SPLIT))}
@@ -202,8 +223,9 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
                      "with them.")
     if any(p is not None for p in plans):
         lines.append(f"Claims at their plan (every comparison measured, with its planned runs a side): "
-                     f"{sum(p is True for p in plans)} of {len(results)} (the other verdicts are interim looks: their "
-                     f"runs are not all in).")
+                     f"{(n_plan := sum(p is True for p in plans))} of {len(results)}"
+                     + (" (the other verdicts are interim looks: their runs are not all in)." if n_plan < len(results)
+                        else "."))
     return "**At a glance**:\n\n" + "\n".join(f"- {line}" for line in lines)
 
 
@@ -236,7 +258,9 @@ READING = [
     "- **needed**: the runs a side or test items that would decide an inconclusive comparison at the measured "
     "variance and difference (\"to hold\" or \"to fail\": the side d lies on), no more items than the test split "
     "holds (E2E: 630 MRs); \"not on this test split\" where its items alone are too noisy whatever the runs "
-    "(\"perhaps not\" where only the seed x item part of their noise, which more runs shrink, makes them so).",
+    "(\"perhaps not\" where only the seed x item part of their noise, which more runs shrink, makes them so). It is "
+    "sized at the comparison's present level; a further stage acting on it would be one more look, judged at a "
+    "stricter level still.",
     "- **last kept** (A · B): of a side's runs that chose an epoch on a dev curve, those whose kept (best) epoch was "
     "their last: most of them say the side still rose when training stopped, and a longer budget may move the "
     "comparison. **last rise** (A · B): the mean change of a side's dev score over its last epoch, in the compared "
@@ -244,7 +268,12 @@ READING = [
     "more epoch at that pace would reverse the comparison.",
     "- Every CI is conditional on the learning rates chosen on dev (each method's grid at seed 0, or subset 0 seed 0 "
     "for low-data): the noise of that choice is not in it (each table's lr line says whether the choice is within "
-    "seed noise: another seed could have chosen the runner-up).",
+    "seed noise: another seed could have chosen the runner-up). At the default scale dev score predicted test score "
+    "across configurations but hardly across one configuration's seeds (docs/default_scale.md, session 21): a choice "
+    "within seed noise is the seed's luck, and how far another choice would move a comparison is not measured.",
+    "- **claims.csv**: a row per comparison. `claim_verdict` is the claim's verdict as the summary shows it; `verdict` "
+    "the comparison's as its claim counts it (a decision its stricter level does not confirm is inconclusive), "
+    "`verdict_at_95` the unadjusted one; `fails_family_wise`, `holds_over_looks` and `ci_family_*` give that level.",
 ]
 
 
@@ -252,8 +281,10 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv): the lecture's claims, then the robustness checks (`checks:` in the specs)."""
     lecture = [res for res in results if res.get("role") != "check"]
     checks = [res for res in results if res.get("role") == "check"]
-    md = [f"# Claims ledger (scale `{scale}`)", "", at_a_glance(lecture, scale, checks), "",
-          "| claim | verdict | d [95% CI] | comparisons | runs a side (planned) | measured at | robustness checks |",
+    md = [f"# Claims ledger (scale `{scale}`)", "",
+          "Terms (d, CI over, ±items, ±runs, looks, plan, needed, last kept, last rise): \"How to read a comparison\", "
+          "after the summary tables.", "", at_a_glance(lecture, scale, checks), "",
+          "| claim | verdict | d [CI at the verdict's level] | comparisons | runs a side (planned) | measured at | robustness checks |",
           "|---|---|---|---|---|---|---|"]
     checks_of = {res["id"]: [check for check in checks if _check_of(check) == res["id"]] for res in lecture}
     md += [_summary_line(res, scale, checks_of[res["id"]]) for res in lecture]
@@ -261,7 +292,7 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
         md += ["", "**Robustness checks** (not the lecture's claims, not counted above): a claim's comparison "
                "repeated under a changed design choice, e.g. a longer training budget. They say whether the claim's "
                "verdict depends on that choice.", "",
-               "| check | of claim | verdict | d [95% CI] | comparisons | runs a side (planned) | measured at |",
+               "| check | of claim | verdict | d [CI at the verdict's level] | comparisons | runs a side (planned) | measured at |",
                "|---|---|---|---|---|---|---|"]
         md += [_summary_line(res, scale) for res in checks]
     md += ["", *READING]
@@ -269,10 +300,10 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
     for res in lecture + checks:
         md += _details(res, scale, rows, checks_of.get(res["id"]))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "source", "comparison", "kind", "margin", "n_a",
-                                             "n_b", "paired", "mean_diff", "ci_low", "ci_high", "ci_over",
-                                             "half_width_items", "half_width_runs", "unpaired_left_out", "verdict",
-                                             "fails_family_wise", "looks", "holds_over_looks", "ci_family_low",
+    writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "claim_verdict", "source", "comparison", "kind",
+                                             "margin", "n_a", "n_b", "paired", "mean_diff", "ci_low", "ci_high",
+                                             "ci_over", "half_width_items", "half_width_runs", "unpaired_left_out",
+                                             "verdict", "verdict_at_95", "fails_family_wise", "looks", "holds_over_looks", "ci_family_low",
                                              "ci_family_high", "needed", "needed_to",
                                              "last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b",
                                              "last_rise_a", "last_rise_b",
@@ -322,7 +353,8 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
     if (looks := looks_at(res, scale)) > 1:
         md += [f"Over its looks: the claim was judged {looks} times, and an undecided verdict changed its design "
                f"(its note says how), so a comparison holds only at the Bonferroni level 1 - 0.05/"
-               f"{looks} ({100 * (1 - FAMILY_ALPHA / looks):.2f}%) too, and fails only at 1 - 0.05/({looks} x m): "
+               f"{looks} ({100 * (1 - FAMILY_ALPHA / looks):.2f}%) too, and fails only at 1 - 0.05/({looks} x m), m its "
+               f"comparisons with a deciding CI: "
                f"the verdict that testing every look at that level gives (its earlier looks, not clearing 95%, "
                f"cleared no stricter level either), conservative where the looks share runs.", ""]
     md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed "
@@ -335,7 +367,7 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
                   f"{_needed_text(c)} | {_last_kept_text(c)} | {_last_rise_text(c)} |")
-        rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
+        rows.append({"claim": res["id"], "check_of": _check_of(res) or "", "claim_verdict": shown_verdict(res, scale),
                      "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
                      "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
@@ -343,7 +375,8 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
                      "ci_high": "" if c.ci is None else round(c.ci[1], 4), "ci_over": c.ci_over,
                      "half_width_items": round(c.half_widths["items"], 4) if "items" in c.half_widths else "",
                      "half_width_runs": round(c.half_widths["runs"], 4) if "runs" in c.half_widths else "",
-                     "unpaired_left_out": c.unpaired_left_out, "verdict": c.verdict,
+                     "unpaired_left_out": c.unpaired_left_out, "verdict": counted(c),
+                     "verdict_at_95": c.verdict,
                      "fails_family_wise": "" if c.fails_family_wise is None else c.fails_family_wise,
                      "looks": c.looks, "holds_over_looks": "" if c.holds_over_looks is None else c.holds_over_looks,
                      "ci_family_low": "" if c.family_ci is None else round(c.family_ci[0], 4),

@@ -69,7 +69,9 @@ def provenance(records: list[dict]) -> str:
     parts = [_values(lookup(r, "config.model.name") for r in records)]
     for task in sorted({str(lookup(r, "config.task.name")) for r in records}):
         mine = [r for r in records if str(lookup(r, "config.task.name")) == task]
-        train, test = _values(r.get("train_examples") for r in mine), _values(map(test_size, mine))
+        # a record that trains nothing (a discrete prompt's worked examples come from the training pairs) trained on 0
+        train = _values(0 if lookup(r, "params.trainable") == 0 else r.get("train_examples") for r in mine)
+        test = _values(map(test_size, mine))
         text = f"{task}: {train} train / {test} test examples"
         subsets = {lookup(r, "config.task.low_data.subset") for r in mine} - {None}
         parts.append(text + (f" (low-data subsets {_values(subsets)})" if subsets else ""))
