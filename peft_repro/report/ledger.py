@@ -67,9 +67,7 @@ def _headline(res: dict) -> str:
             c = min(comps, key=lambda c: c.ci[0])
             return f"weakest, {c.label}: {_ci_text(c)}"
         return DASH
-    if (c := res["comparisons"][0]).ci is None:
-        return DASH
-    return _ci_text(c)
+    return DASH if comps[0].ci is None else _ci_text(comps[0])
 
 
 def _ci_text(c: Comparison) -> str:
@@ -167,10 +165,9 @@ def at_a_glance(results: list[dict], scale: str | None = None, checks: list[dict
         decided_plans = [(v, p) for v, p in zip(verdicts, plans) if v in ("holds", "fails")]
         final = [v for v, p in decided_plans if p is True]
         final_counts = ", ".join(f"{n} {v}" for v in ("holds", "fails") if (n := final.count(v)))
-        interim = sum(p is False for _, p in decided_plans)
         text += (", all at their plan" if len(final) == decided else
                  f", {len(final)} of them at their plan" + (f" ({final_counts})" if final else "")
-                 + f" and {interim} in interim looks")
+                 + f" and {sum(p is False for _, p in decided_plans)} in interim looks")
     undecided = ", ".join(f"{n} {v}" for v in VERDICTS[2:] if (n := verdicts.count(v)))
     lines = [text + (f"; {len(results) - decided} not decided ({undecided})." if undecided else ".")]
     measured = list({measurement(c): c for res in results for c in res["comparisons"] if c.diff is not None}.values())
@@ -281,10 +278,11 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
     """(claims.md, claims.csv): the lecture's claims, then the robustness checks (`checks:` in the specs)."""
     lecture = [res for res in results if res.get("role") != "check"]
     checks = [res for res in results if res.get("role") == "check"]
+    d_ci = "d [CI at the verdict's level]"
     md = [f"# Claims ledger (scale `{scale}`)", "",
-          "Terms (d, CI over, ±items, ±runs, looks, plan, needed, last kept, last rise): \"How to read a comparison\", "
-          "after the summary tables.", "", at_a_glance(lecture, scale, checks), "",
-          "| claim | verdict | d [CI at the verdict's level] | comparisons | runs a side (planned) | measured at | robustness checks |",
+          "Terms (d, CI over, ±items, ±runs, looks, plan, needed, last kept, last rise): \"How to read a "
+          "comparison\", after the summary tables.", "", at_a_glance(lecture, scale, checks), "",
+          f"| claim | verdict | {d_ci} | comparisons | runs a side (planned) | measured at | robustness checks |",
           "|---|---|---|---|---|---|---|"]
     checks_of = {res["id"]: [check for check in checks if _check_of(check) == res["id"]] for res in lecture}
     md += [_summary_line(res, scale, checks_of[res["id"]]) for res in lecture]
@@ -292,7 +290,7 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
         md += ["", "**Robustness checks** (not the lecture's claims, not counted above): a claim's comparison "
                "repeated under a changed design choice, e.g. a longer training budget. They say whether the claim's "
                "verdict depends on that choice.", "",
-               "| check | of claim | verdict | d [CI at the verdict's level] | comparisons | runs a side (planned) | measured at |",
+               f"| check | of claim | verdict | {d_ci} | comparisons | runs a side (planned) | measured at |",
                "|---|---|---|---|---|---|---|"]
         md += [_summary_line(res, scale) for res in checks]
     md += ["", *READING]
@@ -303,8 +301,9 @@ def render_ledger(results: list[dict], scale: str) -> tuple[str, str]:
     writer = csv.DictWriter(buf, fieldnames=["claim", "check_of", "claim_verdict", "source", "comparison", "kind",
                                              "margin", "n_a", "n_b", "paired", "mean_diff", "ci_low", "ci_high",
                                              "ci_over", "half_width_items", "half_width_runs", "unpaired_left_out",
-                                             "verdict", "verdict_at_95", "fails_family_wise", "looks", "holds_over_looks", "ci_family_low",
-                                             "ci_family_high", "needed", "needed_to",
+                                             "verdict", "verdict_at_95", "fails_family_wise", "looks",
+                                             "holds_over_looks", "ci_family_low", "ci_family_high", "needed",
+                                             "needed_to",
                                              "last_kept_a", "with_dev_curve_a", "last_kept_b", "with_dev_curve_b",
                                              "last_rise_a", "last_rise_b",
                                              "measured_at"])
@@ -353,8 +352,8 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
     if (looks := looks_at(res, scale)) > 1:
         md += [f"Over its looks: the claim was judged {looks} times, and an undecided verdict changed its design "
                f"(its note says how), so a comparison holds only at the Bonferroni level 1 - 0.05/"
-               f"{looks} ({100 * (1 - FAMILY_ALPHA / looks):.2f}%) too, and fails only at 1 - 0.05/({looks} x m), m its "
-               f"comparisons with a deciding CI: "
+               f"{looks} ({100 * (1 - FAMILY_ALPHA / looks):.2f}%) too, and fails only at 1 - 0.05/({looks} x m), "
+               f"m its comparisons with a deciding CI: "
                f"the verdict that testing every look at that level gives (its earlier looks, not clearing 95%, "
                f"cleared no stricter level either), conservative where the looks share runs.", ""]
     md += ["| comparison | n A | n B | paired | mean d | 95% CI | CI over | ±items | ±runs | verdict | needed "
@@ -367,8 +366,9 @@ def _details(res: dict, scale: str, rows: list[dict], its_checks: list[dict] | N
         md.append(f"| {c.label}{margin} | {len(c.a)} | {len(c.b)} | {paired} | {_num(c.diff)} | {ci} | "
                   f"{c.ci_over or DASH} | {_hw(c, 'items')} | {_hw(c, 'runs')} | {_verdict(c)} | "
                   f"{_needed_text(c)} | {_last_kept_text(c)} | {_last_rise_text(c)} |")
-        rows.append({"claim": res["id"], "check_of": _check_of(res) or "", "claim_verdict": shown_verdict(res, scale),
-                     "source": res.get("source", ""), "comparison": c.label, "kind": c.kind,
+        rows.append({"claim": res["id"], "check_of": _check_of(res) or "",
+                     "claim_verdict": shown_verdict(res, scale), "source": res.get("source", ""),
+                     "comparison": c.label, "kind": c.kind,
                      "margin": c.margin if c.kind == "same" else "", "n_a": len(c.a), "n_b": len(c.b),
                      "paired": c.paired, "mean_diff": "" if c.diff is None else round(c.diff, 4),
                      "ci_low": "" if c.ci is None else round(c.ci[0], 4),
